@@ -1,0 +1,93 @@
+/* braid core internals: the reactor structure and the I/O layer's ops table.
+ * Nothing here is public API. See docs/ARCHITECTURE.md. */
+#ifndef BRAID_CORE_INTERNAL_H
+#define BRAID_CORE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "braid/braid.h"
+#include "braid/testing.h"
+#include "core/io.h"
+#include "core/sync.h"
+
+#define BRAID__UNUSED(x) ((void)(x))
+#define braid__container_of(ptr, type, member)                                \
+  ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* One queued callback (call-soon and call-from-thread). */
+typedef struct braid__call {
+  braid_callback_cb cb;
+  void *arg;
+} braid__call;
+
+/* One slot of the timer heap. The deadline lives here, next to the
+ * pointer, so that sifting compares without touching the timers. */
+typedef struct braid__heap_slot {
+  uint64_t deadline;
+  braid_timer_t *timer;
+} braid__heap_slot;
+
+typedef struct braid__hook {
+  int id;
+  braid_hook_phase phase;
+  braid_callback_cb cb;
+  void *arg;
+} braid__hook;
+
+struct braid_reactor {
+  /* The I/O layer (one ops table, state owned by it). */
+  const braid__io_ops *io;
+  void *io_state;
+
+  uint64_t now;
+  unsigned flags;
+  int running;   /* inside run/run_once */
+  int stopping;  /* stop() asked */
+  int depth;     /* callback nesting, to refuse destroy from a callback */
+
+  /* Timers: a 4-ary min-heap ordered by (deadline, seq). */
+  braid__heap_slot *heap;
+  uint32_t heap_len, heap_cap;
+  uint32_t timer_seq;
+  int in_timer_pass;
+
+  /* Call-soon: a growable ring of calls. */
+  braid__call *soon;
+  size_t soon_head, soon_len, soon_cap;
+
+  /* Call-from-thread: a locked array swapped out whole by the loop. */
+  braid__mutex tlock;
+  braid__call *tq;
+  size_t tq_len, tq_cap;
+  braid__call *tq_spare;
+  size_t tq_spare_cap;
+  int tq_wake_pending;
+
+  /* Signal watchers on this reactor. */
+  braid_signal_t *signals;
+
+  braid__hook *hooks;
+  size_t nhooks, hooks_cap;
+  int next_hook_id;
+
+  size_t holds;
+  size_t active_io; /* I/O operations and handles that keep the loop alive */
+
+  braid_log_cb log_cb;
+  void *log_arg;
+};
+
+/* core/timer.c */
+void braid__timers_run(braid_reactor_t *r, uint64_t now);
+int braid__timers_next(const braid_reactor_t *r, uint64_t *deadline);
+void braid__timers_clear(braid_reactor_t *r);
+
+/* core/reactor.c: called by the I/O layer when its wakeup fired, on the
+ * loop thread: drains thread calls and checks signal deliveries. */
+void braid__reactor_wakeup_drain(braid_reactor_t *r);
+
+/* platform: monotonic clock. */
+uint64_t braid__hrtime(void);
+
+#endif

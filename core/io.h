@@ -1,0 +1,162 @@
+/* The I/O layer's interface: what core asks of a platform.
+ *
+ * The layer is completion-shaped. Core submits an operation (accept,
+ * connect, read into a buffer, write iovecs, datagram send/receive) on a
+ * socket; the platform completes it exactly once, with a status:
+ *
+ *   - inline: submit() returns the final status (>= 0 bytes or a BRAID_E*
+ *     code) and will never call op->cb. Readiness engines do this when the
+ *     syscall succeeds at once; IOCP does it with
+ *     FILE_SKIP_COMPLETION_PORT_ON_SUCCESS.
+ *   - later: submit() returns BRAID__PENDING and the platform calls
+ *     op->cb(op, status) from inside wait(), on the loop thread.
+ *
+ * Between submit and completion the platform owns the op and the memory it
+ * points at (buffers, the address); core must not touch or free them.
+ * cancel() makes a pending op complete (later, through cb) with
+ * BRAID_ECANCELED unless it completed first. close() cancels everything
+ * pending on the socket, closes it, and calls close_cb from a later wait()
+ * after the last op completion, so memory may be freed there. See
+ * docs/ARCHITECTURE.md.
+ */
+#ifndef BRAID_CORE_IO_H
+#define BRAID_CORE_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+typedef SOCKET braid__fd;
+#define BRAID__BAD_FD INVALID_SOCKET
+#else
+#include <sys/socket.h>
+typedef int braid__fd;
+#define BRAID__BAD_FD (-1)
+#endif
+
+typedef struct braid_reactor braid_reactor_t;
+
+/* submit() returns this when the op will complete through its callback. */
+#define BRAID__PENDING 1
+
+/* A buffer for scatter/gather writes. */
+typedef struct braid__buf {
+  void *base;
+  size_t len;
+} braid__buf;
+
+typedef enum braid__op_type {
+  BRAID__OP_READ = 1,  /* recv into read.base/len; 0 means end of input */
+  BRAID__OP_WRITE,     /* send all of write.bufs; status = bytes sent */
+  BRAID__OP_ACCEPT,    /* accept one connection into accept.fd */
+  BRAID__OP_CONNECT,   /* connect to addr */
+  BRAID__OP_RECVFROM,  /* one datagram into read.base/len, sender into addr */
+  BRAID__OP_SENDTO     /* one datagram from write.bufs to addr */
+} braid__op_type;
+
+typedef struct braid__sock braid__sock;
+typedef struct braid__op braid__op;
+
+/* status: bytes transferred (>= 0) or a BRAID_E* code. */
+typedef void (*braid__op_cb)(braid__op *op, intptr_t status);
+typedef void (*braid__close_cb)(braid__sock *s);
+
+struct braid__op {
+  braid__op_cb cb;
+  braid__sock *sock; /* set by submit */
+  braid__op *next_;  /* platform's queue link */
+  uint8_t type;
+  union {
+    struct {
+      void *base;
+      size_t len;
+    } read;
+    struct {
+      braid__buf *bufs; /* the platform advances through these in place */
+      size_t nbufs;
+      size_t done; /* bytes written so far */
+    } write;
+    struct {
+      braid__fd fd; /* the accepted socket, on success */
+    } accept;
+  } u;
+  struct sockaddr_storage addr; /* connect/sendto target; recvfrom/accept peer */
+  int addrlen;
+#ifdef _WIN32
+  OVERLAPPED ov_; /* IOCP's per-operation record */
+#endif
+};
+
+/* A socket as the platform sees it. Embedded in core's transports. */
+struct braid__sock {
+  braid__fd fd;
+  braid_reactor_t *reactor;
+  braid__close_cb close_cb;
+  uint32_t flags_;   /* platform's */
+  uint32_t events_;  /* platform's: readiness seen, interest armed */
+  braid__op *rq_;    /* platform's: pending reads/accepts */
+  braid__op *wq_;    /* platform's: pending writes/connects */
+  braid__op *wq_tail_;
+  braid__sock *next_closing_;
+  int pidx_;         /* platform's: poller slot */
+};
+
+/* Capabilities (branch on these, never on platform names). */
+enum braid__io_caps {
+  BRAID__CAP_SIGNALS = 1u << 0,    /* POSIX signals can be watched */
+  BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
+  BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
+  BRAID__CAP_EMBED_FD = 1u << 3    /* backend_fd() is pollable */
+};
+
+/* The ops table. One per I/O implementation: the POSIX readiness engine
+ * (over epoll, kqueue or poll), io_uring, IOCP. */
+typedef struct braid__io_ops {
+  /* Short name for logs and braid_reactor_poller(). */
+  const char *name;
+  /* braid__io_caps. */
+  unsigned caps;
+  /* Set up state for r (r->io_state); `poller` picks a sub-poller where
+   * the implementation has several (the POSIX engine: "epoll", "poll").
+   * Returns 0 or BRAID_E*; BRAID_ENOTSUP when this host lacks it. */
+  int (*init)(braid_reactor_t *r, const char *poller);
+  /* Release everything init made. Every socket has been closed before. */
+  void (*destroy)(braid_reactor_t *r);
+  /* The name of the sub-poller in use. */
+  const char *(*poller_name)(const braid_reactor_t *r);
+  /* Wait up to timeout_ns (-1: forever, 0: poll) for completions and run
+   * their callbacks, then run close callbacks. Calls
+   * braid__reactor_wakeup_drain() when the wakeup fired. */
+  int (*wait)(braid_reactor_t *r, int64_t timeout_ns);
+  /* Thread-safe: make a concurrent or next wait() return soon. */
+  void (*wakeup)(braid_reactor_t *r);
+  /* Start (on=1) or stop (on=0) delivery of signo to this reactor. Only
+   * with BRAID__CAP_SIGNALS. */
+  int (*signal_watch)(braid_reactor_t *r, int signo, int on);
+  /* Delivery count of signo since the process started watching it. */
+  unsigned (*signal_count)(braid_reactor_t *r, int signo);
+
+  /* Sockets. open creates a non-blocking, close-on-exec socket and
+   * registers it; adopt registers an existing one (from accept). */
+  int (*sock_open)(braid_reactor_t *r, braid__sock *s, int family, int type);
+  int (*sock_adopt)(braid_reactor_t *r, braid__sock *s, braid__fd fd);
+  /* Submit an op on s: returns BRAID__PENDING or the inline status. */
+  intptr_t (*submit)(braid__sock *s, braid__op *op);
+  /* Cancel a pending op (see above); 0 or BRAID_EINVAL if not pending. */
+  int (*cancel)(braid__sock *s, braid__op *op);
+  /* Cancel all pending ops on s, close it, call close_cb from a later
+   * wait(). */
+  void (*close)(braid__sock *s, braid__close_cb cb);
+  /* The pollable descriptor behind wait(), or -1 (for embedding). */
+  int (*backend_fd)(const braid_reactor_t *r);
+} braid__io_ops;
+
+/* The I/O implementations built into this library. */
+extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+
+/* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
+int braid__translate_sys_error(int syserr);
+
+#endif

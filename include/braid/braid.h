@@ -1,0 +1,11 @@
+/* braid: an event-driven networking engine. Include this for everything. */
+#ifndef BRAID_BRAID_H
+#define BRAID_BRAID_H
+
+#include "braid/alloc.h"
+#include "braid/error.h"
+#include "braid/log.h"
+#include "braid/reactor.h"
+#include "braid/version.h"
+
+#endif

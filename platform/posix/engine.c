@@ -1,0 +1,660 @@
+/* The POSIX readiness engine (see engine.h). Strategy, as Boost.Asio's
+ * reactive sockets and mio do it:
+ *   - submit tries the syscall at once when the socket is believed ready;
+ *     most reads and writes complete inline without touching the poller;
+ *   - on EAGAIN the op is queued and the readiness bit cleared; edge
+ *     pollers (epoll EPOLLET, kqueue EV_CLEAR) were told about the socket
+ *     once at registration, level pollers get their interest updated;
+ *   - when the poller reports readiness, queued ops are retried in order
+ *     and completed through their callbacks;
+ *   - close is deferred: the descriptor is closed at once, but pending ops
+ *     are completed with BRAID_ECANCELED and the close callback runs at the
+ *     end of the current wait(), so memory named in a batch of events stays
+ *     valid until the batch is done. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "platform/posix/engine.h"
+
+#if BRAID_HAVE_EVENTFD
+#include <sys/eventfd.h>
+#endif
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on each socket */
+#endif
+
+#define BRAID__IOV_MAX 64
+
+static braid__engine *braid__eng(braid_reactor_t *r) { return r->io_state; }
+
+static const braid__poller *const braid__pollers[] = {
+#if BRAID_HAVE_EPOLL
+    &braid__poller_epoll,
+#endif
+#if BRAID_HAVE_KQUEUE
+    &braid__poller_kqueue,
+#endif
+#if BRAID_HAVE_POLL
+    &braid__poller_poll,
+#endif
+    NULL};
+
+int braid__timeout_ms(int64_t timeout_ns) {
+  if (timeout_ns < 0)
+    return -1;
+  int64_t ms = (timeout_ns + 999999) / 1000000;
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static inline int braid__set_nonblock_cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return braid__translate_sys_error(errno);
+  fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+    return braid__translate_sys_error(errno);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Wakeup
+ * ------------------------------------------------------------------------ */
+
+static int braid__wake_open(braid__engine *e) {
+#if BRAID_HAVE_EVENTFD
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0)
+    return braid__translate_sys_error(errno);
+  e->wake.fd = fd;
+  e->wake_wfd = fd;
+#else
+  int p[2];
+  if (pipe(p) < 0)
+    return braid__translate_sys_error(errno);
+  if (braid__set_nonblock_cloexec(p[0]) < 0 ||
+      braid__set_nonblock_cloexec(p[1]) < 0) {
+    close(p[0]);
+    close(p[1]);
+    return BRAID_EIO;
+  }
+  e->wake.fd = p[0];
+  e->wake_wfd = p[1];
+#endif
+  e->wake.reactor = e->r;
+  e->wake.flags_ = BRAID__F_WAKE;
+  e->wake.events_ = BRAID__S_WANT_READ;
+  e->wake.pidx_ = -1;
+  return 0;
+}
+
+static void braid__wake_close(braid__engine *e) {
+  if (e->wake_wfd >= 0 && e->wake_wfd != e->wake.fd)
+    close(e->wake_wfd);
+  if (e->wake.fd >= 0)
+    close(e->wake.fd);
+  e->wake.fd = -1;
+  e->wake_wfd = -1;
+}
+
+static void braid__posix_wakeup(braid_reactor_t *r) {
+  braid__engine *e = braid__eng(r);
+  uint64_t one = 1;
+  /* EAGAIN means the counter or pipe is already non-empty: the loop will
+   * wake anyway. */
+  ssize_t n;
+  do
+    n = write(e->wake_wfd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+}
+
+static void braid__wake_drain(braid__engine *e) {
+  char buf[64];
+  for (;;) {
+    ssize_t n = read(e->wake.fd, buf, sizeof buf);
+    if (n > 0 && e->wake.fd == e->wake_wfd)
+      break; /* an eventfd is emptied by one read */
+    if (n > 0 || (n < 0 && errno == EINTR))
+      continue;
+    break;
+  }
+  braid__reactor_wakeup_drain(e->r);
+}
+
+/* ------------------------------------------------------------------------
+ * init / destroy
+ * ------------------------------------------------------------------------ */
+
+static int braid__posix_init(braid_reactor_t *r, const char *name) {
+  const braid__poller *p = NULL;
+  for (int i = 0; braid__pollers[i] != NULL; i++)
+    if (strcmp(braid__pollers[i]->name, name) == 0)
+      p = braid__pollers[i];
+  if (p == NULL)
+    return BRAID_ENOTSUP;
+  braid__engine *e = braid_calloc(1, sizeof *e);
+  if (e == NULL)
+    return BRAID_ENOMEM;
+  e->r = r;
+  e->poller = p;
+  e->sig_slot = -1;
+  e->wake.fd = -1;
+  e->wake_wfd = -1;
+  r->io_state = e;
+  int rc = p->init(e);
+  if (rc < 0)
+    goto fail;
+  rc = braid__wake_open(e);
+  if (rc < 0)
+    goto fail_poller;
+  rc = p->add(e, &e->wake);
+  if (rc < 0)
+    goto fail_wake;
+  return 0;
+fail_wake:
+  braid__wake_close(e);
+fail_poller:
+  p->destroy(e);
+fail:
+  braid_free(e);
+  r->io_state = NULL;
+  return rc;
+}
+
+static void braid__posix_destroy(braid_reactor_t *r) {
+  braid__engine *e = braid__eng(r);
+  e->poller->del(e, &e->wake);
+  braid__wake_close(e);
+  e->poller->destroy(e);
+  braid_free(e);
+  r->io_state = NULL;
+}
+
+static const char *braid__posix_poller_name(const braid_reactor_t *r) {
+  return ((const braid__engine *)r->io_state)->poller->name;
+}
+
+static int braid__posix_backend_fd(const braid_reactor_t *r) {
+  const braid__engine *e = r->io_state;
+  return e->poller->fd(e);
+}
+
+/* ------------------------------------------------------------------------
+ * Syscalls for each op type. Each returns a final status, or BRAID_EAGAIN
+ * when the op must wait for readiness.
+ * ------------------------------------------------------------------------ */
+
+static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
+  for (;;) {
+    ssize_t n = read(s->fd, op->u.read.base, op->u.read.len);
+    if (n >= 0)
+      return n;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+/* Write as much of op's buffers as the kernel takes. The buffers are
+ * advanced in place, so a partial write resumes where it stopped. */
+static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
+  for (;;) {
+    struct iovec iov[BRAID__IOV_MAX];
+    size_t n = 0;
+    braid__buf *b = op->u.write.bufs;
+    size_t nb = op->u.write.nbufs;
+    while (nb > 0 && b->len == 0) {
+      b++;
+      nb--;
+    }
+    op->u.write.bufs = b;
+    op->u.write.nbufs = nb;
+    if (nb == 0)
+      return (intptr_t)op->u.write.done;
+    for (; n < nb && n < BRAID__IOV_MAX; n++) {
+      iov[n].iov_base = b[n].base;
+      iov[n].iov_len = b[n].len;
+    }
+    ssize_t w;
+    if (s->flags_ & BRAID__F_SOCKET) {
+      struct msghdr mh;
+      memset(&mh, 0, sizeof mh);
+      mh.msg_iov = iov;
+      mh.msg_iovlen = n;
+      w = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
+    } else {
+      w = writev(s->fd, iov, (int)n);
+    }
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return BRAID_EAGAIN;
+      return braid__translate_sys_error(errno);
+    }
+    op->u.write.done += (size_t)w;
+    size_t left = (size_t)w;
+    while (left > 0) {
+      size_t take = left < b->len ? left : b->len;
+      b->base = (char *)b->base + take;
+      b->len -= take;
+      left -= take;
+      if (b->len == 0) {
+        b++;
+        nb--;
+      }
+    }
+    op->u.write.bufs = b;
+    op->u.write.nbufs = nb;
+  }
+}
+
+static intptr_t braid__try_accept(braid__sock *s, braid__op *op) {
+  for (;;) {
+    socklen_t len = sizeof op->addr;
+#if BRAID_HAVE_ACCEPT4
+    int fd = accept4(s->fd, (struct sockaddr *)&op->addr, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+    int fd = accept(s->fd, (struct sockaddr *)&op->addr, &len);
+    if (fd >= 0 && braid__set_nonblock_cloexec(fd) < 0) {
+      close(fd);
+      continue;
+    }
+#endif
+    if (fd >= 0) {
+      op->u.accept.fd = fd;
+      op->addrlen = (int)len;
+      return 0;
+    }
+    /* A connection that died in the backlog is not the listener's error. */
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+static intptr_t braid__finish_connect(braid__sock *s) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  s->flags_ &= ~BRAID__F_CONNECTING;
+  return err == 0 ? 0 : braid__translate_sys_error(err);
+}
+
+static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
+  for (;;) {
+    socklen_t len = sizeof op->addr;
+    ssize_t n = recvfrom(s->fd, op->u.read.base, op->u.read.len, 0,
+                         (struct sockaddr *)&op->addr, &len);
+    if (n >= 0) {
+      op->addrlen = (int)len;
+      return n;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
+  struct iovec iov[BRAID__IOV_MAX];
+  size_t n = op->u.write.nbufs;
+  if (n > BRAID__IOV_MAX)
+    return BRAID_EMSGSIZE;
+  for (size_t i = 0; i < n; i++) {
+    iov[i].iov_base = op->u.write.bufs[i].base;
+    iov[i].iov_len = op->u.write.bufs[i].len;
+  }
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = iov;
+  mh.msg_iovlen = n;
+  if (op->addrlen > 0) {
+    mh.msg_name = &op->addr;
+    mh.msg_namelen = (socklen_t)op->addrlen;
+  }
+  for (;;) {
+    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+static intptr_t braid__try(braid__sock *s, braid__op *op) {
+  switch (op->type) {
+  case BRAID__OP_READ:
+    return braid__try_read(s, op);
+  case BRAID__OP_WRITE:
+    return braid__try_write(s, op);
+  case BRAID__OP_ACCEPT:
+    return braid__try_accept(s, op);
+  case BRAID__OP_CONNECT:
+    return braid__finish_connect(s);
+  case BRAID__OP_RECVFROM:
+    return braid__try_recvfrom(s, op);
+  case BRAID__OP_SENDTO:
+    return braid__try_sendto(s, op);
+  }
+  return BRAID_EINVAL;
+}
+
+static int braid__is_read_op(const braid__op *op) {
+  return op->type == BRAID__OP_READ || op->type == BRAID__OP_ACCEPT ||
+         op->type == BRAID__OP_RECVFROM;
+}
+
+/* ------------------------------------------------------------------------
+ * Queues and interest
+ * ------------------------------------------------------------------------ */
+
+static void braid__interest(braid__engine *e, braid__sock *s) {
+  if (e->poller->caps & BRAID__POLL_EDGE)
+    return;
+  unsigned want = (s->rq_ ? BRAID__S_WANT_READ : 0) |
+                  (s->wq_ ? BRAID__S_WANT_WRITE : 0);
+  unsigned have = s->events_ & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
+  if (want != have) {
+    s->events_ = (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) |
+                 want;
+    e->poller->update(e, s);
+  }
+}
+
+static void braid__enqueue(braid__sock *s, braid__op *op) {
+  op->next_ = NULL;
+  if (braid__is_read_op(op)) {
+    braid__op **p = &s->rq_;
+    while (*p != NULL)
+      p = &(*p)->next_;
+    *p = op;
+  } else {
+    if (s->wq_ == NULL)
+      s->wq_ = op;
+    else
+      s->wq_tail_->next_ = op;
+    s->wq_tail_ = op;
+  }
+  s->reactor->active_io++;
+}
+
+static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
+  braid__engine *e = braid__eng(s->reactor);
+  op->sock = s;
+  if (s->flags_ & BRAID__F_CLOSING)
+    return BRAID_ECLOSED;
+  intptr_t st;
+  if (op->type == BRAID__OP_CONNECT) {
+    if (s->flags_ & BRAID__F_CONNECTING)
+      return BRAID_EALREADY;
+    int rc;
+    do
+      rc = connect(s->fd, (struct sockaddr *)&op->addr,
+                   (socklen_t)op->addrlen);
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+      return 0;
+    if (errno != EINPROGRESS)
+      return braid__translate_sys_error(errno);
+    s->flags_ |= BRAID__F_CONNECTING;
+    s->events_ &= ~BRAID__S_WRITABLE;
+    braid__enqueue(s, op);
+    braid__interest(e, s);
+    return BRAID__PENDING;
+  }
+  if (braid__is_read_op(op)) {
+    if (s->rq_ == NULL && (s->events_ & BRAID__S_READABLE)) {
+      st = braid__try(s, op);
+      if (st != BRAID_EAGAIN)
+        return st;
+      s->events_ &= ~BRAID__S_READABLE;
+    }
+  } else {
+    if (s->wq_ == NULL && (s->events_ & BRAID__S_WRITABLE)) {
+      st = braid__try(s, op);
+      if (st != BRAID_EAGAIN)
+        return st;
+      s->events_ &= ~BRAID__S_WRITABLE;
+    }
+  }
+  braid__enqueue(s, op);
+  braid__interest(e, s);
+  return BRAID__PENDING;
+}
+
+static int braid__unlink(braid__op **head, braid__op **tail, braid__op *op) {
+  braid__op *prev = NULL;
+  for (braid__op *p = *head; p != NULL; prev = p, p = p->next_) {
+    if (p != op)
+      continue;
+    if (prev == NULL)
+      *head = p->next_;
+    else
+      prev->next_ = p->next_;
+    if (tail != NULL && *tail == op)
+      *tail = prev;
+    return 1;
+  }
+  return 0;
+}
+
+static int braid__posix_cancel(braid__sock *s, braid__op *op) {
+  braid__engine *e = braid__eng(s->reactor);
+  if (!braid__unlink(&s->rq_, NULL, op) &&
+      !braid__unlink(&s->wq_, &s->wq_tail_, op))
+    return BRAID_EINVAL;
+  if (op->type == BRAID__OP_CONNECT)
+    s->flags_ &= ~BRAID__F_CONNECTING;
+  /* The op stays counted in active_io until its completion runs. */
+  op->next_ = e->cancelled;
+  e->cancelled = op;
+  braid__interest(e, s);
+  return 0;
+}
+
+/* Retry the queued ops of one direction while the socket stays ready. A
+ * callback may close s: the CLOSING flag stops the loop. */
+static void braid__run_queue(braid__sock *s, int reads) {
+  unsigned bit = reads ? BRAID__S_READABLE : BRAID__S_WRITABLE;
+  while (!(s->flags_ & BRAID__F_CLOSING) && (s->events_ & bit)) {
+    braid__op *op = reads ? s->rq_ : s->wq_;
+    if (op == NULL)
+      break;
+    intptr_t st = braid__try(s, op);
+    if (st == BRAID_EAGAIN) {
+      s->events_ &= ~bit;
+      break;
+    }
+    if (reads)
+      s->rq_ = op->next_;
+    else if ((s->wq_ = op->next_) == NULL)
+      s->wq_tail_ = NULL;
+    s->reactor->active_io--;
+    s->reactor->depth++;
+    op->cb(op, st);
+    s->reactor->depth--;
+  }
+}
+
+void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
+  if (s->flags_ & BRAID__F_CLOSING)
+    return; /* closed by an earlier callback in this batch */
+  if (s->flags_ & BRAID__F_WAKE) {
+    braid__wake_drain(e);
+    return;
+  }
+  if (ev & (BRAID__EV_READ | BRAID__EV_ERROR))
+    s->events_ |= BRAID__S_READABLE;
+  if (ev & (BRAID__EV_WRITE | BRAID__EV_ERROR))
+    s->events_ |= BRAID__S_WRITABLE;
+  braid__run_queue(s, 0);
+  braid__run_queue(s, 1);
+  if (!(s->flags_ & BRAID__F_CLOSING))
+    braid__interest(e, s);
+}
+
+/* Complete cancelled ops and closed sockets, after a batch of events. */
+static void braid__engine_finish(braid__engine *e) {
+  braid_reactor_t *r = e->r;
+  while (e->cancelled != NULL || e->closing != NULL) {
+    while (e->cancelled != NULL) {
+      braid__op *op = e->cancelled;
+      e->cancelled = op->next_;
+      r->active_io--;
+      r->depth++;
+      op->cb(op, BRAID_ECANCELED);
+      r->depth--;
+    }
+    if (e->closing != NULL) {
+      braid__sock *s = e->closing;
+      e->closing = s->next_closing_;
+      r->active_io--;
+      if (s->close_cb != NULL) {
+        r->depth++;
+        s->close_cb(s);
+        r->depth--;
+      }
+    }
+  }
+}
+
+static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
+  braid__engine *e = braid__eng(r);
+  if (e->cancelled != NULL || e->closing != NULL)
+    timeout_ns = 0;
+  int rc = e->poller->wait(e, timeout_ns);
+  braid__engine_finish(e);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Sockets
+ * ------------------------------------------------------------------------ */
+
+static void braid__sock_prepare(braid_reactor_t *r, braid__sock *s, int fd) {
+  memset(s, 0, sizeof *s);
+  s->fd = fd;
+  s->reactor = r;
+  s->pidx_ = -1;
+  /* Unknown readiness counts as ready: the first op tries the syscall. */
+  s->events_ = BRAID__S_READABLE | BRAID__S_WRITABLE;
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
+    s->flags_ |= BRAID__F_SOCKET;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  }
+}
+
+static int braid__posix_sock_adopt(braid_reactor_t *r, braid__sock *s,
+                                   braid__fd fd) {
+  braid__engine *e = braid__eng(r);
+  braid__sock_prepare(r, s, fd);
+  return e->poller->add(e, s);
+}
+
+static int braid__posix_sock_open(braid_reactor_t *r, braid__sock *s,
+                                  int family, int type) {
+#ifdef SOCK_NONBLOCK
+  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return braid__translate_sys_error(errno);
+#else
+  int fd = socket(family, type, 0);
+  if (fd < 0)
+    return braid__translate_sys_error(errno);
+  int rc0 = braid__set_nonblock_cloexec(fd);
+  if (rc0 < 0) {
+    close(fd);
+    return rc0;
+  }
+#endif
+  int rc = braid__posix_sock_adopt(r, s, fd);
+  if (rc < 0)
+    close(fd);
+  return rc;
+}
+
+static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
+  braid__engine *e = braid__eng(s->reactor);
+  if (s->flags_ & BRAID__F_CLOSING)
+    return;
+  s->flags_ |= BRAID__F_CLOSING;
+  s->close_cb = cb;
+  e->poller->del(e, s);
+  close(s->fd);
+  s->fd = -1;
+  /* Pending ops complete with BRAID_ECANCELED before the close callback;
+   * they keep their active_io count until then. */
+  braid__op *tail = NULL;
+  for (braid__op *op = s->rq_; op != NULL; op = op->next_)
+    tail = op;
+  if (tail != NULL) {
+    tail->next_ = s->wq_;
+    s->wq_ = s->rq_;
+  }
+  for (braid__op *op = s->wq_; op != NULL;) {
+    braid__op *next = op->next_;
+    op->next_ = e->cancelled;
+    e->cancelled = op;
+    op = next;
+  }
+  s->rq_ = s->wq_ = s->wq_tail_ = NULL;
+  s->next_closing_ = NULL;
+  /* Append, so close callbacks run in the order closes were asked. */
+  braid__sock **p = &e->closing;
+  while (*p != NULL)
+    p = &(*p)->next_closing_;
+  *p = s;
+  s->reactor->active_io++;
+}
+
+static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
+  return braid__sig_watch(braid__eng(r), signo, on);
+}
+
+static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
+  BRAID__UNUSED(r);
+  return braid__sig_count(signo);
+}
+
+const braid__io_ops braid__posix_io = {
+    .name = "posix",
+    .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD,
+    .init = braid__posix_init,
+    .destroy = braid__posix_destroy,
+    .poller_name = braid__posix_poller_name,
+    .wait = braid__posix_wait,
+    .wakeup = braid__posix_wakeup,
+    .signal_watch = braid__posix_signal_watch,
+    .signal_count = braid__posix_signal_count,
+    .sock_open = braid__posix_sock_open,
+    .sock_adopt = braid__posix_sock_adopt,
+    .submit = braid__posix_submit,
+    .cancel = braid__posix_cancel,
+    .close = braid__posix_close,
+    .backend_fd = braid__posix_backend_fd,
+};

@@ -1,0 +1,87 @@
+/* The POSIX readiness engine: turns readiness (epoll, kqueue, poll) into the
+ * completion-shaped I/O layer of core/io.h. A readiness poller is one small
+ * file implementing braid__poller; everything else (trying syscalls first,
+ * queues of pending operations, wakeups, signals, deferred closes) is here
+ * once. */
+#ifndef BRAID_POSIX_ENGINE_H
+#define BRAID_POSIX_ENGINE_H
+
+#include "core/internal.h"
+
+/* Readiness bits reported by pollers to braid__engine_ready(). */
+#define BRAID__EV_READ 0x1u
+#define BRAID__EV_WRITE 0x2u
+#define BRAID__EV_ERROR 0x4u /* error or hang-up: wake both directions */
+
+/* braid__sock.events_: what the engine believes and what it asked for. */
+#define BRAID__S_READABLE 0x01u   /* a read would not block (or unknown) */
+#define BRAID__S_WRITABLE 0x02u   /* a write would not block (or unknown) */
+#define BRAID__S_WANT_READ 0x04u  /* interest registered with a level poller */
+#define BRAID__S_WANT_WRITE 0x08u
+
+/* braid__sock.flags_ */
+#define BRAID__F_CLOSING 0x01u
+#define BRAID__F_SOCKET 0x02u     /* a socket (sendmsg with MSG_NOSIGNAL) */
+#define BRAID__F_CONNECTING 0x04u
+#define BRAID__F_WAKE 0x08u       /* the engine's own wakeup descriptor */
+
+/* Poller capabilities. */
+#define BRAID__POLL_EDGE 0x1u /* interest is registered once; edges report
+                                 every new readiness (epoll EPOLLET, kqueue
+                                 EV_CLEAR); update() is never called */
+
+typedef struct braid__engine braid__engine;
+
+/* A readiness poller. Each slot is called on the loop thread only. */
+typedef struct braid__poller {
+  /* "epoll", "kqueue", "poll". */
+  const char *name;
+  /* BRAID__POLL_* flags. */
+  unsigned caps;
+  /* Create the kernel object; keep private state in e->pstate. */
+  int (*init)(braid__engine *e);
+  /* Close the kernel object and free e->pstate. */
+  void (*destroy)(braid__engine *e);
+  /* Start watching s->fd. Edge pollers watch both directions; level
+   * pollers watch what s->events_ WANT_* bits say. */
+  int (*add)(braid__engine *e, braid__sock *s);
+  /* Level pollers only: WANT_* bits changed. May be batched until wait. */
+  void (*update)(braid__engine *e, braid__sock *s);
+  /* Stop watching s->fd; called before the descriptor is closed. */
+  void (*del)(braid__engine *e, braid__sock *s);
+  /* Wait up to timeout_ns (-1 forever) and call braid__engine_ready() for
+   * each descriptor that became ready. */
+  int (*wait)(braid__engine *e, int64_t timeout_ns);
+  /* The pollable descriptor of the kernel object, or -1. */
+  int (*fd)(const braid__engine *e);
+} braid__poller;
+
+struct braid__engine {
+  braid_reactor_t *r;
+  const braid__poller *poller;
+  void *pstate;
+  braid__sock wake;   /* read end of the wakeup eventfd / pipe */
+  int wake_wfd;       /* write end (same fd for an eventfd) */
+  int sig_slot;       /* slot in the process signal table, or -1 */
+  unsigned sig_refs;  /* signal watchers on this reactor */
+  braid__sock *closing;   /* sockets whose close callback is due */
+  braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
+};
+
+/* Called by pollers for every ready descriptor. s may have been closed by
+ * an earlier callback in the same batch: the engine checks. */
+void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev);
+
+/* Convert a timeout for a millisecond API (epoll_wait, poll), rounding up
+ * so that a wait never ends before the timer it waits for is due. */
+int braid__timeout_ms(int64_t timeout_ns);
+
+extern const braid__poller braid__poller_epoll;
+extern const braid__poller braid__poller_kqueue;
+extern const braid__poller braid__poller_poll;
+
+/* platform/posix/signal.c */
+int braid__sig_watch(braid__engine *e, int signo, int on);
+unsigned braid__sig_count(int signo);
+
+#endif
