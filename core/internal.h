@@ -35,6 +35,17 @@ typedef struct braid__hook {
   void *arg;
 } braid__hook;
 
+/* Something the reactor must close if it is destroyed while still open
+ * (connections, listeners): an intrusive, circular list. */
+typedef struct braid__handle {
+  struct braid__handle *prev, *next;
+  void (*abort)(struct braid__handle *h);
+} braid__handle;
+
+void braid__handle_add(braid_reactor_t *r, braid__handle *h,
+                       void (*abort)(braid__handle *h));
+void braid__handle_remove(braid__handle *h);
+
 struct braid_reactor {
   /* The I/O layer (one ops table, state owned by it). */
   const braid__io_ops *io;
@@ -70,6 +81,8 @@ struct braid_reactor {
   braid__hook *hooks;
   size_t nhooks, hooks_cap;
   int next_hook_id;
+
+  braid__handle handles; /* sentinel */
 
   size_t holds;
   size_t active_io; /* I/O operations and handles that keep the loop alive */

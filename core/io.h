@@ -63,11 +63,29 @@ typedef struct braid__op braid__op;
 typedef void (*braid__op_cb)(braid__op *op, intptr_t status);
 typedef void (*braid__close_cb)(braid__sock *s);
 
+/* braid__op.flags */
+#define BRAID__OPF_TRY 0x1u /* WRITE: write what the kernel takes now and
+                               return that count inline (maybe 0); never
+                               pending. Completion platforms that cannot
+                               write synchronously return 0. */
+
+#define BRAID__OPF_DEFER 0x2u /* never complete inline: complete from the
+                                 next wait(), even if ready now. For
+                                 submits made inside another op's
+                                 callback where an inline completion
+                                 would nest callbacks (resume_reading). */
+
 struct braid__op {
   braid__op_cb cb;
   braid__sock *sock; /* set by submit */
   braid__op *next_;  /* platform's queue link */
   uint8_t type;
+  uint8_t flags;     /* BRAID__OPF_* */
+  /* READ / RECVFROM with read.base == NULL: the platform supplies the
+   * buffer (a per-reactor one on readiness engines, a provided-buffer ring
+   * on io_uring) and sets read.base to it on completion; the bytes are
+   * valid only until the next op is submitted or the callback returns.
+   * Idle connections then hold no read buffer at all. */
   union {
     struct {
       void *base;
@@ -82,7 +100,10 @@ struct braid__op {
       braid__fd fd; /* the accepted socket, on success */
     } accept;
   } u;
-  struct sockaddr_storage addr; /* connect/sendto target; recvfrom/accept peer */
+  /* CONNECT/SENDTO target, or RECVFROM/ACCEPT storage for the peer
+   * (addrlen in: capacity, out: length). Caller-owned; may be NULL for
+   * ACCEPT/RECVFROM. */
+  struct sockaddr *addr;
   int addrlen;
 #ifdef _WIN32
   OVERLAPPED ov_; /* IOCP's per-operation record */
@@ -99,7 +120,7 @@ struct braid__sock {
   braid__op *rq_;    /* platform's: pending reads/accepts */
   braid__op *wq_;    /* platform's: pending writes/connects */
   braid__op *wq_tail_;
-  braid__sock *next_closing_;
+  braid__sock *next_closing_; /* platform's: close list / ready list */
   int pidx_;         /* platform's: poller slot */
 };
 
@@ -108,7 +129,18 @@ enum braid__io_caps {
   BRAID__CAP_SIGNALS = 1u << 0,    /* POSIX signals can be watched */
   BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
-  BRAID__CAP_EMBED_FD = 1u << 3    /* backend_fd() is pollable */
+  BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */
+  BRAID__CAP_TRY_WRITE = 1u << 4   /* BRAID__OPF_TRY writes can succeed */
+};
+
+/* Options for sock_setopt. */
+enum braid__sockopt {
+  BRAID__SO_REUSEADDR = 1,
+  BRAID__SO_REUSEPORT,
+  BRAID__SO_V6ONLY,
+  BRAID__SO_NODELAY,
+  BRAID__SO_KEEPALIVE, /* value: idle seconds, 0 = off */
+  BRAID__SO_BROADCAST
 };
 
 /* The ops table. One per I/O implementation: the POSIX readiness engine
@@ -142,6 +174,18 @@ typedef struct braid__io_ops {
    * registers it; adopt registers an existing one (from accept). */
   int (*sock_open)(braid_reactor_t *r, braid__sock *s, int family, int type);
   int (*sock_adopt)(braid_reactor_t *r, braid__sock *s, braid__fd fd);
+  /* Close a descriptor that was never registered (an accepted socket
+   * braid could not take on). */
+  void (*fd_close)(braid__fd fd);
+  /* Plain socket syscalls, done at once (no completion). */
+  int (*sock_bind)(braid__sock *s, const struct sockaddr *a, int len);
+  int (*sock_listen)(braid__sock *s, int backlog);
+  /* Local (peer = 0) or peer (peer = 1) address; *len in/out. */
+  int (*sock_name)(braid__sock *s, int peer, struct sockaddr *a, int *len);
+  /* A BRAID__SO_* option. */
+  int (*sock_setopt)(braid__sock *s, int opt, int value);
+  /* Shut down the writing side (FIN). */
+  int (*sock_shutdown)(braid__sock *s);
   /* Submit an op on s: returns BRAID__PENDING or the inline status. */
   intptr_t (*submit)(braid__sock *s, braid__op *op);
   /* Cancel a pending op (see above); 0 or BRAID_EINVAL if not pending. */

@@ -66,6 +66,7 @@ int braid_reactor_create(braid_reactor_t **out,
   r->log_cb = opts->log_cb != NULL ? opts->log_cb : braid_log_default;
   r->log_arg = opts->log_cb != NULL ? opts->log_arg : NULL;
   r->next_hook_id = 1;
+  r->handles.prev = r->handles.next = &r->handles;
   if (braid__mutex_init(&r->tlock) != 0) {
     braid_free(r);
     return BRAID_ENOMEM;
@@ -86,6 +87,21 @@ int braid_reactor_destroy(braid_reactor_t *r) {
     return BRAID_EINVAL;
   if (r->running || r->depth > 0)
     return BRAID_EBUSY;
+  /* Connections and listeners still open are aborted (their protocols see
+   * connection_lost), and the I/O layer is run until every close has
+   * completed, so nothing is leaked. */
+  while (r->handles.next != &r->handles) {
+    braid__handle *h = r->handles.next;
+    braid__handle_remove(h);
+    r->depth++;
+    h->abort(h);
+    r->depth--;
+  }
+  for (int i = 0; i < 1000 && r->active_io > 0; i++) {
+    r->depth++;
+    r->io->wait(r, 0);
+    r->depth--;
+  }
   while (r->signals != NULL)
     braid_signal_stop(r->signals);
   braid__timers_clear(r);
@@ -97,6 +113,23 @@ int braid_reactor_destroy(braid_reactor_t *r) {
   braid__mutex_destroy(&r->tlock);
   braid_free(r);
   return 0;
+}
+
+void braid__handle_add(braid_reactor_t *r, braid__handle *h,
+                       void (*abort)(braid__handle *h)) {
+  h->abort = abort;
+  h->next = &r->handles;
+  h->prev = r->handles.prev;
+  r->handles.prev->next = h;
+  r->handles.prev = h;
+}
+
+void braid__handle_remove(braid__handle *h) {
+  if (h->next == NULL)
+    return;
+  h->prev->next = h->next;
+  h->next->prev = h->prev;
+  h->next = h->prev = NULL;
 }
 
 /* ------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 #define BRAID_BRAID_H
 
 #include "braid/alloc.h"
+#include "braid/endpoint.h"
 #include "braid/error.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
+#include "braid/transport.h"
 #include "braid/version.h"
 
 #endif

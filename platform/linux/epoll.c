@@ -73,8 +73,10 @@ static int braid__epoll_wait(braid__engine *e, int64_t timeout_ns) {
   for (int i = 0; i < n; i++) {
     uint32_t got = ep->events[i].events;
     unsigned ev = 0;
-    if (got & (EPOLLIN | EPOLLRDHUP))
+    if (got & EPOLLIN)
       ev |= BRAID__EV_READ;
+    if (got & EPOLLRDHUP)
+      ev |= BRAID__EV_HUP;
     if (got & EPOLLOUT)
       ev |= BRAID__EV_WRITE;
     if (got & (EPOLLERR | EPOLLHUP))

@@ -145,6 +145,12 @@ static int braid__posix_init(braid_reactor_t *r, const char *name) {
     return BRAID_ENOMEM;
   e->r = r;
   e->poller = p;
+  e->rbuf_len = 64 * 1024;
+  e->rbuf = braid_malloc(e->rbuf_len);
+  if (e->rbuf == NULL) {
+    braid_free(e);
+    return BRAID_ENOMEM;
+  }
   e->sig_slot = -1;
   e->wake.fd = -1;
   e->wake_wfd = -1;
@@ -164,6 +170,7 @@ fail_wake:
 fail_poller:
   p->destroy(e);
 fail:
+  braid_free(e->rbuf);
   braid_free(e);
   r->io_state = NULL;
   return rc;
@@ -174,6 +181,7 @@ static void braid__posix_destroy(braid_reactor_t *r) {
   e->poller->del(e, &e->wake);
   braid__wake_close(e);
   e->poller->destroy(e);
+  braid_free(e->rbuf);
   braid_free(e);
   r->io_state = NULL;
 }
@@ -193,10 +201,26 @@ static int braid__posix_backend_fd(const braid_reactor_t *r) {
  * ------------------------------------------------------------------------ */
 
 static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
+  braid__engine *e = s->reactor->io_state;
+  int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
+  void *base = shared ? e->rbuf : op->u.read.base;
+  size_t len = shared ? e->rbuf_len : op->u.read.len;
   for (;;) {
-    ssize_t n = read(s->fd, op->u.read.base, op->u.read.len);
-    if (n >= 0)
+    ssize_t n = read(s->fd, base, len);
+    if (n >= 0) {
+      if (shared) {
+        op->u.read.base = e->rbuf;
+        op->u.read.len = e->rbuf_len;
+      }
+      /* A short read from a byte stream emptied the kernel buffer: the
+       * next read would only say EAGAIN, so skip it. New data raises a new
+       * edge (or a level event). Not after a hang-up: then the next read
+       * returns the end of input, and no further edge will announce it. */
+      if ((size_t)n < len && n > 0 && (s->flags_ & BRAID__F_STREAM) &&
+          !(s->events_ & BRAID__S_HUP))
+        s->events_ &= ~BRAID__S_READABLE;
       return n;
+    }
     if (errno == EINTR)
       continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -243,6 +267,9 @@ static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
       return braid__translate_sys_error(errno);
     }
     op->u.write.done += (size_t)w;
+    size_t asked = 0;
+    for (size_t i = 0; i < n; i++)
+      asked += iov[i].iov_len;
     size_t left = (size_t)w;
     while (left > 0) {
       size_t take = left < b->len ? left : b->len;
@@ -256,17 +283,22 @@ static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
     }
     op->u.write.bufs = b;
     op->u.write.nbufs = nb;
+    /* A short write to a byte stream means its send buffer is full. */
+    if ((size_t)w < asked && (s->flags_ & BRAID__F_STREAM)) {
+      s->events_ &= ~BRAID__S_WRITABLE;
+      return nb == 0 ? (intptr_t)op->u.write.done : BRAID_EAGAIN;
+    }
   }
 }
 
 static intptr_t braid__try_accept(braid__sock *s, braid__op *op) {
   for (;;) {
-    socklen_t len = sizeof op->addr;
+    socklen_t len = op->addr != NULL ? (socklen_t)op->addrlen : 0;
 #if BRAID_HAVE_ACCEPT4
-    int fd = accept4(s->fd, (struct sockaddr *)&op->addr, &len,
+    int fd = accept4(s->fd, op->addr, op->addr ? &len : NULL,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-    int fd = accept(s->fd, (struct sockaddr *)&op->addr, &len);
+    int fd = accept(s->fd, op->addr, op->addr ? &len : NULL);
     if (fd >= 0 && braid__set_nonblock_cloexec(fd) < 0) {
       close(fd);
       continue;
@@ -296,12 +328,20 @@ static intptr_t braid__finish_connect(braid__sock *s) {
 }
 
 static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
+  braid__engine *e = s->reactor->io_state;
+  int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
+  void *base = shared ? e->rbuf : op->u.read.base;
+  size_t blen = shared ? e->rbuf_len : op->u.read.len;
   for (;;) {
-    socklen_t len = sizeof op->addr;
-    ssize_t n = recvfrom(s->fd, op->u.read.base, op->u.read.len, 0,
-                         (struct sockaddr *)&op->addr, &len);
+    socklen_t len = op->addr != NULL ? (socklen_t)op->addrlen : 0;
+    ssize_t n = recvfrom(s->fd, base, blen, 0, op->addr,
+                         op->addr ? &len : NULL);
     if (n >= 0) {
       op->addrlen = (int)len;
+      if (shared) {
+        op->u.read.base = e->rbuf;
+        op->u.read.len = e->rbuf_len;
+      }
       return n;
     }
     if (errno == EINTR)
@@ -325,8 +365,8 @@ static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
   memset(&mh, 0, sizeof mh);
   mh.msg_iov = iov;
   mh.msg_iovlen = n;
-  if (op->addrlen > 0) {
-    mh.msg_name = &op->addr;
+  if (op->addr != NULL && op->addrlen > 0) {
+    mh.msg_name = op->addr;
     mh.msg_namelen = (socklen_t)op->addrlen;
   }
   for (;;) {
@@ -409,8 +449,7 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
       return BRAID_EALREADY;
     int rc;
     do
-      rc = connect(s->fd, (struct sockaddr *)&op->addr,
-                   (socklen_t)op->addrlen);
+      rc = connect(s->fd, op->addr, (socklen_t)op->addrlen);
     while (rc < 0 && errno == EINTR);
     if (rc == 0)
       return 0;
@@ -419,6 +458,20 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
     s->flags_ |= BRAID__F_CONNECTING;
     s->events_ &= ~BRAID__S_WRITABLE;
     braid__enqueue(s, op);
+    braid__interest(e, s);
+    return BRAID__PENDING;
+  }
+  if (op->flags & BRAID__OPF_DEFER) {
+    braid__enqueue(s, op);
+    unsigned bit = braid__is_read_op(op) ? BRAID__S_READABLE
+                                         : BRAID__S_WRITABLE;
+    if ((s->events_ & bit) && !(s->flags_ & BRAID__F_ON_READY)) {
+      /* Ready now, and an edge poller will not say so again: retry it
+       * from the next wait(). */
+      s->flags_ |= BRAID__F_ON_READY;
+      s->next_closing_ = e->ready;
+      e->ready = s;
+    }
     braid__interest(e, s);
     return BRAID__PENDING;
   }
@@ -432,9 +485,14 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
   } else {
     if (s->wq_ == NULL && (s->events_ & BRAID__S_WRITABLE)) {
       st = braid__try(s, op);
+      if (st == BRAID_EAGAIN)
+        s->events_ &= ~BRAID__S_WRITABLE;
+      if (op->flags & BRAID__OPF_TRY)
+        return st == BRAID_EAGAIN ? (intptr_t)op->u.write.done : st;
       if (st != BRAID_EAGAIN)
         return st;
-      s->events_ &= ~BRAID__S_WRITABLE;
+    } else if (op->flags & BRAID__OPF_TRY) {
+      return 0;
     }
   }
   braid__enqueue(s, op);
@@ -503,8 +561,10 @@ void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
     braid__wake_drain(e);
     return;
   }
-  if (ev & (BRAID__EV_READ | BRAID__EV_ERROR))
+  if (ev & (BRAID__EV_READ | BRAID__EV_ERROR | BRAID__EV_HUP))
     s->events_ |= BRAID__S_READABLE;
+  if (ev & (BRAID__EV_HUP | BRAID__EV_ERROR))
+    s->events_ |= BRAID__S_HUP;
   if (ev & (BRAID__EV_WRITE | BRAID__EV_ERROR))
     s->events_ |= BRAID__S_WRITABLE;
   braid__run_queue(s, 0);
@@ -540,9 +600,25 @@ static void braid__engine_finish(braid__engine *e) {
 
 static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   braid__engine *e = braid__eng(r);
-  if (e->cancelled != NULL || e->closing != NULL)
+  if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
     timeout_ns = 0;
   int rc = e->poller->wait(e, timeout_ns);
+  /* Deferred ops on sockets already known to be ready. Taken as a batch:
+   * ops their callbacks defer wait for the next wait(). */
+  braid__sock *list = e->ready;
+  e->ready = NULL;
+  while (list != NULL) {
+    braid__sock *s = list;
+    list = s->next_closing_;
+    s->next_closing_ = NULL;
+    s->flags_ &= ~BRAID__F_ON_READY;
+    if (s->flags_ & BRAID__F_CLOSING)
+      continue;
+    braid__run_queue(s, 0);
+    braid__run_queue(s, 1);
+    if (!(s->flags_ & BRAID__F_CLOSING))
+      braid__interest(e, s);
+  }
   braid__engine_finish(e);
   return rc;
 }
@@ -562,6 +638,8 @@ static void braid__sock_prepare(braid_reactor_t *r, braid__sock *s, int fd) {
   socklen_t len = sizeof type;
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
     s->flags_ |= BRAID__F_SOCKET;
+    if (type == SOCK_STREAM)
+      s->flags_ |= BRAID__F_STREAM;
 #ifdef SO_NOSIGPIPE
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
@@ -573,7 +651,10 @@ static int braid__posix_sock_adopt(braid_reactor_t *r, braid__sock *s,
                                    braid__fd fd) {
   braid__engine *e = braid__eng(r);
   braid__sock_prepare(r, s, fd);
-  return e->poller->add(e, s);
+  int rc = e->poller->add(e, s);
+  if (rc < 0)
+    s->fd = -1; /* the caller still owns fd */
+  return rc;
 }
 
 static int braid__posix_sock_open(braid_reactor_t *r, braid__sock *s,
@@ -602,6 +683,14 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   braid__engine *e = braid__eng(s->reactor);
   if (s->flags_ & BRAID__F_CLOSING)
     return;
+  if (s->flags_ & BRAID__F_ON_READY) {
+    for (braid__sock **p = &e->ready; *p != NULL; p = &(*p)->next_closing_)
+      if (*p == s) {
+        *p = s->next_closing_;
+        break;
+      }
+    s->flags_ &= ~BRAID__F_ON_READY;
+  }
   s->flags_ |= BRAID__F_CLOSING;
   s->close_cb = cb;
   e->poller->del(e, s);
@@ -632,6 +721,75 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   s->reactor->active_io++;
 }
 
+static void braid__posix_fd_close(braid__fd fd) { close(fd); }
+
+static int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a,
+                                  int len) {
+  if (bind(s->fd, a, (socklen_t)len) < 0)
+    return braid__translate_sys_error(errno);
+  return 0;
+}
+
+static int braid__posix_sock_listen(braid__sock *s, int backlog) {
+  if (listen(s->fd, backlog) < 0)
+    return braid__translate_sys_error(errno);
+  return 0;
+}
+
+static int braid__posix_sock_name(braid__sock *s, int peer,
+                                  struct sockaddr *a, int *len) {
+  socklen_t l = (socklen_t)*len;
+  int rc = peer ? getpeername(s->fd, a, &l) : getsockname(s->fd, a, &l);
+  if (rc < 0)
+    return braid__translate_sys_error(errno);
+  *len = (int)l;
+  return 0;
+}
+
+static int braid__setopt(int fd, int level, int name, int value) {
+  if (setsockopt(fd, level, name, &value, sizeof value) < 0)
+    return braid__translate_sys_error(errno);
+  return 0;
+}
+
+static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
+  switch (opt) {
+  case BRAID__SO_REUSEADDR:
+    return braid__setopt(s->fd, SOL_SOCKET, SO_REUSEADDR, value);
+  case BRAID__SO_REUSEPORT:
+#ifdef SO_REUSEPORT
+    return braid__setopt(s->fd, SOL_SOCKET, SO_REUSEPORT, value);
+#else
+    return BRAID_ENOTSUP;
+#endif
+  case BRAID__SO_V6ONLY:
+    return braid__setopt(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, value);
+  case BRAID__SO_NODELAY:
+    return braid__setopt(s->fd, IPPROTO_TCP, TCP_NODELAY, value);
+  case BRAID__SO_BROADCAST:
+    return braid__setopt(s->fd, SOL_SOCKET, SO_BROADCAST, value);
+  case BRAID__SO_KEEPALIVE: {
+    int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
+    if (rc < 0 || value <= 0)
+      return rc;
+#if defined(TCP_KEEPIDLE)
+    return braid__setopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, value);
+#elif defined(TCP_KEEPALIVE)
+    return braid__setopt(s->fd, IPPROTO_TCP, TCP_KEEPALIVE, value); /* macOS */
+#else
+    return 0;
+#endif
+  }
+  }
+  return BRAID_EINVAL;
+}
+
+static int braid__posix_sock_shutdown(braid__sock *s) {
+  if (shutdown(s->fd, SHUT_WR) < 0)
+    return braid__translate_sys_error(errno);
+  return 0;
+}
+
 static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
   return braid__sig_watch(braid__eng(r), signo, on);
 }
@@ -643,7 +801,8 @@ static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
 
 const braid__io_ops braid__posix_io = {
     .name = "posix",
-    .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD,
+    .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
+            BRAID__CAP_TRY_WRITE,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,
     .poller_name = braid__posix_poller_name,
@@ -653,6 +812,12 @@ const braid__io_ops braid__posix_io = {
     .signal_count = braid__posix_signal_count,
     .sock_open = braid__posix_sock_open,
     .sock_adopt = braid__posix_sock_adopt,
+    .fd_close = braid__posix_fd_close,
+    .sock_bind = braid__posix_sock_bind,
+    .sock_listen = braid__posix_sock_listen,
+    .sock_name = braid__posix_sock_name,
+    .sock_setopt = braid__posix_sock_setopt,
+    .sock_shutdown = braid__posix_sock_shutdown,
     .submit = braid__posix_submit,
     .cancel = braid__posix_cancel,
     .close = braid__posix_close,

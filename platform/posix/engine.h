@@ -12,18 +12,25 @@
 #define BRAID__EV_READ 0x1u
 #define BRAID__EV_WRITE 0x2u
 #define BRAID__EV_ERROR 0x4u /* error or hang-up: wake both directions */
+#define BRAID__EV_HUP 0x8u   /* the peer shut down (EPOLLRDHUP, EV_EOF) */
 
 /* braid__sock.events_: what the engine believes and what it asked for. */
 #define BRAID__S_READABLE 0x01u   /* a read would not block (or unknown) */
 #define BRAID__S_WRITABLE 0x02u   /* a write would not block (or unknown) */
 #define BRAID__S_WANT_READ 0x04u  /* interest registered with a level poller */
 #define BRAID__S_WANT_WRITE 0x08u
+#define BRAID__S_HUP 0x10u        /* the poller saw the peer hang up */
 
 /* braid__sock.flags_ */
 #define BRAID__F_CLOSING 0x01u
 #define BRAID__F_SOCKET 0x02u     /* a socket (sendmsg with MSG_NOSIGNAL) */
 #define BRAID__F_CONNECTING 0x04u
 #define BRAID__F_WAKE 0x08u       /* the engine's own wakeup descriptor */
+#define BRAID__F_ON_READY 0x20u   /* queued on the engine's ready list */
+#define BRAID__F_STREAM 0x10u     /* a byte stream: a short read or write
+                                     means the kernel buffer is drained or
+                                     full, so readiness is cleared without
+                                     an extra EAGAIN syscall */
 
 /* Poller capabilities. */
 #define BRAID__POLL_EDGE 0x1u /* interest is registered once; edges report
@@ -66,6 +73,9 @@ struct braid__engine {
   unsigned sig_refs;  /* signal watchers on this reactor */
   braid__sock *closing;   /* sockets whose close callback is due */
   braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
+  braid__sock *ready;     /* sockets with deferred ops to retry */
+  char *rbuf;             /* shared read buffer for READ with base NULL */
+  size_t rbuf_len;
 };
 
 /* Called by pollers for every ready descriptor. s may have been closed by

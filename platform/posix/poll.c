@@ -129,6 +129,10 @@ static int braid__poll_wait(braid__engine *e, int64_t timeout_ns) {
       ev |= BRAID__EV_WRITE;
     if (got & (POLLERR | POLLHUP | POLLNVAL))
       ev |= BRAID__EV_ERROR;
+#ifdef POLLRDHUP
+    if (got & POLLRDHUP)
+      ev |= BRAID__EV_HUP;
+#endif
     braid__engine_ready(e, ps->socks[i], ev);
   }
   return 0;

@@ -1,0 +1,184 @@
+/* The transport API: argument and state checks and flow control, once for
+ * every kind of transport. */
+#include "core/transport.h"
+
+#define BRAID__DEFAULT_HIGH (64u * 1024u)
+#define BRAID__DEFAULT_LOW (16u * 1024u)
+
+void braid__transport_init(braid_transport_t *t, const braid__transport_vt *vt,
+                           braid_reactor_t *r, braid_protocol_t *p) {
+  t->vt = vt;
+  t->proto = p;
+  t->reactor = r;
+  t->queued = 0;
+  t->high = BRAID__DEFAULT_HIGH;
+  t->low = BRAID__DEFAULT_LOW;
+  t->state = 0;
+}
+
+void braid__transport_filled(braid_transport_t *t) {
+  if (t->queued > t->high && !(t->state & BRAID__T_PRODUCER_PAUSED) &&
+      !(t->state & BRAID__T_DEAD)) {
+    t->state |= BRAID__T_PRODUCER_PAUSED;
+    if (t->proto->ops->pause_writing != NULL)
+      t->proto->ops->pause_writing(t->proto);
+  }
+}
+
+void braid__transport_drained(braid_transport_t *t) {
+  if (t->queued <= t->low && (t->state & BRAID__T_PRODUCER_PAUSED)) {
+    t->state &= ~BRAID__T_PRODUCER_PAUSED;
+    if (t->proto->ops->resume_writing != NULL &&
+        !(t->state & (BRAID__T_DEAD | BRAID__T_CLOSING)))
+      t->proto->ops->resume_writing(t->proto);
+  }
+}
+
+static int braid__write_check(braid_transport_t *t) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  if (t->state & (BRAID__T_CLOSING | BRAID__T_WR_SHUT))
+    return BRAID_ECLOSED;
+  return 0;
+}
+
+int braid_transport_writev(braid_transport_t *t, const braid_iovec_t *iov,
+                           size_t n) {
+  int rc = braid__write_check(t);
+  if (rc < 0)
+    return rc;
+  if (iov == NULL && n > 0)
+    return BRAID_EINVAL;
+  /* A failed connection swallows writes until connection_lost runs. */
+  if (t->state & BRAID__T_DEAD)
+    return 0;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (iov[i].base == NULL && iov[i].len > 0)
+      return BRAID_EINVAL;
+    total += iov[i].len;
+  }
+  if (total == 0)
+    return 0;
+  rc = t->vt->write(t, iov, n, NULL, NULL);
+  if (rc == 0)
+    braid__transport_filled(t);
+  return rc;
+}
+
+int braid_transport_write(braid_transport_t *t, const void *data,
+                          size_t len) {
+  braid_iovec_t v = {data, len};
+  return braid_transport_writev(t, &v, 1);
+}
+
+int braid_transport_write_owned(braid_transport_t *t, void *data, size_t len,
+                                braid_release_cb release, void *arg) {
+  int rc = braid__write_check(t);
+  if (rc < 0)
+    return rc;
+  if ((data == NULL && len > 0) || release == NULL)
+    return BRAID_EINVAL;
+  if ((t->state & BRAID__T_DEAD) || len == 0) {
+    release(data, arg);
+    return 0;
+  }
+  braid_iovec_t v = {data, len};
+  rc = t->vt->write(t, &v, 1, release, arg);
+  if (rc == 0)
+    braid__transport_filled(t);
+  return rc;
+}
+
+int braid_transport_close(braid_transport_t *t) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  if (t->state & (BRAID__T_CLOSING | BRAID__T_DEAD))
+    return BRAID_ECLOSED;
+  t->state |= BRAID__T_CLOSING;
+  return t->vt->close(t, BRAID__CLOSE);
+}
+
+int braid_transport_abort(braid_transport_t *t) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  if (t->state & BRAID__T_DEAD)
+    return BRAID_ECLOSED;
+  t->state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+  return t->vt->close(t, BRAID__ABORT);
+}
+
+int braid_transport_shutdown_write(braid_transport_t *t) {
+  int rc = braid__write_check(t);
+  if (rc < 0)
+    return rc;
+  if (t->state & BRAID__T_DEAD)
+    return BRAID_ECLOSED;
+  t->state |= BRAID__T_WR_SHUT;
+  return t->vt->close(t, BRAID__SHUTDOWN_WRITE);
+}
+
+int braid_transport_pause_reading(braid_transport_t *t) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  if (t->state & BRAID__T_READ_PAUSED)
+    return 0;
+  t->state |= BRAID__T_READ_PAUSED;
+  return t->vt->set_reading(t, 0);
+}
+
+int braid_transport_resume_reading(braid_transport_t *t) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  if (!(t->state & BRAID__T_READ_PAUSED))
+    return 0;
+  t->state &= ~BRAID__T_READ_PAUSED;
+  return t->vt->set_reading(t, 1);
+}
+
+int braid_transport_local_addr(braid_transport_t *t, braid_addr_t *out) {
+  if (t == NULL || out == NULL)
+    return BRAID_EINVAL;
+  return t->vt->addr != NULL ? t->vt->addr(t, 0, out) : BRAID_ENOTSUP;
+}
+
+int braid_transport_peer_addr(braid_transport_t *t, braid_addr_t *out) {
+  if (t == NULL || out == NULL)
+    return BRAID_EINVAL;
+  return t->vt->addr != NULL ? t->vt->addr(t, 1, out) : BRAID_ENOTSUP;
+}
+
+int braid_transport_set_nodelay(braid_transport_t *t, bool on) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  return t->vt->sockopt != NULL ? t->vt->sockopt(t, BRAID__T_NODELAY, on, 0)
+                                : BRAID_ENOTSUP;
+}
+
+int braid_transport_set_keepalive(braid_transport_t *t, bool on,
+                                  unsigned idle_seconds) {
+  if (t == NULL)
+    return BRAID_EINVAL;
+  return t->vt->sockopt != NULL
+             ? t->vt->sockopt(t, BRAID__T_KEEPALIVE, on, idle_seconds)
+             : BRAID_ENOTSUP;
+}
+
+int braid_transport_set_write_limits(braid_transport_t *t, size_t high,
+                                     size_t low) {
+  if (t == NULL || low > high)
+    return BRAID_EINVAL;
+  t->high = high;
+  t->low = low;
+  braid__transport_filled(t);
+  braid__transport_drained(t);
+  return 0;
+}
+
+size_t braid_transport_write_queued(const braid_transport_t *t) {
+  return t != NULL ? t->queued : 0;
+}
+
+braid_reactor_t *braid_transport_reactor(const braid_transport_t *t) {
+  return t != NULL ? t->reactor : NULL;
+}
