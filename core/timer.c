@@ -6,7 +6,8 @@
  * cascading; a heap gives exact ordering, O(log n) insert and cancel, and
  * O(1) "next deadline" for the poller's timeout. Four children per node
  * halve the depth of a binary heap and put the children of a node in one
- * 64-byte cache line (4 slots x 16 bytes). Each slot carries the deadline
+ * 64-byte cache line (4 slots x 16 bytes; the array is placed so that
+ * they do, see braid__heap_grow). Each slot carries the deadline
  * beside the timer pointer so that sifting compares without dereferencing
  * timers; the timer struct (32 bytes, caller-owned) only records its slot.
  * A pending timer costs 32 + 16 = 48 bytes and no allocation of its own:
@@ -25,11 +26,15 @@
 #define BRAID__T_CANCELLED 0xfffffffeu
 #define BRAID__T_MAX_SLOTS 0xfffffff0u
 
+static inline int braid__seq_before(uint32_t a, uint32_t b) {
+  return (int32_t)(a - b) < 0;
+}
+
 static inline int braid__slot_less(const braid__heap_slot *a,
                                    const braid__heap_slot *b) {
   if (a->deadline != b->deadline)
     return a->deadline < b->deadline;
-  return (int32_t)(a->timer->seq_ - b->timer->seq_) < 0;
+  return braid__seq_before(a->timer->seq_, b->timer->seq_);
 }
 
 static inline void braid__heap_place(braid__heap_slot *heap, uint32_t i,
@@ -38,11 +43,26 @@ static inline void braid__heap_place(braid__heap_slot *heap, uint32_t i,
   s.timer->state_ = i + 1;
 }
 
-static void braid__heap_up(braid__heap_slot *heap, uint32_t i) {
+#if defined(__GNUC__) || defined(__clang__)
+#define BRAID__PREFETCH(p) __builtin_prefetch(p)
+#else
+#define BRAID__PREFETCH(p) ((void)(p))
+#endif
+
+/* Sift slot i up. `newest` says that its timer holds the newest sequence
+ * number (it was just scheduled or moved), so it sorts after every equal
+ * deadline already in the heap and a tie ends the climb without reading
+ * the parent's timer. */
+static void braid__heap_up(braid__heap_slot *heap, uint32_t i, int newest) {
   braid__heap_slot s = heap[i];
   while (i > 0) {
     uint32_t parent = (i - 1) / 4;
-    if (!braid__slot_less(&s, &heap[parent]))
+    uint64_t pd = heap[parent].deadline;
+    if (s.deadline > pd)
+      break;
+    if (s.deadline == pd &&
+        (newest || !braid__seq_before(s.timer->seq_,
+                                      heap[parent].timer->seq_)))
       break;
     braid__heap_place(heap, i, heap[parent]);
     i = parent;
@@ -50,22 +70,74 @@ static void braid__heap_up(braid__heap_slot *heap, uint32_t i) {
   braid__heap_place(heap, i, s);
 }
 
+/* Sift slot i down. This is the loop that firing and cancelling spend
+ * their time in, and it is written for the memory system: a level's four
+ * children share one cache line (see braid__heap_grow), the next level's
+ * candidate lines are prefetched while this level is compared, and when
+ * children tie on the deadline their timers' sequence numbers are loaded
+ * independently of one another, so the cache misses on those timers
+ * overlap instead of queueing behind each comparison. Ties are the common
+ * case, not a corner: every timer given the same delay in one loop
+ * iteration has the same deadline, because "now" is cached. */
 static void braid__heap_down(braid__heap_slot *heap, uint32_t len,
                              uint32_t i) {
   braid__heap_slot s = heap[i];
+  /* The sinking slot's own sequence number is read only on a tie with it:
+   * it usually comes from the bottom of the heap, so its timer is cold
+   * and its deadline rarely ties with the children's. */
+  uint32_t s_seq = 0;
+  int have_s_seq = 0;
   for (;;) {
     uint32_t first = i * 4 + 1;
     if (first >= len)
       break;
-    uint32_t end = first + 4 < len ? first + 4 : len;
-    uint32_t best = first;
-    for (uint32_t c = first + 1; c < end; c++)
-      if (braid__slot_less(&heap[c], &heap[best]))
-        best = c;
-    if (!braid__slot_less(&heap[best], &s))
+    uint32_t n = len - first < 4 ? len - first : 4;
+    const braid__heap_slot *c = heap + first;
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t g = (first + k) * 4 + 1;
+      if (g < len)
+        BRAID__PREFETCH(&heap[g]);
+    }
+    uint32_t best = 0;
+    uint64_t bd = c[0].deadline;
+    unsigned ties = 0;
+    for (uint32_t k = 1; k < n; k++) {
+      if (c[k].deadline < bd) {
+        bd = c[k].deadline;
+        best = k;
+        ties = 0;
+      } else if (c[k].deadline == bd)
+        ties++;
+    }
+    uint32_t best_seq = 0;
+    int have_seq = 0;
+    if (ties > 0) {
+      best_seq = c[best].timer->seq_;
+      have_seq = 1;
+      for (uint32_t k = best + 1; k < n; k++) {
+        if (c[k].deadline != bd)
+          continue;
+        uint32_t q = c[k].timer->seq_;
+        if (braid__seq_before(q, best_seq)) {
+          best_seq = q;
+          best = k;
+        }
+      }
+    }
+    if (bd > s.deadline)
       break;
-    braid__heap_place(heap, i, heap[best]);
-    i = best;
+    if (bd == s.deadline) {
+      if (!have_seq)
+        best_seq = c[best].timer->seq_;
+      if (!have_s_seq) {
+        s_seq = s.timer->seq_;
+        have_s_seq = 1;
+      }
+      if (!braid__seq_before(best_seq, s_seq))
+        break;
+    }
+    braid__heap_place(heap, i, c[best]);
+    i = first + best;
   }
   braid__heap_place(heap, i, s);
 }
@@ -77,18 +149,46 @@ static void braid__heap_remove(braid_reactor_t *r, uint32_t i) {
   braid__heap_slot moved = r->heap[last];
   braid__heap_place(r->heap, i, moved);
   if (i > 0 && braid__slot_less(&moved, &r->heap[(i - 1) / 4]))
-    braid__heap_up(r->heap, i);
+    braid__heap_up(r->heap, i, 0);
   else
     braid__heap_down(r->heap, r->heap_len, i);
+}
+
+/* The heap array is placed so that heap + 1 starts a 64-byte line: the
+ * children of slot i are slots 4i+1 .. 4i+4, so they then fill exactly
+ * one line and a level of sifting touches one line, not two (malloc only
+ * promises 16-byte alignment). The pointer the allocator returned is kept
+ * in the 8 bytes before heap[0], inside the block. */
+#define BRAID__HEAP_LINE 64u
+#define BRAID__HEAP_SLACK (BRAID__HEAP_LINE + 16u)
+
+static void *braid__heap_block(braid__heap_slot *heap) {
+  void *block;
+  memcpy(&block, (char *)heap - sizeof block, sizeof block);
+  return block;
+}
+
+static braid__heap_slot *braid__heap_align(char *block) {
+  uintptr_t a = (uintptr_t)block + sizeof(braid__heap_slot) + sizeof(void *);
+  a = (a + BRAID__HEAP_LINE - 1) & ~(uintptr_t)(BRAID__HEAP_LINE - 1);
+  return (braid__heap_slot *)(void *)(a - sizeof(braid__heap_slot));
 }
 
 static int braid__heap_grow(braid_reactor_t *r) {
   uint32_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
   if (cap > BRAID__T_MAX_SLOTS || cap < r->heap_cap)
     return BRAID_ENOMEM;
-  braid__heap_slot *h = braid_realloc(r->heap, (size_t)cap * sizeof *h);
-  if (h == NULL)
+  char *old = r->heap != NULL ? braid__heap_block(r->heap) : NULL;
+  size_t old_off = old != NULL ? (size_t)((char *)r->heap - old) : 0;
+  char *block = braid_realloc(old, (size_t)cap * sizeof *r->heap +
+                                       BRAID__HEAP_SLACK);
+  if (block == NULL)
     return BRAID_ENOMEM;
+  braid__heap_slot *h = braid__heap_align(block);
+  /* realloc keeps the bytes, not their alignment: slide them into place. */
+  if (old != NULL && (size_t)((char *)h - block) != old_off)
+    memmove(h, block + old_off, (size_t)r->heap_len * sizeof *h);
+  memcpy((char *)h - sizeof block, &block, sizeof block);
   r->heap = h;
   r->heap_cap = cap;
   return 0;
@@ -122,7 +222,7 @@ static int braid__timer_schedule(braid_reactor_t *r, braid_timer_t *t,
   uint32_t i = r->heap_len++;
   r->heap[i].deadline = deadline;
   r->heap[i].timer = t;
-  braid__heap_up(r->heap, i);
+  braid__heap_up(r->heap, i, 1);
   return 0;
 }
 
@@ -170,7 +270,7 @@ static void braid__timer_move(braid_timer_t *t, uint64_t deadline) {
   r->heap[i].deadline = deadline;
   t->seq_ = r->timer_seq++;
   if (deadline < old)
-    braid__heap_up(r->heap, i);
+    braid__heap_up(r->heap, i, 1);
   else
     braid__heap_down(r->heap, r->heap_len, i);
 }
@@ -243,7 +343,8 @@ void braid__timers_clear(braid_reactor_t *r) {
   for (uint32_t i = 0; i < r->heap_len; i++)
     r->heap[i].timer->state_ = BRAID__T_CANCELLED;
   r->heap_len = 0;
-  braid_free(r->heap);
+  if (r->heap != NULL)
+    braid_free(braid__heap_block(r->heap));
   r->heap = NULL;
   r->heap_cap = 0;
 }
