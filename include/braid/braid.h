@@ -3,9 +3,12 @@
 #define BRAID_BRAID_H
 
 #include "braid/alloc.h"
+#include "braid/deferred.h"
 #include "braid/error.h"
+#include "braid/failure.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
+#include "braid/threadpool.h"
 #include "braid/version.h"
 
 #endif
