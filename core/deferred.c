@@ -114,6 +114,12 @@ void braid_result_set(braid_result_t *res, void *value, braid_dtor_cb dtor) {
     return;
   }
   braid__drop_pending(braid__res_owner(res));
+  if (res->failure == NULL && res->dtor == NULL) {
+    /* Nothing owned to destroy: the common case of plain values. */
+    res->value = value;
+    res->dtor = dtor;
+    return;
+  }
   if (res->failure == NULL && res->value == value && res->dtor == dtor)
     return;
   struct braid_result old = *res;
@@ -374,22 +380,8 @@ static inline braid_deferred_t *braid__alloc(braid_reactor_t *r) {
   braid_deferred_t *d = braid__slab_alloc(&ds->deferreds);
   if (d == NULL)
     return NULL;
-  d->head = NULL;
-  d->magic = BRAID__LIVE_DEFERRED;
-  d->refs = 0;
-  d->tail = NULL;
-  d->result.value = NULL;
-  d->result.dtor = NULL;
-  d->result.failure = NULL;
-  d->r = r;
-  d->waiting_on = NULL;
-  d->pending_inner = NULL;
-  d->stack_next = NULL;
-  d->reap_next = NULL;
-  d->canceller = NULL;
-  d->canceller_arg = NULL;
-  d->paused = 0;
-  d->flags = 0;
+  /* One compound literal: the compiler turns it into a few wide stores. */
+  *d = (struct braid_deferred){.magic = BRAID__LIVE_DEFERRED, .r = r};
   return d;
 }
 
