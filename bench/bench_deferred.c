@@ -44,8 +44,7 @@ static void c_free(void *p) {
 static void cb_inc(braid_deferred_t *d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
-  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1),
-                   NULL);
+  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1), NULL);
 }
 
 static braid_deferred_t *inner;
@@ -96,7 +95,8 @@ static double run_nested(braid_reactor_t *r, long n) {
   return (double)(braid_hrtime() - t0) / (double)n;
 }
 
-/* ---- deferToThread --------------------------------------------------------- */
+/* ---- deferToThread ---------------------------------------------------------
+ */
 
 typedef struct tstate {
   braid_reactor_t *r;
@@ -192,8 +192,8 @@ int main(int argc, char **argv) {
   if (peers) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 %s/deferred_twisted.py %ld 2>&1", BRAID_BENCH_DIR,
-             n);
+             "/usr/bin/python3 %s/deferred_twisted.py %ld 2>&1",
+             BRAID_BENCH_DIR, n);
     run_peer("Twisted (CPython)", cmd);
     snprintf(cmd, sizeof cmd, "node %s/deferred_node.js %ld 2>&1",
              BRAID_BENCH_DIR, n);

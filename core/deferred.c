@@ -191,8 +191,8 @@ braid_reactor_t *braid_result_reactor(const braid_result_t *res) {
  * ------------------------------------------------------------------------ */
 
 static inline int braid__finished(const braid_deferred_t *d) {
-  return (d->flags & (BRAID__D_CALLED | BRAID__D_RUNNING | BRAID__D_ON_STACK)) ==
-             BRAID__D_CALLED &&
+  return (d->flags & (BRAID__D_CALLED | BRAID__D_RUNNING |
+                      BRAID__D_ON_STACK)) == BRAID__D_CALLED &&
          d->head == NULL && d->paused == 0;
 }
 
@@ -444,8 +444,8 @@ int braid_deferred_errback(braid_deferred_t *d, braid_failure_t *f) {
   return braid__fire(d, res);
 }
 
-int braid_deferred_succeed(braid_reactor_t *r, void *value,
-                           braid_dtor_cb dtor, braid_deferred_t **out) {
+int braid_deferred_succeed(braid_reactor_t *r, void *value, braid_dtor_cb dtor,
+                           braid_deferred_t **out) {
   int rc = braid_deferred_new(r, out);
   if (rc < 0) {
     if (dtor != NULL)

@@ -30,10 +30,10 @@ typedef struct braid__link {
 } braid__link;
 
 /* Deferred flags. */
-#define BRAID__D_CALLED 1u   /* callback/errback happened */
-#define BRAID__D_RUNNING 2u  /* one of its steps is executing */
-#define BRAID__D_ON_STACK 4u /* on a run loop's stack (being processed) */
-#define BRAID__D_ON_REAP 8u  /* on the reactor's reap list */
+#define BRAID__D_CALLED 1u    /* callback/errback happened */
+#define BRAID__D_RUNNING 2u   /* one of its steps is executing */
+#define BRAID__D_ON_STACK 4u  /* on a run loop's stack (being processed) */
+#define BRAID__D_ON_REAP 8u   /* on the reactor's reap list */
 #define BRAID__D_SUPPRESS 16u /* cancelled without canceller: eat one fire */
 
 struct braid_deferred {

@@ -65,8 +65,8 @@ int braid_deferred_add_timeout(braid_deferred_t *d, uint64_t timeout,
   to->on_timeout = on_timeout;
   to->arg = arg;
   to->timeout = timeout;
-  int rc = braid_timer_start(d->r, &to->hdr.timer, timeout,
-                             braid__timeout_fire, to);
+  int rc =
+      braid_timer_start(d->r, &to->hdr.timer, timeout, braid__timeout_fire, to);
   if (rc < 0) {
     braid__aux_free(d->r, to);
     return rc;
@@ -219,10 +219,10 @@ static void braid__dlist_step(braid_deferred_t *child, braid_result_t *res,
       braid_failure_t *cf = it->failure;
       l->fired = 1;
       braid_deferred_errback(
-          l->d, braid_failure_new(l->r, cf->domain, cf->code,
-                                  braid_failure_ref(cf),
-                                  "first error in deferred list (item %zu): %s",
-                                  kid->index, cf->msg));
+          l->d,
+          braid_failure_new(l->r, cf->domain, cf->code, braid_failure_ref(cf),
+                            "first error in deferred list (item %zu): %s",
+                            kid->index, cf->msg));
     } else if (l->finished == l->n) {
       braid_list_result *all = l->res;
       l->res = NULL;
@@ -411,9 +411,9 @@ static void braid__race_step(braid_deferred_t *child, braid_result_t *res,
       braid_failure_t *ff = rc->first_failure;
       rc->fired = 1;
       braid_deferred_errback(
-          rc->d, braid_failure_new(rc->r, ff->domain, ff->code,
-                                   braid_failure_ref(ff),
-                                   "all %zu deferreds in race failed", rc->n));
+          rc->d,
+          braid_failure_new(rc->r, ff->domain, ff->code, braid_failure_ref(ff),
+                            "all %zu deferreds in race failed", rc->n));
     }
   }
   /* Like Twisted's race, whose steps return None: the children's own
@@ -518,8 +518,8 @@ static void braid__lc_schedule_from(braid_looping_call_t *lc, uint64_t when) {
     uint64_t running_for = when - lc->start_;
     delay = lc->interval_ - running_for % lc->interval_;
   }
-  int rc = braid_timer_start(lc->reactor_, &lc->timer_, delay,
-                             braid__lc_timer, lc);
+  int rc =
+      braid_timer_start(lc->reactor_, &lc->timer_, delay, braid__lc_timer, lc);
   if (rc < 0)
     braid__lc_finish(lc, braid_failure_from_code(lc->reactor_, rc));
 }

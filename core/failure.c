@@ -25,8 +25,8 @@ static braid_failure_t *braid__failure_vnew(braid_reactor_t *r,
                                             braid_failure_t *cause,
                                             const char *fmt, va_list ap) {
   braid__defer_state *ds = r != NULL ? braid__ds(r) : NULL;
-  struct braid_failure *f = ds != NULL ? braid__slab_alloc(&ds->failures)
-                                       : NULL;
+  struct braid_failure *f =
+      ds != NULL ? braid__slab_alloc(&ds->failures) : NULL;
   if (f == NULL) {
     braid_failure_unref(cause);
     return NULL;

@@ -127,10 +127,10 @@ static void braid__job_settle(braid__pool *p, braid__job *j) {
   } else {
     if (j->dtor != NULL)
       j->dtor(j->value);
-    braid_deferred_errback(
-        d, braid_failure_new(p->r, BRAID_FAILURE_DOMAIN, j->rc, NULL,
-                             "work in thread failed: %s",
-                             braid_strerror(j->rc)));
+    braid_deferred_errback(d,
+                           braid_failure_new(p->r, BRAID_FAILURE_DOMAIN, j->rc,
+                                             NULL, "work in thread failed: %s",
+                                             braid_strerror(j->rc)));
   }
   braid__job_free(p, j);
 }

@@ -68,15 +68,14 @@ static void cb_inc(braid_deferred_t *d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   tr('c');
-  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1),
-                   NULL);
+  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1), NULL);
 }
 /* Callback that fails with the code in arg. */
 static void cb_fail(braid_deferred_t *d, braid_result_t *res, void *arg) {
   tr('F');
-  braid_result_set_failure(res, braid_failure_new(d->r, "test",
-                                                  (int)(intptr_t)arg, NULL,
-                                                  "failed on purpose"));
+  braid_result_set_failure(res,
+                           braid_failure_new(d->r, "test", (int)(intptr_t)arg,
+                                             NULL, "failed on purpose"));
 }
 /* Errback: records 'e' and recovers with value 100. */
 static void eb_recover(braid_deferred_t *d, braid_result_t *res, void *arg) {
@@ -159,8 +158,8 @@ static void t_errback_fire_and_trap(void **st) {
   braid_reactor_t *r = mk(&c);
   braid_deferred_t *d;
   assert_int_equal(braid_deferred_new(r, &d), 0);
-  braid_deferred_errback(d, braid_failure_new(r, "db", 42, NULL, "no row %d",
-                                              9));
+  braid_deferred_errback(d,
+                         braid_failure_new(r, "db", 42, NULL, "no row %d", 9));
   const braid_result_t *res = braid_deferred_result(d);
   assert_non_null(res);
   assert_false(braid_result_ok(res));
@@ -184,8 +183,8 @@ static void t_failure_object(void **st) {
   braid_failure_t *root = braid_failure_from_code(r, BRAID_ECONNREFUSED);
   assert_string_equal(braid_failure_message(root), "connection refused");
   assert_string_equal(braid_failure_domain(root), BRAID_FAILURE_DOMAIN);
-  braid_failure_t *top = braid_failure_new(r, "http", 502, root,
-                                           "upstream %s failed", "db1");
+  braid_failure_t *top =
+      braid_failure_new(r, "http", 502, root, "upstream %s failed", "db1");
   assert_ptr_equal(braid_failure_cause(top), root);
   assert_true(braid_failure_check(top, "http", 502));
   assert_false(braid_failure_check(top, NULL, BRAID_ECONNREFUSED));
@@ -277,8 +276,7 @@ static void t_add_during_run(void **st) {
 static void cb_count(braid_deferred_t *d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
-  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1),
-                   NULL);
+  braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1), NULL);
 }
 
 static braid_deferred_t **nest;
@@ -331,8 +329,8 @@ static void *deep_body(void *arg) {
   for (int i = 0; i < DEEP; i++)
     braid_deferred_callback(nest[i], NULL, NULL);
   braid_deferred_cancel(nest[0]);
-  int v3 = braid_result_trap(braid_deferred_result(outer), NULL,
-                             BRAID_ECANCELED);
+  int v3 =
+      braid_result_trap(braid_deferred_result(outer), NULL, BRAID_ECANCELED);
   braid_result_set((braid_result_t *)braid_deferred_result(outer), NULL, NULL);
   braid_deferred_unref(outer);
   braid_testing_flush(r, 10);
@@ -504,8 +502,8 @@ static void t_cancel(void **st) {
   braid_deferred_ref(d);
   braid_deferred_cancel(d);
   assert_int_equal(canceller_calls, 1);
-  assert_true(braid_result_trap(braid_deferred_result(d), NULL,
-                                BRAID_ECANCELED));
+  assert_true(
+      braid_result_trap(braid_deferred_result(d), NULL, BRAID_ECANCELED));
   assert_int_equal(braid_deferred_callback(d, NULL, NULL), BRAID_EALREADY);
   braid_deferred_add_errback(d, eb_recover, NULL);
   braid_deferred_unref(d);
@@ -671,9 +669,8 @@ static void one_round(braid_reactor_t *r, int n) {
 
 static void t_zero_alloc(void **st) {
   (void)st;
-  assert_int_equal(braid_set_allocator(cnt_malloc, cnt_realloc, cnt_calloc,
-                                       cnt_free),
-                   0);
+  assert_int_equal(
+      braid_set_allocator(cnt_malloc, cnt_realloc, cnt_calloc, cnt_free), 0);
   braid_reactor_t *r;
   assert_int_equal(braid_testing_reactor_create(&r), 0);
   trace[0] = 0;
@@ -696,7 +693,9 @@ static void t_zero_alloc(void **st) {
 /* ---- slab out of memory -------------------------------------------------- */
 
 static int fail_allocs;
-static void *oom_malloc(size_t n) { return fail_allocs ? NULL : malloc(n); }
+static void *oom_malloc(size_t n) {
+  return fail_allocs ? NULL : malloc(n);
+}
 static void *oom_realloc(void *p, size_t n) {
   return fail_allocs ? NULL : realloc(p, n);
 }

@@ -158,9 +158,8 @@ static void t_defer_later(void **st) {
   braid_deferred_t *d;
   seen s;
   later_runs = 0;
-  assert_int_equal(braid_defer_later(r, BRAID_MSEC(30), later_fn, (void *)4,
-                                     &d),
-                   0);
+  assert_int_equal(
+      braid_defer_later(r, BRAID_MSEC(30), later_fn, (void *)4, &d), 0);
   watch(d, &s);
   braid_clock_advance(r, BRAID_MSEC(29));
   assert_int_equal(s.called, 0);
@@ -188,7 +187,8 @@ static void t_defer_later(void **st) {
   done(r);
 }
 
-/* ---- DeferredList / gather / race ----------------------------------------- */
+/* ---- DeferredList / gather / race -----------------------------------------
+ */
 
 static int dtors;
 static void count_dtor(void *p) {
@@ -216,8 +216,7 @@ static void t_list_all(void **st) {
   assert_false(braid_deferred_called(l));
   braid_deferred_callback(ds[0], (void *)10, count_dtor);
   assert_true(braid_deferred_called(l));
-  const braid_list_result *lr =
-      braid_result_value(braid_deferred_result(l));
+  const braid_list_result *lr = braid_result_value(braid_deferred_result(l));
   assert_int_equal(lr->count, 3);
   assert_true(lr->items[0].ok);
   assert_ptr_equal(lr->items[0].value, (void *)10);
@@ -270,10 +269,8 @@ static void t_list_fire_on_one(void **st) {
 
   /* fireOnOneErrback + consumeErrors: FirstError-like failure. */
   mkn(r, ds, 3);
-  braid_deferred_list(r, ds, 3,
-                      BRAID_LIST_FIRE_ON_ONE_ERRBACK |
-                          BRAID_LIST_CONSUME_ERRORS,
-                      &l);
+  braid_deferred_list(
+      r, ds, 3, BRAID_LIST_FIRE_ON_ONE_ERRBACK | BRAID_LIST_CONSUME_ERRORS, &l);
   watch(l, &s);
   braid_deferred_callback(ds[0], (void *)1, NULL);
   braid_deferred_errback(ds[1], braid_failure_new(r, "db", 7, NULL, "boom"));
@@ -381,7 +378,8 @@ static void t_race(void **st) {
   done(r);
 }
 
-/* ---- LoopingCall ---------------------------------------------------------- */
+/* ---- LoopingCall ----------------------------------------------------------
+ */
 
 typedef struct lcrec {
   int calls;
@@ -425,9 +423,8 @@ static void t_looping(void **st) {
   x.r = r;
   braid_deferred_t *d;
   seen s;
-  assert_int_equal(braid_looping_call_start(r, &lc, BRAID_MSEC(10), true,
-                                            lc_fn, &x, &d),
-                   0);
+  assert_int_equal(
+      braid_looping_call_start(r, &lc, BRAID_MSEC(10), true, lc_fn, &x, &d), 0);
   watch(d, &s);
   assert_int_equal(x.calls, 1);
   assert_int_equal(x.count[0], 1);

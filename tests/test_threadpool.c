@@ -113,8 +113,8 @@ static int seen_code;
 static void on_any(braid_deferred_t *d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
-  seen_code = braid_result_ok(res) ? 1 : braid_failure_code(
-                                             braid_result_failure(res));
+  seen_code =
+      braid_result_ok(res) ? 1 : braid_failure_code(braid_result_failure(res));
   braid_result_set(res, NULL, NULL);
 }
 
@@ -198,7 +198,8 @@ static void t_shutdown_in_flight(void **st) {
   assert_int_equal(ctx_freed, 200);
 }
 
-/* ---- blockingCallFromThread ----------------------------------------------- */
+/* ---- blockingCallFromThread -----------------------------------------------
+ */
 
 static int on_reactor_succeed(braid_reactor_t *r, void *arg,
                               braid_deferred_t **out) {
@@ -224,8 +225,8 @@ static int on_reactor_fail(braid_reactor_t *r, void *arg,
 static int job_blocking(void *arg, void **value, braid_dtor_cb *dtor) {
   braid_reactor_t *r = arg;
   braid_thread_result tr;
-  int rc = braid_blocking_call_from_thread(r, on_reactor_succeed, (void *)41,
-                                           &tr);
+  int rc =
+      braid_blocking_call_from_thread(r, on_reactor_succeed, (void *)41, &tr);
   if (rc != 0 || *(intptr_t *)tr.value != 42)
     return BRAID_EPROTO;
   tr.dtor(tr.value);

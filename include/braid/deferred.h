@@ -121,8 +121,7 @@ braid_failure_t *braid_result_failure(const braid_result_t *res);
  * braid_failure_check() does. An errback traps like Twisted's
  * failure.trap(): if this returns false, return without touching the
  * result and the failure goes on down the chain. */
-bool braid_result_trap(const braid_result_t *res, const char *domain,
-                       int code);
+bool braid_result_trap(const braid_result_t *res, const char *domain, int code);
 
 /* Replace the result with a value that the deferred owns if dtor != NULL.
  * Setting the value and dtor it already has changes nothing. */
@@ -164,8 +163,8 @@ int braid_deferred_new_cancellable(braid_reactor_t *r,
 
 /* A deferred that has already fired with this value / failure (Twisted's
  * succeed() / fail()). The value or failure is consumed even on error. */
-int braid_deferred_succeed(braid_reactor_t *r, void *value,
-                           braid_dtor_cb dtor, braid_deferred_t **out);
+int braid_deferred_succeed(braid_reactor_t *r, void *value, braid_dtor_cb dtor,
+                           braid_deferred_t **out);
 int braid_deferred_fail(braid_reactor_t *r, braid_failure_t *f,
                         braid_deferred_t **out);
 
@@ -199,8 +198,7 @@ int braid_deferred_add_both(braid_deferred_t *d, braid_deferred_cb fn,
 /* Twisted's chainDeferred: when `d` fires, fire `other` with d's result
  * (the result moves to `other`; d's chain continues with a NULL value).
  * `other` is referenced until then. */
-int braid_deferred_chain_deferred(braid_deferred_t *d,
-                                  braid_deferred_t *other);
+int braid_deferred_chain_deferred(braid_deferred_t *d, braid_deferred_t *other);
 
 /* ------------------------------------------------------------------------
  * Control
@@ -297,8 +295,7 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
 /* Twisted's gatherResults(): a list with FIRE_ON_ONE_ERRBACK whose result
  * is a braid_list_result of n values in order. */
 int braid_gather_results(braid_reactor_t *r, braid_deferred_t *const *ds,
-                         size_t n, bool consume_errors,
-                         braid_deferred_t **out);
+                         size_t n, bool consume_errors, braid_deferred_t **out);
 
 /* Twisted's race(): fires with the first child to succeed (a
  * braid_list_result with count 1 and its index) and cancels all the others;
@@ -335,7 +332,8 @@ struct braid_looping_call {
   int running_, run_at_start_, have_last_, waiting_;
 };
 
-#define BRAID_LOOPING_CALL_INIT {BRAID_TIMER_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+#define BRAID_LOOPING_CALL_INIT                                                \
+  { BRAID_TIMER_INIT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* Start calling fn every `interval` ns, the first time now (run_now) or one
  * interval from now. Calls are scheduled on the interval grid that starts

@@ -5,8 +5,9 @@
  * braid_defer_to_thread() (no thread exists before), growing on demand up
  * to its maximum, and stopped by braid_reactor_destroy(), which joins every
  * worker: a job that is running then finishes first (it cannot be
- * interrupted), jobs not yet started are dropped, and the deferreds of all
- * unfinished jobs are cancelled like every other pending deferred. While
+ * interrupted), jobs not yet started are dropped, results that arrived but
+ * were not yet delivered are destroyed (their dtor runs), and the deferreds
+ * of all those jobs are cancelled like every other pending deferred. While
  * jobs are in flight the reactor stays alive (braid_reactor_run does not
  * return for lack of work).
  */
@@ -72,9 +73,10 @@ typedef struct braid_thread_result {
  * wait for itself forever). Runs fn on the reactor thread, waits for the
  * deferred it returns to fire, and fills *out. Returns 0 on success; on
  * failure, the failure's code if it is a negative braid-domain code, else
- * BRAID_EUNKNOWN (details in *out); BRAID_ECANCELED if the reactor was
- * destroyed before answering; BRAID_EINVAL, BRAID_ENOMEM. The reactor must
- * not be freed while the call is being made. */
+ * BRAID_EUNKNOWN (details in *out); BRAID_ECANCELED if the reactor is
+ * being destroyed (destroy wakes every waiting caller, which then returns
+ * without touching the reactor again); BRAID_EINVAL, BRAID_ENOMEM. The
+ * reactor must exist when the call begins. */
 int braid_blocking_call_from_thread(braid_reactor_t *r,
                                     braid_reactor_call_cb fn, void *arg,
                                     braid_thread_result *out);
