@@ -89,12 +89,27 @@ struct braid_reactor {
 
   braid_log_cb log_cb;
   void *log_arg;
+
+  /* --- deferreds, failures, thread pool (core/deferred*.c, threadpool.c) ---
+   * Their state, made on first use and freed by
+   * braid__deferred_reactor_teardown(). */
+  struct braid__defer_state *defer;
+  /* Threads blocked in braid_blocking_call_from_thread(), guarded by tlock,
+   * so that destroy can wake them; closed once destroy has begun. */
+  struct braid__blocking_call *blocking;
+  int blocking_closed;
 };
 
 /* core/timer.c */
 void braid__timers_run(braid_reactor_t *r, uint64_t now);
 int braid__timers_next(const braid_reactor_t *r, uint64_t *deadline);
 void braid__timers_clear(braid_reactor_t *r);
+
+/* core/deferred.c: called by braid_reactor_destroy() before timers are
+ * cleared: wakes threads blocked on the reactor, joins the thread pool,
+ * cancels deferreds that have not fired, reports unhandled failures and
+ * frees every deferred. */
+void braid__deferred_reactor_teardown(braid_reactor_t *r);
 
 /* core/reactor.c: called by the I/O layer when its wakeup fired, on the
  * loop thread: drains thread calls and checks signal deliveries. */

@@ -104,6 +104,9 @@ int braid_reactor_destroy(braid_reactor_t *r) {
   }
   while (r->signals != NULL)
     braid_signal_stop(r->signals);
+  /* Deferreds first: cancelling them runs errbacks that may still stop
+   * timers and queue calls, which are dropped just below. */
+  braid__deferred_reactor_teardown(r);
   braid__timers_clear(r);
   r->io->destroy(r);
   braid_free(r->soon);

@@ -4,10 +4,13 @@
 
 #include "braid/alloc.h"
 #include "braid/endpoint.h"
+#include "braid/deferred.h"
 #include "braid/error.h"
+#include "braid/failure.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
 #include "braid/transport.h"
+#include "braid/threadpool.h"
 #include "braid/version.h"
 
 #endif

@@ -30,6 +30,16 @@ int braid__thread_join(braid__thread t) {
   return rc == 0 ? 0 : braid__translate_sys_error(rc);
 }
 
+int braid__cond_init(braid__cond *c) {
+  return pthread_cond_init(c, NULL) == 0 ? 0 : BRAID_ENOMEM;
+}
+void braid__cond_destroy(braid__cond *c) { pthread_cond_destroy(c); }
+void braid__cond_wait(braid__cond *c, braid__mutex *m) {
+  pthread_cond_wait(c, m);
+}
+void braid__cond_signal(braid__cond *c) { pthread_cond_signal(c); }
+void braid__cond_broadcast(braid__cond *c) { pthread_cond_broadcast(c); }
+
 int braid__translate_sys_error(int e) {
   switch (e) {
   case 0:
