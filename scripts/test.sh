@@ -1,0 +1,83 @@
+#!/bin/sh
+# Set up and run braid's whole test suite, once per poller this host builds.
+#
+#   sh scripts/test.sh            gcc build in build/, every test on every poller
+#   sh scripts/test.sh asan       the same under AddressSanitizer + UBSan
+#   sh scripts/test.sh clang      built with clang
+#   sh scripts/test.sh valgrind   every test under valgrind memcheck
+#
+# Installs what it needs from Debian's archive when it is missing (as root,
+# or through sudo). Prints "N passed, N failed" at the end and exits non-zero
+# if any test failed.
+set -eu
+mode=${1:-default}
+cd "$(dirname "$0")/.."
+
+need=""
+command -v meson >/dev/null 2>&1 || need="$need meson"
+command -v ninja >/dev/null 2>&1 || need="$need ninja-build"
+command -v cc >/dev/null 2>&1 || need="$need gcc"
+command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
+[ -f /usr/include/cmocka.h ] || need="$need libcmocka-dev"
+case $mode in
+  clang|asan) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
+  valgrind) command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
+esac
+if [ -n "$need" ]; then
+  echo "installing:$need"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need
+fi
+
+setup() { # dir, extra meson args...
+  dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Dtests=enabled "$@"
+  fi
+  ninja -C "$dir"
+}
+
+wrapper=""
+case $mode in
+  default) dir=build; setup build ;;
+  clang) dir=build-clang; CC=clang setup build-clang ;;
+  asan)
+    dir=build-asan
+    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=disabled
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    ;;
+  valgrind)
+    dir=build-valgrind
+    setup build-valgrind -Dbench=disabled
+    wrapper="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 -q"
+    ;;
+  *) echo "usage: $0 [default|asan|clang|valgrind]" >&2; exit 2 ;;
+esac
+
+status=0
+if [ -n "$wrapper" ]; then
+  meson test -C "$dir" --verbose --print-errorlogs --timeout-multiplier 10 \
+    --wrapper "$wrapper" || status=$?
+else
+  meson test -C "$dir" --verbose --print-errorlogs || status=$?
+fi
+
+# One closing line that counts every test run, on every poller.
+python3 - "$dir/meson-logs" "$mode" <<'PY'
+import glob, json, os, sys
+# meson names the log after the wrapper (testlog-valgrind.json): take the
+# newest one, which is the run that just finished.
+log = max(glob.glob(os.path.join(sys.argv[1], "testlog*.json")), key=os.path.getmtime)
+ok = bad = skip = 0
+for line in open(log):
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"): ok += 1
+    elif r == "SKIP": skip += 1
+    else: bad += 1
+print(f"{sys.argv[2]}: {ok} passed, {bad} failed, {skip} skipped")
+PY
+exit $status
