@@ -82,7 +82,8 @@ static void braid__stream_closed(braid__sock *sock) {
     braid_timer_cancel(&s->ctimer);
   if (p != NULL && (s->made || s->client)) {
     s->t.state |= BRAID__T_DEAD;
-    p->ops->connection_lost(p, s->reason);
+    if (p->ops->connection_lost != NULL)
+      p->ops->connection_lost(p, s->reason);
   }
   braid_free(s);
 }
@@ -129,7 +130,8 @@ static void braid__stream_idle(braid__stream *s) {
 static void braid__stream_on_read(braid__stream *s, intptr_t st) {
   braid_protocol_t *p = s->t.proto;
   if (st > 0) {
-    p->ops->data_received(p, s->rop.u.read.base, (size_t)st);
+    if (p->ops->data_received != NULL)
+      p->ops->data_received(p, s->rop.u.read.base, (size_t)st);
     return;
   }
   if (st == BRAID_ECANCELED)
@@ -474,7 +476,8 @@ static void braid__stream_made(braid__stream *s) {
   braid_protocol_t *p = s->t.proto;
   s->made = 1;
   p->transport = &s->t;
-  p->ops->connection_made(p, &s->t);
+  if (p->ops->connection_made != NULL)
+    p->ops->connection_made(p, &s->t);
   braid__stream_read(s, 0);
 }
 

@@ -72,6 +72,8 @@ int braid_addr_family(const braid_addr_t *a);
  * Protocols and factories
  * ------------------------------------------------------------------------ */
 
+/* Every callback may be NULL (then that event is ignored), though a
+ * protocol without data_received and connection_lost is rarely useful. */
 typedef struct braid_protocol_ops {
   /* The connection is up; `t` is valid until connection_lost returns. */
   void (*connection_made)(braid_protocol_t *p, braid_transport_t *t);
