@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "braid/endpoint.h"
+#include "core/resolve_internal.h"
 #include "core/transport.h"
 
 #define BRAID__EP_MAX_PARTS 16
@@ -210,9 +211,7 @@ static int braid__ep_addr(const braid_endpoint_t *ep, bool server,
       return braid__ep_error(err, errlen,
                              "interface '%s' in '%s' is not a numeric address",
                              ep->host, desc);
-    braid__ep_error(err, errlen,
-                    "host name lookup for '%s' is not supported yet", host);
-    return BRAID_ENOTSUP;
+    return BRAID_ENOTFOUND; /* a host name: the caller resolves it */
   }
   if (ep->kind == BRAID_ENDPOINT_TCP6 && braid_addr_family(a) != AF_INET6)
     return braid__ep_error(err, errlen, "tcp6 needs an IPv6 address in '%s'",
@@ -249,11 +248,21 @@ int braid_endpoint_connect(braid_reactor_t *r, const char *desc,
   if (rc < 0)
     return rc;
   braid_addr_t a;
-  rc = braid__ep_addr(&ep, false, &a, err, errlen, desc);
-  if (rc < 0)
-    return rc;
   braid_connect_options o = {0};
   o.timeout = ep.timeout;
+  rc = braid__ep_addr(&ep, false, &a, err, errlen, desc);
+  if (rc == BRAID_ENOTFOUND) {
+    /* A host name: resolve it off the loop, then try each address. */
+    rc = braid__connect_name(r, ep.host, ep.port,
+                             ep.kind == BRAID_ENDPOINT_TCP6 ? AF_INET6 : 0, &o,
+                             p);
+    if (rc < 0)
+      braid__ep_error(err, errlen, "cannot resolve '%s': %s", ep.host,
+                      braid_strerror(rc));
+    return rc;
+  }
+  if (rc < 0)
+    return rc;
   rc = braid_connect(r, &a, &o, p);
   if (rc < 0)
     braid__ep_error(err, errlen, "cannot connect to '%s': %s", desc,

@@ -27,6 +27,7 @@ typedef struct braid__job {
   braid_deferred_t *d; /* referenced until the job is settled */
   braid_work_cb fn;
   void *arg;
+  braid_dtor_cb arg_free; /* runs on the reactor thread when the job ends */
   void *value;
   braid_dtor_cb dtor;
   int rc;
@@ -112,6 +113,8 @@ static void *braid__worker(void *arg) {
 
 static void braid__job_free(braid__pool *p, braid__job *j) {
   braid_deferred_t *d = j->d;
+  if (j->arg_free != NULL)
+    j->arg_free(j->arg);
   braid__aux_free(p->r, j);
   p->in_flight--;
   braid_reactor_release(p->r);
@@ -262,6 +265,11 @@ int braid_threadpool_stats_get(braid_reactor_t *r,
 
 int braid_defer_to_thread(braid_reactor_t *r, braid_work_cb fn, void *arg,
                           braid_deferred_t **out) {
+  return braid_defer_to_thread_ex(r, fn, arg, NULL, out);
+}
+
+int braid_defer_to_thread_ex(braid_reactor_t *r, braid_work_cb fn, void *arg,
+                             braid_dtor_cb arg_free, braid_deferred_t **out) {
   if (out == NULL)
     return BRAID_EINVAL;
   *out = NULL;
@@ -298,6 +306,7 @@ int braid_defer_to_thread(braid_reactor_t *r, braid_work_cb fn, void *arg,
   j->d = d;
   j->fn = fn;
   j->arg = arg;
+  j->arg_free = arg_free;
   j->next = NULL;
   j->state = BRAID__JOB_QUEUED;
   p->in_flight++;

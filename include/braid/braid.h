@@ -9,6 +9,7 @@
 #include "braid/failure.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
+#include "braid/resolve.h"
 #include "braid/transport.h"
 #include "braid/threadpool.h"
 #include "braid/version.h"

@@ -47,8 +47,10 @@ int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
                           char *err, size_t errlen);
 
 /* Parse a client description and connect `p` to it (see braid_connect for
- * the callbacks). The host must be numeric for now; host names return
- * BRAID_ENOTSUP until the resolver lands. */
+ * the callbacks). A host name is resolved on the reactor's thread pool
+ * (braid/resolve.h) and each address is tried in turn; `p` sees one
+ * connection_made, or one connection_lost with the last error
+ * (BRAID_ENOTFOUND when the name does not resolve). */
 int braid_endpoint_connect(braid_reactor_t *r, const char *desc,
                            braid_protocol_t *p, char *err, size_t errlen);
 
