@@ -55,6 +55,12 @@ int braid__timeout_ms(int64_t timeout_ns) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* Needed only where a descriptor cannot be born non-blocking and
+ * close-on-exec: a pipe instead of an eventfd, accept() instead of
+ * accept4(), socket() without SOCK_NONBLOCK (macOS). Built only then,
+ * because clang's -Wunused-function (an error under -Werror) also flags
+ * unused static inline functions, which gcc does not. */
+#if !BRAID_HAVE_EVENTFD || !BRAID_HAVE_ACCEPT4 || !defined(SOCK_NONBLOCK)
 static inline int braid__set_nonblock_cloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -64,6 +70,7 @@ static inline int braid__set_nonblock_cloexec(int fd) {
     return braid__translate_sys_error(errno);
   return 0;
 }
+#endif
 
 /* ------------------------------------------------------------------------
  * Wakeup
