@@ -408,6 +408,58 @@ static void t_destroy_drops_pending(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* When the heap cannot grow, start fails with ENOMEM and the timer is left
+ * not pending; timers already scheduled are unaffected. */
+static int g_fail_alloc;
+static void *fail_malloc(size_t n) { return g_fail_alloc ? NULL : malloc(n); }
+static void *fail_realloc(void *p, size_t n) {
+  return g_fail_alloc ? NULL : realloc(p, n);
+}
+static void *fail_calloc(size_t c, size_t n) {
+  return g_fail_alloc ? NULL : calloc(c, n);
+}
+
+static void t_oom_heap(void **st) {
+  (void)st;
+  braid_reactor_t *r = new_manual();
+  assert_int_equal(
+      braid_set_allocator(fail_malloc, fail_realloc, fail_calloc, free), 0);
+  fire_log l = {.r = r};
+  enum { N = 300 };
+  tnode *n = calloc(N, sizeof *n);
+  assert_non_null(n);
+  int started = 0, rc = 0;
+  /* Fill whatever capacity exists, then fail the growth. */
+  assert_int_equal(braid_timer_start(r, &n[0].t, 1, log_fire, &n[0]), 0);
+  n[0].id = 0;
+  n[0].log = &l;
+  started = 1;
+  g_fail_alloc = 1;
+  for (; started < N; started++) {
+    n[started].id = started;
+    n[started].log = &l;
+    rc = braid_timer_start(r, &n[started].t, 1, log_fire, &n[started]);
+    if (rc != 0)
+      break;
+  }
+  g_fail_alloc = 0;
+  braid_reset_allocator();
+  assert_int_equal(rc, BRAID_ENOMEM);
+  assert_true(started < N);
+  tnode *failed = &n[started];
+  assert_false(braid_timer_active(&failed->t));
+  assert_int_equal(braid_timer_cancel(&failed->t), BRAID_EINVAL);
+  assert_int_equal(braid_reactor_timer_count(r), (size_t)started);
+  /* Allocation works again: the failed timer can be started. */
+  assert_int_equal(braid_timer_start(r, &failed->t, 1, log_fire, failed), 0);
+  assert_int_equal(braid_clock_advance(r, 1), 0);
+  assert_int_equal(l.n, started + 1);
+  for (int i = 0; i <= started; i++)
+    assert_int_equal(l.id[i], i);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  free(n);
+}
+
 /* ------------------------------------------------------------------------
  * Re-entrancy: what a timer callback may do to timers
  * ------------------------------------------------------------------------ */
@@ -1051,6 +1103,7 @@ int main(void) {
       cmocka_unit_test(t_delay),
       cmocka_unit_test(t_misuse),
       cmocka_unit_test(t_destroy_drops_pending),
+      cmocka_unit_test(t_oom_heap),
       cmocka_unit_test(t_reentrant_cancel_start_reset),
       cmocka_unit_test(t_reentrant_self_reschedule),
       cmocka_unit_test(t_reentrant_heap_growth),
