@@ -173,8 +173,8 @@ typedef struct soon_ctx {
 
 static soon_ctx *g_soon;
 
-#define SOON_CB(n)                                                            \
-  static void soon_##n(braid_reactor_t *r, void *arg) {                      \
+#define SOON_CB(n)                                                             \
+  static void soon_##n(braid_reactor_t *r, void *arg) {                        \
     soon_ctx *c = arg;                                                         \
     assert_ptr_equal(r, c->r);                                                 \
     c->saw_running += braid_reactor_running(r);                                \
@@ -238,9 +238,9 @@ static void t_call_soon_ring_wrap(void **st) {
   g_wrap_next = 0;
   g_wrap_queued = 0;
   for (int i = 0; i < 50; i++)
-    assert_int_equal(braid_call_soon(r, soon_wrap_check,
-                                     (void *)(intptr_t)g_wrap_queued++),
-                     0);
+    assert_int_equal(
+        braid_call_soon(r, soon_wrap_check, (void *)(intptr_t)g_wrap_queued++),
+        0);
   assert_int_equal(braid_reactor_run(r), 0);
   assert_true(g_wrap_queued >= 20000);
   assert_int_equal(g_wrap_next, g_wrap_queued);
@@ -771,8 +771,8 @@ static void t_hooks_remove_self_during_shutdown(void **st) {
   selfrm s = {.r = r};
   g_selfrm = &s;
   s.id_a = braid_reactor_add_hook(r, BRAID_BEFORE_SHUTDOWN, hook_rm_self, NULL);
-  assert_true(braid_reactor_add_hook(r, BRAID_BEFORE_SHUTDOWN, hook_two,
-                                     NULL) > 0);
+  assert_true(braid_reactor_add_hook(r, BRAID_BEFORE_SHUTDOWN, hook_two, NULL) >
+              0);
   s.id_c = braid_reactor_add_hook(r, BRAID_BEFORE_SHUTDOWN, hook_three, NULL);
   assert_true(s.id_a > 0 && s.id_c > 0);
   braid_reactor_hold(r);
@@ -858,7 +858,9 @@ static int oom_take(void) {
   g_budget--;
   return 1;
 }
-static void *oom_malloc(size_t n) { return oom_take() ? malloc(n) : NULL; }
+static void *oom_malloc(size_t n) {
+  return oom_take() ? malloc(n) : NULL;
+}
 static void *oom_realloc(void *p, size_t n) {
   return oom_take() ? realloc(p, n) : NULL;
 }
@@ -909,9 +911,9 @@ static void t_oom_queues(void **st) {
   /* The first call-soon needs the queue: refused, nothing queued. */
   assert_int_equal(braid_call_soon(r, noop_cb, &n), BRAID_ENOMEM);
   assert_int_equal(braid_call_from_thread(r, noop_cb, &n), BRAID_ENOMEM);
-  assert_int_equal(braid_reactor_add_hook(r, BRAID_AFTER_SHUTDOWN,
-                                          after_hook_count, &n),
-                   BRAID_ENOMEM);
+  assert_int_equal(
+      braid_reactor_add_hook(r, BRAID_AFTER_SHUTDOWN, after_hook_count, &n),
+      BRAID_ENOMEM);
   /* With one allocation allowed, the queue fills to its first capacity,
    * then refuses; everything accepted still runs, in order. */
   g_budget = 1;

@@ -411,7 +411,9 @@ static void t_destroy_drops_pending(void **st) {
 /* When the heap cannot grow, start fails with ENOMEM and the timer is left
  * not pending; timers already scheduled are unaffected. */
 static int g_fail_alloc;
-static void *fail_malloc(size_t n) { return g_fail_alloc ? NULL : malloc(n); }
+static void *fail_malloc(size_t n) {
+  return g_fail_alloc ? NULL : malloc(n);
+}
 static void *fail_realloc(void *p, size_t n) {
   return g_fail_alloc ? NULL : realloc(p, n);
 }
@@ -772,10 +774,10 @@ static void m_random_op(model *m, int in_cb) {
     }
     break;
   default: {
-    want = st == M_PENDING     ? 0
-           : st == M_IDLE      ? BRAID_EINVAL
-           : st == M_FIRED     ? BRAID_EALREADY
-                               : BRAID_ECANCELED;
+    want = st == M_PENDING ? 0
+           : st == M_IDLE  ? BRAID_EINVAL
+           : st == M_FIRED ? BRAID_EALREADY
+                           : BRAID_ECANCELED;
     if (op == 1) {
       rc = braid_timer_cancel(t);
       assert_int_equal(rc, want);
