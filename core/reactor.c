@@ -303,15 +303,27 @@ static int braid__iterate(braid_reactor_t *r, int block) {
 }
 
 static void braid__run_hooks(braid_reactor_t *r, braid_hook_phase phase) {
-  /* By index: a hook may add or remove hooks. Ones added now do not run. */
+  /* A hook may add or remove hooks, itself included. Ones added now do not
+   * run. Walking by index alone would skip the hook after one that removed
+   * itself (remove_hook shifts the array down), so after each call the walk
+   * resumes at the first hook whose id is above the one just run: the
+   * array stays sorted by id because hooks are appended with rising ids
+   * and removal preserves order. */
   int last_id = r->next_hook_id;
-  for (size_t i = 0; i < r->nhooks; i++) {
+  size_t i = 0;
+  while (i < r->nhooks) {
     braid__hook h = r->hooks[i];
-    if (h.phase != phase || h.id >= last_id)
+    if (h.id >= last_id)
+      break;
+    if (h.phase != phase) {
+      i++;
       continue;
+    }
     r->depth++;
     h.cb(r, h.arg);
     r->depth--;
+    for (i = 0; i < r->nhooks && r->hooks[i].id <= h.id; i++)
+      ;
   }
 }
 

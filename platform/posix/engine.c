@@ -55,9 +55,13 @@ int braid__timeout_ms(int64_t timeout_ns) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
-/* Needed where the system lacks eventfd, accept4 or SOCK_NONBLOCK. */
+/* Needed only where a descriptor cannot be born non-blocking and
+ * close-on-exec: a pipe instead of an eventfd, accept() instead of
+ * accept4(), socket() without SOCK_NONBLOCK (macOS). Built only then,
+ * because clang's -Wunused-function (an error under -Werror) also flags
+ * unused static inline functions, which gcc does not. */
 #if !BRAID_HAVE_EVENTFD || !BRAID_HAVE_ACCEPT4 || !defined(SOCK_NONBLOCK)
-static int braid__set_nonblock_cloexec(int fd) {
+static inline int braid__set_nonblock_cloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
     return braid__translate_sys_error(errno);
