@@ -272,13 +272,20 @@ void braid__reactor_wakeup_drain(braid_reactor_t *r) {
  * Running
  * ------------------------------------------------------------------------ */
 
-static int braid__alive(const braid_reactor_t *r) {
+static int braid__alive(braid_reactor_t *r) {
   if (r->soon_len > 0 || r->holds > 0 || r->active_io > 0 ||
       r->signals != NULL)
     return 1;
   /* A manual clock never moves by itself: its timers give run() no reason
    * to wait. */
-  return r->heap_len > 0 && !(r->flags & BRAID_REACTOR_MANUAL_CLOCK);
+  if (r->heap_len > 0 && !(r->flags & BRAID_REACTOR_MANUAL_CLOCK))
+    return 1;
+  /* A call queued by another thread that the loop has not run yet. Checked
+   * last, under the lock, since it is the rare reason to stay alive. */
+  braid__mutex_lock(&r->tlock);
+  int queued = r->tq_len > 0;
+  braid__mutex_unlock(&r->tlock);
+  return queued;
 }
 
 static int braid__iterate(braid_reactor_t *r, int block) {

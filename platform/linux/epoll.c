@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "core/config.h"
 
 #include "platform/posix/engine.h"
 
@@ -15,6 +18,7 @@
 
 typedef struct braid__epoll {
   int epfd;
+  int no_pwait2; /* the kernel lacks epoll_pwait2 (before Linux 5.11) */
   struct epoll_event events[BRAID__EPOLL_BATCH];
 } braid__epoll;
 
@@ -22,6 +26,7 @@ static int braid__epoll_init(braid__engine *e) {
   braid__epoll *ep = braid_malloc(sizeof *ep);
   if (ep == NULL)
     return BRAID_ENOMEM;
+  ep->no_pwait2 = 0;
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (ep->epfd < 0) {
     int rc = braid__translate_sys_error(errno);
@@ -66,8 +71,22 @@ static void braid__epoll_del(braid__engine *e, braid__sock *s) {
 
 static int braid__epoll_wait(braid__engine *e, int64_t timeout_ns) {
   braid__epoll *ep = e->pstate;
-  int n = epoll_wait(ep->epfd, ep->events, BRAID__EPOLL_BATCH,
-                     braid__timeout_ms(timeout_ns));
+  int n = -1;
+#if BRAID_HAVE_EPOLL_PWAIT2
+  /* epoll_wait counts in milliseconds, so a timer due in 200 us would be
+   * fired up to 1 ms late; epoll_pwait2 (Linux 5.11) takes nanoseconds. */
+  if (timeout_ns > 0 && !ep->no_pwait2) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000);
+    n = epoll_pwait2(ep->epfd, ep->events, BRAID__EPOLL_BATCH, &ts, NULL);
+    if (n < 0 && errno == ENOSYS)
+      ep->no_pwait2 = 1;
+  }
+  if (timeout_ns <= 0 || ep->no_pwait2)
+#endif
+    n = epoll_wait(ep->epfd, ep->events, BRAID__EPOLL_BATCH,
+                   braid__timeout_ms(timeout_ns));
   if (n < 0)
     return errno == EINTR ? 0 : braid__translate_sys_error(errno);
   for (int i = 0; i < n; i++) {
