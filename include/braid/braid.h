@@ -8,6 +8,7 @@
 #include "braid/log.h"
 #include "braid/reactor.h"
 #include "braid/transport.h"
+#include "braid/udp.h"
 #include "braid/version.h"
 
 #endif

@@ -549,6 +549,10 @@ static void braid__run_queue(braid__sock *s, int reads) {
     braid__op *op = reads ? s->rq_ : s->wq_;
     if (op == NULL)
       break;
+    /* Deferred by a callback of this pass: the ready list runs it, so the
+     * pass ends here and other sockets get their turn. */
+    if ((op->flags & BRAID__OPF_DEFER) && (s->flags_ & BRAID__F_ON_READY))
+      break;
     intptr_t st = braid__try(s, op);
     if (st == BRAID_EAGAIN) {
       s->events_ &= ~bit;
