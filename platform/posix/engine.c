@@ -55,6 +55,11 @@ int braid__timeout_ms(int64_t timeout_ns) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* Used only where accept4, SOCK_NONBLOCK or eventfd are missing; clang
+ * warns about an unused static inline function in a .c file. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused))
+#endif
 static inline int braid__set_nonblock_cloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
