@@ -27,9 +27,9 @@
 #include "braid/udp.h"
 #include "core/transport.h"
 
-#define BRAID__UDP_BATCH 64u        /* datagrams per readiness event */
-#define BRAID__UDP_IOV 16u          /* pieces sent without flattening */
-#define BRAID__UDP_MAX 65535u       /* no UDP datagram is larger */
+#define BRAID__UDP_BATCH 64u  /* datagrams per readiness event */
+#define BRAID__UDP_IOV 16u    /* pieces sent without flattening */
+#define BRAID__UDP_MAX 65535u /* no UDP datagram is larger */
 #define BRAID__UDP_QLIMIT (256u * 1024u)
 
 /* A datagram waiting in the send queue. `to` has len_ 0 on a connected
@@ -54,7 +54,7 @@ struct braid_udp {
   size_t queued, limit;
   braid__buf wbuf; /* the queued send in flight */
   int family;
-  unsigned batch;  /* datagrams delivered in this pass */
+  unsigned batch; /* datagrams delivered in this pass */
   uint8_t reading, writing, paused, closing, connected, opened;
 };
 
@@ -71,8 +71,7 @@ static void braid__udp_error(braid_udp_t *u, int err) {
     u->ops->error(u, err);
     return;
   }
-  braid_reactor_log(u->r, BRAID_LOG_WARN, "udp", "%s",
-                    braid_strerror(err));
+  braid_reactor_log(u->r, BRAID_LOG_WARN, "udp", "%s", braid_strerror(err));
 }
 
 static void braid__udp_queue_free(braid_udp_t *u) {
@@ -365,8 +364,8 @@ int braid_udp_open(braid_reactor_t *r, const braid_addr_t *bind,
   u->ops = ops;
   u->user = user;
   u->family = fam;
-  u->limit = opts->send_queue_limit ? opts->send_queue_limit
-                                    : BRAID__UDP_QLIMIT;
+  u->limit =
+      opts->send_queue_limit ? opts->send_queue_limit : BRAID__UDP_QLIMIT;
   const braid__io_ops *io = r->io;
   int rc = io->sock_open(r, &u->sock, fam, SOCK_DGRAM);
   if (rc < 0) {
@@ -590,8 +589,7 @@ static int braid__udp_iface(const braid_udp_t *u, const char *iface,
 }
 
 static int braid__udp_membership(braid_udp_t *u, int op,
-                                 const braid_addr_t *group,
-                                 const char *iface) {
+                                 const braid_addr_t *group, const char *iface) {
   if (u == NULL || group == NULL)
     return BRAID_EINVAL;
   if (u->closing)

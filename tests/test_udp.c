@@ -475,7 +475,9 @@ static void t_destroy_open(void **st) {
   (void)st;
   rx a = {0}, b = {0};
   assert_int_equal(open_rx(&a, "127.0.0.1", 0, NULL), 0);
-  assert_int_equal(open_rx(&b, "::1", 0, NULL) == 0 ? 0 : open_rx(&b, "127.0.0.1", 0, NULL), 0);
+  assert_int_equal(
+      open_rx(&b, "::1", 0, NULL) == 0 ? 0 : open_rx(&b, "127.0.0.1", 0, NULL),
+      0);
   braid_addr_t ba;
   addr_of(&b, &ba);
   assert_int_equal(braid_udp_pause(a.u), 0);
@@ -502,7 +504,9 @@ static void trunc_cb(braid__op *op, intptr_t status) {
   braid_reactor_stop(R);
 }
 
-static void sock_closed(braid__sock *s) { (void)s; }
+static void sock_closed(braid__sock *s) {
+  (void)s;
+}
 
 static void t_truncated(void **st) {
   (void)st;
@@ -511,8 +515,8 @@ static void t_truncated(void **st) {
   assert_int_equal(io->sock_open(R, &s, AF_INET, SOCK_DGRAM), 0);
   braid_addr_t a;
   assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
-  assert_int_equal(io->sock_bind(&s, (struct sockaddr *)a.sa_.bytes,
-                                 (int)a.len_), 0);
+  assert_int_equal(
+      io->sock_bind(&s, (struct sockaddr *)a.sa_.bytes, (int)a.len_), 0);
   int len = (int)sizeof a.sa_;
   assert_int_equal(io->sock_name(&s, 0, (struct sockaddr *)a.sa_.bytes, &len),
                    0);
@@ -567,7 +571,7 @@ static braid__op *held;
 static intptr_t holding_submit(braid__sock *s, braid__op *op) {
   if (holding && op->type == BRAID__OP_SENDTO) {
     if (op->flags & BRAID__OPF_TRY)
-      return 0; /* "the kernel took nothing" */
+      return 0;        /* "the kernel took nothing" */
     assert_null(held); /* one send in flight at a time */
     op->sock = s;
     held = op;

@@ -69,11 +69,11 @@ typedef struct braid_udp_options {
                               always accepted into an empty queue. */
   int recv_buffer_size;    /* SO_RCVBUF in bytes; 0: the system's */
   int send_buffer_size;    /* SO_SNDBUF in bytes; 0: the system's */
-  bool reuse_addr;  /* SO_REUSEADDR: several sockets may bind one port
-                       (multicast receivers usually want it) */
-  bool reuse_port;  /* SO_REUSEPORT, where the OS has it */
-  bool ipv6_only;   /* IPV6_V6ONLY for an IPv6 socket */
-  bool broadcast;   /* SO_BROADCAST (see braid_udp_set_broadcast) */
+  bool reuse_addr;         /* SO_REUSEADDR: several sockets may bind one port
+                              (multicast receivers usually want it) */
+  bool reuse_port;         /* SO_REUSEPORT, where the OS has it */
+  bool ipv6_only;          /* IPV6_V6ONLY for an IPv6 socket */
+  bool broadcast;          /* SO_BROADCAST (see braid_udp_set_broadcast) */
 } braid_udp_options;
 
 /* Open a UDP socket bound to `bind` (an IPv4 or IPv6 address; port 0 for
