@@ -3,7 +3,8 @@
  * A UDP socket is a handle with three callbacks: datagram_received for
  * each datagram, error for errors that do not end the socket, closed once
  * at the end. It receives from the moment it is opened until it is paused
- * or closed; each readiness event delivers many datagrams (up to an
+ * or closed (while receiving, it keeps braid_reactor_run() running, as a
+ * listener does); each readiness event delivers many datagrams (up to an
  * internal cap, then the loop serves other sockets and comes back).
  *
  * Receiving uses the reactor's shared read buffer: an idle UDP socket
