@@ -25,16 +25,16 @@ typedef struct braid__mchunk {
 
 struct braid_memory_transport {
   braid_transport_t t;
-  braid__handle h;       /* reactor destruction ends the connection */
-  braid_timer_t kick;    /* runs the pump for events caused outside drivers */
+  braid__handle h;    /* reactor destruction ends the connection */
+  braid_timer_t kick; /* runs the pump for events caused outside drivers */
   braid__mchunk *head, *tail; /* queued output while the consumer is blocked */
-  char *val;             /* the value buffer */
+  char *val;                  /* the value buffer */
   size_t val_len, val_cap;
-  char *in;              /* fed while reading was paused */
+  char *in; /* fed while reading was paused */
   size_t in_len, in_cap;
   braid_addr_t local, peer;
-  int reason;            /* for connection_lost */
-  unsigned depth;        /* driving functions and callbacks on the stack */
+  int reason;     /* for connection_lost */
+  unsigned depth; /* driving functions and callbacks on the stack */
   uint8_t blocked, lost, lose_pending, eof_fed, eof_done, orphaned, aborted;
 };
 
@@ -158,8 +158,8 @@ static void braid__mem_abort_h(braid__handle *h) {
  * ------------------------------------------------------------------------ */
 
 static int braid__mem_may_read(const braid_memory_transport_t *mt) {
-  return !mt->lost && !(mt->t.state & (BRAID__T_READ_PAUSED |
-                                       BRAID__T_CLOSING | BRAID__T_DEAD));
+  return !mt->lost && !(mt->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
+                                       BRAID__T_DEAD));
 }
 
 static void braid__mem_pump(braid_memory_transport_t *mt) {
@@ -228,7 +228,9 @@ static void braid__mem_schedule(braid_memory_transport_t *mt) {
 }
 
 /* Driving functions bracket their work with enter/leave. */
-static void braid__mem_enter(braid_memory_transport_t *mt) { mt->depth++; }
+static void braid__mem_enter(braid_memory_transport_t *mt) {
+  mt->depth++;
+}
 
 static void braid__mem_leave(braid_memory_transport_t *mt) {
   if (--mt->depth == 0)
@@ -380,7 +382,8 @@ int braid_memory_transport_destroy(braid_memory_transport_t *mt) {
   return 0;
 }
 
-braid_transport_t *braid_memory_transport_transport(braid_memory_transport_t *mt) {
+braid_transport_t *
+braid_memory_transport_transport(braid_memory_transport_t *mt) {
   return mt != NULL ? &mt->t : NULL;
 }
 
@@ -388,8 +391,8 @@ int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
                                 size_t len) {
   if (mt == NULL || (data == NULL && len > 0))
     return BRAID_EINVAL;
-  if (mt->lost || mt->eof_fed || (mt->t.state & (BRAID__T_CLOSING |
-                                                 BRAID__T_DEAD)))
+  if (mt->lost || mt->eof_fed ||
+      (mt->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD)))
     return BRAID_ECLOSED;
   if (len == 0)
     return 0;
@@ -517,6 +520,7 @@ bool braid_memory_transport_writing_paused(const braid_memory_transport_t *mt) {
   return mt != NULL && (mt->t.state & BRAID__T_PRODUCER_PAUSED);
 }
 
-size_t braid_memory_transport_pending_input(const braid_memory_transport_t *mt) {
+size_t
+braid_memory_transport_pending_input(const braid_memory_transport_t *mt) {
   return mt != NULL ? mt->in_len : 0;
 }

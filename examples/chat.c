@@ -27,8 +27,7 @@ static void chat_made(braid_line_receiver_t *lr) {
   *head = c;
 }
 
-static void chat_line(braid_line_receiver_t *lr, const char *line,
-                      size_t len) {
+static void chat_line(braid_line_receiver_t *lr, const char *line, size_t len) {
   chat_client *from = (chat_client *)lr;
   for (chat_client *c = from->srv->clients; c != NULL; c = c->next)
     if (c != from)
@@ -83,8 +82,8 @@ int main(int argc, char **argv) {
   char err[256];
   if (braid_reactor_create(&r, NULL) < 0)
     return 1;
-  if (braid_endpoint_listen(r, argc > 1 ? argv[1] : "tcp:7001",
-                            &srv.factory, &l, err, sizeof err) < 0) {
+  if (braid_endpoint_listen(r, argc > 1 ? argv[1] : "tcp:7001", &srv.factory,
+                            &l, err, sizeof err) < 0) {
     fprintf(stderr, "chat: %s\n", err);
     braid_reactor_destroy(r);
     return 1;

@@ -44,8 +44,7 @@ static void t_line_parse(void **st) {
   assert_int_equal(p.error, BRAID_ELIMIT);
   /* 8-byte delimiter */
   memset(&p, 0, sizeof p);
-  assert_int_equal(braid_line_parse(&p, "x12345678", 9, "12345678", 8, 10),
-                   9);
+  assert_int_equal(braid_line_parse(&p, "x12345678", 9, "12345678", 8, 10), 9);
   memset(&p, 0, sizeof p);
   assert_int_equal(braid_line_parse(&p, "x", 1, "123456789", 9, 10), -1);
   assert_int_equal(p.error, BRAID_EINVAL);
@@ -77,8 +76,8 @@ static void t_netstring_parse(void **st) {
   assert_int_equal(ns("12:hello", 100, &pl, &n, &err), -2);
   assert_int_equal(ns("12", 100, &pl, &n, &err), -2);
   assert_int_equal(ns("", 100, &pl, &n, &err), -2);
-  static const char *bad[] = {"01:a,", "00:,", ":,", "a:", "1a:", "-1:x,",
-                              " 1:x,", "3:abcX", "3:abc:", "0:x"};
+  static const char *bad[] = {"01:a,", "00:,",  ":,",     "a:",     "1a:",
+                              "-1:x,", " 1:x,", "3:abcX", "3:abc:", "0:x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(ns(bad[i], 100, &pl, &n, &err), -1);
     assert_int_equal(err, BRAID_EPROTO);
@@ -107,19 +106,20 @@ static void t_prefixed_parse(void **st) {
   size_t n;
   assert_int_equal(braid_prefixed_parse(&p, BRAID_INT16, "\x00", 1, 10, &v, &n),
                    -2);
-  assert_int_equal(
-      braid_prefixed_parse(&p, BRAID_INT16, "\x00\x03" "ab", 4, 10, &v, &n), -2);
-  assert_int_equal(
-      braid_prefixed_parse(&p, BRAID_INT16, "\x00\x03\x61\x62\x63", 5, 10, &v,
-                           &n),
-      5);
+  assert_int_equal(braid_prefixed_parse(&p, BRAID_INT16,
+                                        "\x00\x03"
+                                        "ab",
+                                        4, 10, &v, &n),
+                   -2);
+  assert_int_equal(braid_prefixed_parse(&p, BRAID_INT16, "\x00\x03\x61\x62\x63",
+                                        5, 10, &v, &n),
+                   5);
   assert_int_equal(n, 3);
   assert_memory_equal(v, "abc", 3);
   memset(&p, 0, sizeof p);
-  assert_int_equal(
-      braid_prefixed_parse(&p, BRAID_INT32, "\x00\x01\x00\x00", 4, 65535, &v,
-                           &n),
-      -1);
+  assert_int_equal(braid_prefixed_parse(&p, BRAID_INT32, "\x00\x01\x00\x00", 4,
+                                        65535, &v, &n),
+                   -1);
   assert_int_equal(p.error, BRAID_ELIMIT);
   memset(&p, 0, sizeof p);
   assert_int_equal(braid_prefixed_parse(&p, BRAID_INT8, "\x00", 1, 0, &v, &n),
@@ -192,8 +192,7 @@ static void lrec_put(lrec *r, const char *s, size_t len) {
   r->log[r->n] = '\0';
 }
 
-static void lrec_line(braid_line_receiver_t *lr, const char *line,
-                      size_t len) {
+static void lrec_line(braid_line_receiver_t *lr, const char *line, size_t len) {
   lrec *r = (lrec *)lr;
   lrec_put(r, "[", 1);
   lrec_put(r, line, len);
@@ -256,17 +255,16 @@ static const braid_line_receiver_ops lrec_default_ops = {
 typedef struct split_case {
   const char *in;
   size_t len;
-  size_t max;           /* 0: default */
-  const char *delim;    /* NULL: default */
+  size_t max;        /* 0: default */
+  const char *delim; /* NULL: default */
 } split_case;
 
 /* Feed `pieces` (offsets into c->in) to a fresh receiver, then EOF, and
  * return the log. Feeding may fail once the receiver closed: the rest is
  * dropped, as a real transport stops reading. */
 static void run_pieces(braid_reactor_t *re, const split_case *c,
-                       const braid_line_receiver_ops *ops,
-                       const size_t *cuts, size_t ncuts, char *out,
-                       size_t outlen) {
+                       const braid_line_receiver_ops *ops, const size_t *cuts,
+                       size_t ncuts, char *out, size_t outlen) {
   lrec r;
   memset(&r, 0, sizeof r);
   braid_line_receiver_init(&r.lr, ops, NULL);
@@ -296,8 +294,8 @@ static void run_pieces(braid_reactor_t *re, const split_case *c,
 
 /* Check the log for the whole input against every two- and three-piece
  * split and against byte-by-byte feeding. */
-static void check_splits(const split_case *c, const braid_line_receiver_ops *ops,
-                         const char *want) {
+static void check_splits(const split_case *c,
+                         const braid_line_receiver_ops *ops, const char *want) {
   braid_reactor_t *re;
   assert_int_equal(braid_testing_reactor_create(&re), 0);
   static char got[4096];
@@ -388,8 +386,7 @@ static void urec_raw(braid_line_receiver_t *lr, const void *data, size_t len) {
     braid_line_receiver_set_line_mode(lr);
 }
 
-static void urec_line(braid_line_receiver_t *lr, const char *line,
-                      size_t len) {
+static void urec_line(braid_line_receiver_t *lr, const char *line, size_t len) {
   lrec_line(lr, line, len);
   if (len == 4 && memcmp(line, "DATA", 4) == 0)
     braid_line_receiver_set_raw_mode(lr, BRAID_RAW_UNLIMITED);
@@ -520,8 +517,10 @@ static void srec_string(braid_string_receiver_t *sr, const void *d,
 
 static void srec_error(braid_string_receiver_t *sr, int err) {
   srec *r = (srec *)sr;
-  srec_put(r, err == BRAID_ELIMIT ? "!limit" : err == BRAID_EPROTO ? "!proto"
-                                                                    : "!other",
+  srec_put(r,
+           err == BRAID_ELIMIT   ? "!limit"
+           : err == BRAID_EPROTO ? "!proto"
+                                 : "!other",
            6);
 }
 
@@ -627,18 +626,22 @@ static void t_prefixed_split(void **st) {
          "\x00\x00\x00\x05hello\x00\x00\x00\x00\x00\x00\x00\x01!",
          "[hello][][!]L", 0);
   /* max 3: 3 passes, 4 is refused before its body arrives */
-  SCHECK(BRAID_INT16, 3, &srec_ops, "\x00\x03" "abc\x00\x04" "abcd",
+  SCHECK(BRAID_INT16, 3, &srec_ops,
+         "\x00\x03"
+         "abc\x00\x04"
+         "abcd",
          "[abc]!limitL", 0);
   SCHECK(BRAID_INT32, 3, &srec_default_ops,
-         "\x00\x00\x00\x03" "abc\xff\xff\xff\xff", "[abc]L", 1);
+         "\x00\x00\x00\x03"
+         "abc\xff\xff\xff\xff",
+         "[abc]L", 1);
 }
 
 static void t_string_send_roundtrip(void **st) {
   (void)st;
   braid_reactor_t *re;
   assert_int_equal(braid_testing_reactor_create(&re), 0);
-  braid_framing frs[] = {BRAID_NETSTRING, BRAID_INT8, BRAID_INT16,
-                         BRAID_INT32};
+  braid_framing frs[] = {BRAID_NETSTRING, BRAID_INT8, BRAID_INT16, BRAID_INT32};
   for (size_t k = 0; k < 4; k++) {
     srec a;
     memset(&a, 0, sizeof a);
@@ -660,8 +663,8 @@ static void t_string_send_roundtrip(void **st) {
     assert_int_equal(braid_memory_transport_feed(mt, copy, n), 0);
     free(copy);
     char expect[400];
-    snprintf(expect, sizeof expect, "[hello][]%s%.*s%s",
-             want ? "" : "[", want ? 0 : 300, big, want ? "" : "]");
+    snprintf(expect, sizeof expect, "[hello][]%s%.*s%s", want ? "" : "[",
+             want ? 0 : 300, big, want ? "" : "]");
     assert_string_equal(a.log, expect);
     assert_int_equal(braid_memory_transport_destroy(mt), 0);
   }

@@ -69,8 +69,12 @@ static void rec_lost(braid_protocol_t *p, int reason) {
   r->lost_count++;
 }
 
-static void rec_pause(braid_protocol_t *p) { rec_log((rec *)p, 'P'); }
-static void rec_resume(braid_protocol_t *p) { rec_log((rec *)p, 'R'); }
+static void rec_pause(braid_protocol_t *p) {
+  rec_log((rec *)p, 'P');
+}
+static void rec_resume(braid_protocol_t *p) {
+  rec_log((rec *)p, 'R');
+}
 
 static const braid_protocol_ops rec_ops = {
     .connection_made = rec_made,
@@ -223,8 +227,7 @@ static void t_eof_not_half_close_aware(void **st) {
   /* closing, but the queued bytes are flushed first */
   assert_true(braid_memory_transport_closing(f.mt));
   assert_false(braid_memory_transport_disconnected(f.mt, NULL));
-  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false),
-                   0);
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false), 0);
   value_is(&f, "tail");
   assert_string_equal(f.p.log, "ML");
   assert_int_equal(f.p.lost_reason, 0);
@@ -299,8 +302,7 @@ static void t_abort_drops_queue(void **st) {
   assert_true(braid_memory_transport_disconnected(f.mt, &reason));
   assert_int_equal(reason, BRAID_ECONNABORTED);
   assert_int_equal(braid_transport_write_queued(f.t), 0);
-  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false),
-                   0);
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false), 0);
   value_is(&f, "");
   assert_int_equal(braid_transport_abort(f.t), BRAID_ECLOSED);
   teardown(&f);
@@ -379,8 +381,7 @@ static void t_flow_control_marks(void **st) {
   assert_int_equal(braid_memory_transport_drain(f.mt, 1), 1);
   assert_string_equal(f.p.log, "MPR");
   assert_false(braid_memory_transport_writing_paused(f.mt));
-  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false),
-                   0);
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(f.mt, false), 0);
   value_is(&f, "0123456789ab");
   assert_int_equal(braid_transport_write_queued(f.t), 0);
   /* unblocked writes go straight through and never pause */

@@ -44,11 +44,12 @@ extern "C" {
  * ------------------------------------------------------------------------ */
 
 #define BRAID_LINE_DELIMITER_MAX 8
-#define BRAID_LINE_MAX_DEFAULT 16384 /* as Twisted's LineReceiver.MAX_LENGTH */
+#define BRAID_LINE_MAX_DEFAULT 16384 /* as Twisted's LineReceiver.MAX_LENGTH   \
+                                      */
 
 typedef struct braid_line_parser {
-  int error;        /* set when -1 is returned */
-  size_t scanned_;  /* private: bytes known not to start a delimiter */
+  int error;       /* set when -1 is returned */
+  size_t scanned_; /* private: bytes known not to start a delimiter */
 } braid_line_parser_t;
 
 /* Find the first line in buf: the bytes before the first occurrence of
@@ -58,9 +59,8 @@ typedef struct braid_line_parser {
  * than `max_len` bytes (even before its delimiter arrives: a caller never
  * needs to hold more than max_len + dlen - 1 bytes of one line), or
  * BRAID_EINVAL for a bad delimiter. */
-ptrdiff_t braid_line_parse(braid_line_parser_t *st, const void *buf,
-                           size_t len, const void *delim, size_t dlen,
-                           size_t max_len);
+ptrdiff_t braid_line_parse(braid_line_parser_t *st, const void *buf, size_t len,
+                           const void *delim, size_t dlen, size_t max_len);
 
 typedef struct braid_line_receiver braid_line_receiver_t;
 
@@ -94,13 +94,13 @@ struct braid_line_receiver {
   const braid_line_receiver_ops *ops;
   void *user;
   char delim_[BRAID_LINE_DELIMITER_MAX];
-  uint8_t dlen_;           /* 0: "\r\n" */
-  uint8_t raw_;            /* in raw mode */
-  uint8_t skipping_;       /* skipping the rest of an over-long line */
-  size_t max_len_;         /* 0: BRAID_LINE_MAX_DEFAULT */
-  uint64_t raw_left_;      /* raw bytes to go before line mode returns */
-  size_t skipped_;         /* bytes of the over-long line seen so far */
-  char *buf_;              /* a partial line */
+  uint8_t dlen_;      /* 0: "\r\n" */
+  uint8_t raw_;       /* in raw mode */
+  uint8_t skipping_;  /* skipping the rest of an over-long line */
+  size_t max_len_;    /* 0: BRAID_LINE_MAX_DEFAULT */
+  uint64_t raw_left_; /* raw bytes to go before line mode returns */
+  size_t skipped_;    /* bytes of the over-long line seen so far */
+  char *buf_;         /* a partial line */
   size_t buf_len_, buf_cap_;
   braid_line_parser_t st_; /* the parser state over buf_ */
 };
@@ -126,8 +126,7 @@ int braid_line_receiver_set_max_length(braid_line_receiver_t *lr, size_t max);
  * the byte, as an HTTP body with a Content-Length needs; bytes after the
  * count in the same read are parsed as lines again. */
 #define BRAID_RAW_UNLIMITED UINT64_MAX
-int braid_line_receiver_set_raw_mode(braid_line_receiver_t *lr,
-                                     uint64_t count);
+int braid_line_receiver_set_raw_mode(braid_line_receiver_t *lr, uint64_t count);
 
 /* Back to line mode. Called from raw_data_received, it applies to the
  * bytes after the ones that call was given. */
@@ -157,10 +156,10 @@ typedef enum braid_framing {
 #define BRAID_STRING_MAX_DEFAULT 99999 /* as Twisted's NetstringReceiver */
 
 typedef struct braid_string_parser {
-  int error;         /* set when -1 is returned */
-  uint8_t state_;    /* private: 0 header, 1 header done */
-  size_t pos_;       /* private: header bytes checked */
-  uint64_t len_;     /* private: payload length so far / parsed */
+  int error;      /* set when -1 is returned */
+  uint8_t state_; /* private: 0 header, 1 header done */
+  size_t pos_;    /* private: header bytes checked */
+  uint64_t len_;  /* private: payload length so far / parsed */
 } braid_string_parser_t;
 
 /* One netstring at the start of buf. On success returns the bytes used and
@@ -175,9 +174,8 @@ ptrdiff_t braid_netstring_parse(braid_string_parser_t *st, const void *buf,
 /* One length-prefixed message (`framing` BRAID_INT8/16/32); same returns.
  * BRAID_ELIMIT when the prefix exceeds max_len, BRAID_EINVAL for another
  * framing. */
-ptrdiff_t braid_prefixed_parse(braid_string_parser_t *st,
-                               braid_framing framing, const void *buf,
-                               size_t len, size_t max_len,
+ptrdiff_t braid_prefixed_parse(braid_string_parser_t *st, braid_framing framing,
+                               const void *buf, size_t len, size_t max_len,
                                const void **payload, size_t *plen);
 
 /* Either of the two, by `framing`. */
@@ -215,9 +213,9 @@ struct braid_string_receiver {
   const braid_string_receiver_ops *ops;
   void *user;
   braid_framing framing_;
-  size_t max_len_;        /* 0: BRAID_STRING_MAX_DEFAULT */
-  uint8_t failed_;        /* malformed input seen: ignore the rest */
-  char *buf_;             /* a partial string */
+  size_t max_len_; /* 0: BRAID_STRING_MAX_DEFAULT */
+  uint8_t failed_; /* malformed input seen: ignore the rest */
+  char *buf_;      /* a partial string */
   size_t buf_len_, buf_cap_;
   braid_string_parser_t st_;
 };

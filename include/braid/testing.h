@@ -89,7 +89,8 @@ int braid_memory_transport_create(braid_reactor_t *r, braid_protocol_t *p,
 int braid_memory_transport_destroy(braid_memory_transport_t *mt);
 
 /* The transport the protocol sees. */
-braid_transport_t *braid_memory_transport_transport(braid_memory_transport_t *mt);
+braid_transport_t *
+braid_memory_transport_transport(braid_memory_transport_t *mt);
 
 /* The peer sends bytes: data_received (or buffered while reading is
  * paused). BRAID_ECLOSED once the protocol closed or the connection is

@@ -10,9 +10,8 @@
 #include "braid/alloc.h"
 #include "braid/basic.h"
 
-ptrdiff_t braid_line_parse(braid_line_parser_t *st, const void *buf,
-                           size_t len, const void *delim, size_t dlen,
-                           size_t max_len) {
+ptrdiff_t braid_line_parse(braid_line_parser_t *st, const void *buf, size_t len,
+                           const void *delim, size_t dlen, size_t max_len) {
   if (dlen == 0 || dlen > BRAID_LINE_DELIMITER_MAX || delim == NULL ||
       (buf == NULL && len > 0)) {
     st->error = BRAID_EINVAL;
@@ -343,8 +342,7 @@ void braid_line_receiver_init(braid_line_receiver_t *lr,
 
 int braid_line_receiver_set_delimiter(braid_line_receiver_t *lr,
                                       const void *delim, size_t len) {
-  if (lr == NULL || delim == NULL || len == 0 ||
-      len > BRAID_LINE_DELIMITER_MAX)
+  if (lr == NULL || delim == NULL || len == 0 || len > BRAID_LINE_DELIMITER_MAX)
     return BRAID_EINVAL;
   memcpy(lr->delim_, delim, len);
   lr->dlen_ = (uint8_t)len;

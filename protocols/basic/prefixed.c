@@ -6,9 +6,8 @@
 
 #include "braid/basic.h"
 
-ptrdiff_t braid_prefixed_parse(braid_string_parser_t *st,
-                               braid_framing framing, const void *buf,
-                               size_t len, size_t max_len,
+ptrdiff_t braid_prefixed_parse(braid_string_parser_t *st, braid_framing framing,
+                               const void *buf, size_t len, size_t max_len,
                                const void **payload, size_t *plen) {
   const unsigned char *b = buf;
   size_t k = (size_t)framing;

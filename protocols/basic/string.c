@@ -104,8 +104,8 @@ static void braid__sr_data(braid_protocol_t *p, const void *data, size_t len) {
       braid__sr_fail(sr, BRAID_ENOMEM);
       return;
     }
-    r = braid_string_parse(&sr->st_, sr->framing_, sr->buf_, sr->buf_len_,
-                           max, &payload, &plen);
+    r = braid_string_parse(&sr->st_, sr->framing_, sr->buf_, sr->buf_len_, max,
+                           &payload, &plen);
     if (r == -1) {
       braid__sr_fail(sr, sr->st_.error);
       return;
@@ -186,8 +186,8 @@ int braid_string_receiver_init(braid_string_receiver_t *sr,
   sr->ops = ops;
   sr->user = user;
   sr->framing_ = framing;
-  sr->proto.ops = ops->eof_received != NULL ? &braid__sr_ops
-                                            : &braid__sr_ops_noeof;
+  sr->proto.ops =
+      ops->eof_received != NULL ? &braid__sr_ops : &braid__sr_ops_noeof;
   sr->proto.user = sr;
   return 0;
 }
@@ -213,6 +213,7 @@ int braid_string_receiver_send(braid_string_receiver_t *sr, const void *data,
                                 sr->framing_ == BRAID_NETSTRING ? 3 : 2);
 }
 
-braid_transport_t *braid_string_receiver_transport(braid_string_receiver_t *sr) {
+braid_transport_t *
+braid_string_receiver_transport(braid_string_receiver_t *sr) {
   return sr != NULL ? sr->proto.transport : NULL;
 }
