@@ -675,6 +675,68 @@ static void t_string_send_roundtrip(void **st) {
 }
 
 /* ------------------------------------------------------------------------
+ * Out of memory: the allocator is swapped for one that fails on demand.
+ * A partial frame that cannot be kept must end the connection (the line
+ * receiver aborts; the string receiver reports BRAID_ENOMEM), never
+ * deliver a frame with a hole in it.
+ * ------------------------------------------------------------------------ */
+
+static int fail_alloc;
+static void *f_malloc(size_t n) { return fail_alloc ? NULL : malloc(n); }
+static void *f_realloc(void *p, size_t n) {
+  return fail_alloc ? NULL : realloc(p, n);
+}
+static void *f_calloc(size_t a, size_t b) {
+  return fail_alloc ? NULL : calloc(a, b);
+}
+
+static void t_oom(void **st) {
+  (void)st;
+  assert_int_equal(braid_set_allocator(f_malloc, f_realloc, f_calloc, free),
+                   0);
+  braid_reactor_t *re;
+  assert_int_equal(braid_testing_reactor_create(&re), 0);
+
+  lrec r;
+  memset(&r, 0, sizeof r);
+  braid_line_receiver_init(&r.lr, &lrec_ops, NULL);
+  braid_memory_transport_t *mt;
+  assert_int_equal(braid_memory_transport_create(re, &r.lr.proto, &mt), 0);
+  fail_alloc = 1;
+  /* complete lines need no memory */
+  assert_int_equal(braid_memory_transport_feed(mt, "a\r\nb\r\n", 6), 0);
+  assert_int_equal(braid_memory_transport_feed(mt, "partial", 7), 0);
+  int reason;
+  assert_true(braid_memory_transport_disconnected(mt, &reason));
+  assert_int_equal(reason, BRAID_ECONNABORTED);
+  assert_string_equal(r.log, "[a][b]L");
+  fail_alloc = 0;
+  assert_int_equal(braid_memory_transport_destroy(mt), 0);
+
+  srec s;
+  memset(&s, 0, sizeof s);
+  assert_int_equal(
+      braid_string_receiver_init(&s.sr, BRAID_NETSTRING, &srec_ops, NULL), 0);
+  assert_int_equal(braid_memory_transport_create(re, &s.sr.proto, &mt), 0);
+  fail_alloc = 1;
+  assert_int_equal(braid_memory_transport_feed(mt, "1:x,3:ab", 8), 0);
+  assert_string_equal(s.log, "[x]!other");
+  /* the memory transport itself: writes and paused feeds fail cleanly */
+  braid_transport_t *t = braid_memory_transport_transport(mt);
+  assert_int_equal(braid_transport_write(t, "x", 1), BRAID_ENOMEM);
+  assert_int_equal(braid_transport_pause_reading(t), 0);
+  assert_int_equal(braid_memory_transport_feed(mt, "y", 1), BRAID_ENOMEM);
+  fail_alloc = 0;
+  size_t n;
+  braid_memory_transport_value(mt, &n);
+  assert_int_equal(n, 0);
+  assert_int_equal(braid_memory_transport_destroy(mt), 0);
+
+  assert_int_equal(braid_reactor_destroy(re), 0);
+  braid_reset_allocator();
+}
+
+/* ------------------------------------------------------------------------
  * The chat example over memory transports
  * ------------------------------------------------------------------------ */
 
@@ -748,6 +810,7 @@ int main(void) {
       cmocka_unit_test(t_netstrings_split),
       cmocka_unit_test(t_prefixed_split),
       cmocka_unit_test(t_string_send_roundtrip),
+      cmocka_unit_test(t_oom),
       cmocka_unit_test(t_chat),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,10 @@
  *    into the transport's read buffer (no copy); only a frame split across
  *    reads is copied into a buffer, bounded by the maximum frame length.
  *    The frame pointer is valid only during your callback.
+ *    Closing or aborting the transport from a callback stops delivery at
+ *    once (the rest of that read is dropped, as the transport drops what
+ *    it has not read). Pausing reading does not: the frames already read
+ *    are still delivered, so a pause takes effect at the next read.
  *
  * Ownership: the receiver struct is yours (embed it, allocate it in a
  * factory's build function); give &x.proto to braid (factory, connect, or
@@ -196,9 +200,10 @@ typedef struct braid_string_receiver_ops {
   /* One complete string. */
   void (*string_received)(braid_string_receiver_t *sr, const void *data,
                           size_t len);
-  /* Malformed input (BRAID_EPROTO) or a string over the maximum
-   * (BRAID_ELIMIT). The stream cannot be resynchronised, so everything
-   * after it is ignored. NULL: close the connection (as Twisted). */
+  /* Malformed input (BRAID_EPROTO), a string over the maximum
+   * (BRAID_ELIMIT), or no memory to collect a split string (BRAID_ENOMEM).
+   * The stream cannot be resynchronised, so everything after it is
+   * ignored. NULL: close the connection (as Twisted; abort for ENOMEM). */
   void (*string_error)(braid_string_receiver_t *sr, int err);
   void (*eof_received)(braid_string_receiver_t *sr);
   void (*connection_lost)(braid_string_receiver_t *sr, int reason);
