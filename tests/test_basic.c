@@ -682,7 +682,9 @@ static void t_string_send_roundtrip(void **st) {
  * ------------------------------------------------------------------------ */
 
 static int fail_alloc;
-static void *f_malloc(size_t n) { return fail_alloc ? NULL : malloc(n); }
+static void *f_malloc(size_t n) {
+  return fail_alloc ? NULL : malloc(n);
+}
 static void *f_realloc(void *p, size_t n) {
   return fail_alloc ? NULL : realloc(p, n);
 }
@@ -692,8 +694,7 @@ static void *f_calloc(size_t a, size_t b) {
 
 static void t_oom(void **st) {
   (void)st;
-  assert_int_equal(braid_set_allocator(f_malloc, f_realloc, f_calloc, free),
-                   0);
+  assert_int_equal(braid_set_allocator(f_malloc, f_realloc, f_calloc, free), 0);
   braid_reactor_t *re;
   assert_int_equal(braid_testing_reactor_create(&re), 0);
 
@@ -795,6 +796,103 @@ static void t_chat(void **st) {
   assert_int_equal(braid_reactor_destroy(re), 0);
 }
 
+/* The chat server over real sockets on the poller under test: two clients
+ * connect, and a line from one reaches the other. */
+typedef struct sock_client {
+  braid_protocol_t p;
+  char got[64];
+  size_t n;
+  int lost;
+} sock_client;
+
+typedef struct smoke {
+  braid_reactor_t *r;
+  chat_server srv;
+  sock_client a, b;
+  braid_timer_t poll, deadline;
+  int sent, timed_out;
+} smoke;
+
+static void sc_made(braid_protocol_t *p, braid_transport_t *t) {
+  (void)p;
+  (void)t;
+}
+static void sc_data(braid_protocol_t *p, const void *d, size_t len) {
+  sock_client *c = (sock_client *)p;
+  assert_true(c->n + len <= sizeof c->got);
+  memcpy(c->got + c->n, d, len);
+  c->n += len;
+  if (c->n == 4)
+    braid_reactor_stop(braid_transport_reactor(p->transport));
+}
+static void sc_lost(braid_protocol_t *p, int reason) {
+  (void)reason;
+  ((sock_client *)p)->lost++;
+}
+static const braid_protocol_ops sc_ops = {
+    .connection_made = sc_made,
+    .data_received = sc_data,
+    .connection_lost = sc_lost,
+};
+
+static size_t chat_count(const chat_server *srv) {
+  size_t n = 0;
+  for (const chat_client *c = srv->clients; c != NULL; c = c->next)
+    n++;
+  return n;
+}
+
+/* The server may accept after the clients see their connects complete, so
+ * wait until it knows both before talking. */
+static void smoke_poll(braid_timer_t *t, void *arg) {
+  smoke *s = arg;
+  if (chat_count(&s->srv) < 2) {
+    braid_timer_start(s->r, t, BRAID_MSEC(1), smoke_poll, s);
+    return;
+  }
+  assert_int_equal(braid_transport_write(s->a.p.transport, "hi\r\n", 4), 0);
+}
+
+static void smoke_deadline(braid_timer_t *t, void *arg) {
+  (void)t;
+  smoke *s = arg;
+  s->timed_out = 1;
+  braid_reactor_stop(s->r);
+}
+
+static void t_chat_sockets(void **st) {
+  (void)st;
+  static smoke s;
+  memset(&s, 0, sizeof s);
+  s.srv.factory.build = chat_build;
+  assert_int_equal(braid_reactor_create(&s.r, NULL), 0);
+  braid_listener_t *l;
+  char err[128];
+  assert_int_equal(braid_endpoint_listen(s.r, "tcp:port=0:interface=127.0.0.1",
+                                         &s.srv.factory, &l, err, sizeof err),
+                   0);
+  braid_addr_t addr;
+  assert_int_equal(braid_listener_addr(l, &addr), 0);
+  s.a.p.ops = s.b.p.ops = &sc_ops;
+  assert_int_equal(braid_connect(s.r, &addr, NULL, &s.a.p), 0);
+  assert_int_equal(braid_connect(s.r, &addr, NULL, &s.b.p), 0);
+  braid_timer_start(s.r, &s.poll, BRAID_MSEC(1), smoke_poll, &s);
+  braid_timer_start(s.r, &s.deadline, BRAID_SEC(5), smoke_deadline, &s);
+  assert_int_equal(braid_reactor_run(s.r), 0);
+  assert_false(s.timed_out);
+  assert_int_equal(s.b.n, 4);
+  assert_memory_equal(s.b.got, "hi\r\n", 4);
+  assert_int_equal(s.a.n, 0);
+  if (braid_timer_active(&s.poll))
+    braid_timer_cancel(&s.poll);
+  braid_timer_cancel(&s.deadline);
+  /* destroying the reactor closes the listener and all four ends */
+  assert_int_equal(braid_reactor_destroy(s.r), 0);
+  assert_int_equal(s.a.lost, 1);
+  assert_int_equal(s.b.lost, 1);
+  assert_null(s.srv.clients);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_line_parse),
@@ -812,6 +910,7 @@ int main(void) {
       cmocka_unit_test(t_string_send_roundtrip),
       cmocka_unit_test(t_oom),
       cmocka_unit_test(t_chat),
+      cmocka_unit_test(t_chat_sockets),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

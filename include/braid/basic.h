@@ -48,8 +48,9 @@ extern "C" {
  * ------------------------------------------------------------------------ */
 
 #define BRAID_LINE_DELIMITER_MAX 8
-#define BRAID_LINE_MAX_DEFAULT 16384 /* as Twisted's LineReceiver.MAX_LENGTH   \
-                                      */
+#define BRAID_LINE_MAX_DEFAULT                                                 \
+  16384 /* as Twisted's LineReceiver.MAX_LENGTH                                \
+         */
 
 typedef struct braid_line_parser {
   int error;       /* set when -1 is returned */
