@@ -355,6 +355,27 @@ static void t_lines_max(void **st) {
   /* max 1 with a one-byte delimiter */
   split_case c4 = {CASE("\n\nab\na\n"), 1, "\n"};
   check_splits(&c4, &lrec_ops, "[][]![a]EL");
+  /* skipping an over-long line buffers nothing but a delimiter's worth */
+  {
+    braid_reactor_t *re;
+    assert_int_equal(braid_testing_reactor_create(&re), 0);
+    lrec r;
+    memset(&r, 0, sizeof r);
+    braid_line_receiver_init(&r.lr, &lrec_ops, NULL);
+    braid_line_receiver_set_max_length(&r.lr, 5);
+    braid_memory_transport_t *mt;
+    assert_int_equal(braid_memory_transport_create(re, &r.lr.proto, &mt), 0);
+    assert_int_equal(braid_memory_transport_feed(mt, "abc", 3), 0);
+    char junk[1000];
+    memset(junk, 'x', sizeof junk);
+    for (int i = 0; i < 10; i++)
+      assert_int_equal(braid_memory_transport_feed(mt, junk, sizeof junk), 0);
+    assert_true(r.lr.buf_cap_ <= 128); /* private: peeked at on purpose */
+    assert_int_equal(braid_memory_transport_feed(mt, "\r\nok\r\n", 6), 0);
+    assert_string_equal(r.log, "![ok]");
+    assert_int_equal(braid_memory_transport_destroy(mt), 0);
+    assert_int_equal(braid_reactor_destroy(re), 0);
+  }
   /* the default: the connection is closed, nothing after it parsed */
   split_case c5 = {CASE("ok\r\ntoolong\r\nnever\r\n"), 5, NULL};
   check_splits(&c5, &lrec_default_ops, "[ok]L");

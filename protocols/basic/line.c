@@ -226,13 +226,19 @@ static size_t braid__lr_step(braid_line_receiver_t *lr, const char *c,
     braid__lr_too_long(lr);
     return 0;
   }
+  if (lr->skipping_) {
+    /* len >= dlen - 1 here, so the tail alone replaces the buffer. */
+    lr->buf_len_ = 0;
+    if (braid__lr_append(lr, c + len - (dlen - 1), dlen - 1) < 0)
+      braid__lr_nomem(lr);
+    lr->st_.scanned_ = 0;
+    return len;
+  }
   if (braid__lr_append(lr, c, len) < 0) {
     braid__lr_nomem(lr);
     return len;
   }
   lr->st_.scanned_ = b + st.scanned_;
-  if (lr->skipping_)
-    braid__lr_trim(lr, dlen);
   return len;
 }
 
