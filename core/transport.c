@@ -175,6 +175,10 @@ int braid_transport_set_write_limits(braid_transport_t *t, size_t high,
   return 0;
 }
 
+bool braid_transport_closing(const braid_transport_t *t) {
+  return t == NULL || (t->state & (BRAID__T_CLOSING | BRAID__T_DEAD)) != 0;
+}
+
 size_t braid_transport_write_queued(const braid_transport_t *t) {
   return t != NULL ? t->queued : 0;
 }

@@ -3,6 +3,7 @@
 #define BRAID_BRAID_H
 
 #include "braid/alloc.h"
+#include "braid/basic.h"
 #include "braid/endpoint.h"
 #include "braid/deferred.h"
 #include "braid/error.h"
