@@ -5,6 +5,7 @@
 #include "braid/alloc.h"
 #include "braid/endpoint.h"
 #include "braid/error.h"
+#include "braid/http_parser.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
 #include "braid/transport.h"
