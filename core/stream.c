@@ -37,6 +37,7 @@ typedef struct braid__stream {
   braid_timer_t ctimer; /* connect timeout */
   int reason;           /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out;
+  uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
 struct braid_listener {
@@ -49,6 +50,7 @@ struct braid_listener {
   braid_timer_t backoff;
   uint64_t backoff_ns;
   uint8_t accepting, closing;
+  uint8_t tcp; /* an IP listener (its connections are TCP) */
 };
 
 static const braid__transport_vt braid__stream_vt;
@@ -445,6 +447,12 @@ static int braid__stream_sockopt(braid_transport_t *t, int opt, int on,
   braid__stream *s = BRAID__S(t);
   if (s->closed)
     return BRAID_ECLOSED;
+  /* TCP options on a Unix socket: the kernel refuses TCP_NODELAY, but
+   * Linux accepts SO_KEEPALIVE on any socket, so "keepalive off" would
+   * succeed and "on" would half-apply before TCP_KEEPIDLE failed. Answer
+   * for every option and every OS alike, as documented. */
+  if (!s->tcp)
+    return BRAID_ENOTSUP;
   const braid__io_ops *io = t->reactor->io;
   if (opt == BRAID__T_NODELAY)
     return io->sock_setopt(&s->sock, BRAID__SO_NODELAY, on);
@@ -532,6 +540,7 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     return 1;
   }
   braid__handle_add(r, &s->h, braid__stream_abort_h);
+  s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
   braid__transport_init(&s->t, &braid__stream_vt, r, p);
   if (p == NULL) {
@@ -593,6 +602,7 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
     return BRAID_ENOMEM;
   l->r = r;
   l->f = f;
+  l->tcp = fam != AF_UNIX;
   const braid__io_ops *io = r->io;
   int rc = io->sock_open(r, &l->sock, fam, SOCK_STREAM);
   if (rc < 0) {
@@ -697,6 +707,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
   braid__transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;
+  s->tcp = fam != AF_UNIX;
   if (opts != NULL && opts->bind != NULL) {
     rc = io->sock_bind(&s->sock, braid__addr_csa(opts->bind),
                        (int)opts->bind->len_);
