@@ -140,7 +140,9 @@ enum braid__sockopt {
   BRAID__SO_V6ONLY,
   BRAID__SO_NODELAY,
   BRAID__SO_KEEPALIVE, /* value: idle seconds, 0 = off */
-  BRAID__SO_BROADCAST
+  BRAID__SO_BROADCAST,
+  BRAID__SO_LINGER0 /* value 1: close() resets the connection (TCP RST)
+                       instead of a FIN after the queued bytes */
 };
 
 /* The ops table. One per I/O implementation: the POSIX readiness engine

@@ -400,6 +400,12 @@ static int braid__stream_close(braid_transport_t *t, int how) {
   switch (how) {
   case BRAID__ABORT:
     s->reason = BRAID_ECONNABORTED;
+    /* A plain close() would send a FIN, and the peer would take the
+     * truncated output for a complete reply. Abort means the peer must
+     * see a reset (Twisted's abortConnection, libuv's uv_tcp_close_reset),
+     * so linger 0 first. Best effort: the close happens anyway. */
+    if (s->tcp)
+      (void)t->reactor->io->sock_setopt(&s->sock, BRAID__SO_LINGER0, 1);
     braid__stream_shut(s);
     return 0;
   case BRAID__CLOSE:

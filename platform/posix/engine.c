@@ -768,6 +768,14 @@ static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
     return braid__setopt(s->fd, IPPROTO_TCP, TCP_NODELAY, value);
   case BRAID__SO_BROADCAST:
     return braid__setopt(s->fd, SOL_SOCKET, SO_BROADCAST, value);
+  case BRAID__SO_LINGER0: {
+    struct linger lg;
+    lg.l_onoff = value != 0;
+    lg.l_linger = 0;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0)
+      return braid__translate_sys_error(errno);
+    return 0;
+  }
   case BRAID__SO_KEEPALIVE: {
     int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
     if (rc < 0 || value <= 0)
