@@ -732,9 +732,20 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
   intptr_t st = io->submit(&s->sock, &s->wop);
   if (st == BRAID__PENDING) {
     s->writing = 1;
-    if (opts != NULL && opts->timeout > 0)
-      braid_timer_start(r, &s->ctimer, opts->timeout, braid__connect_timeout,
-                        s);
+    if (opts != NULL && opts->timeout > 0) {
+      /* Timers count from the loop's cached time, which is as old as the
+       * last iteration: a connect started after a long stretch of work
+       * outside the loop would time out early (or at once). The timeout
+       * is promised from this call, so add the staleness. A manual clock
+       * is left alone: tests move it by hand. */
+      uint64_t delay = opts->timeout;
+      if (!(r->flags & BRAID_REACTOR_MANUAL_CLOCK)) {
+        uint64_t now = braid__hrtime();
+        if (now > r->now && delay + (now - r->now) > delay)
+          delay += now - r->now;
+      }
+      braid_timer_start(r, &s->ctimer, delay, braid__connect_timeout, s);
+    }
     return 0;
   }
   /* Completed at once (Unix sockets usually do): report it from the loop,
