@@ -1334,8 +1334,26 @@ static void t_factory_refuses(void **st) {
 /* accept() fails with EMFILE: the listener logs a warning, backs off,
  * keeps serving the open connection, and accepts the waiting one once a
  * descriptor is free. */
+static struct rlimit g_nofile;
+static int g_nofile_saved;
+
+/* Runs even when the test fails, so later tests get descriptors. */
+static int restore_nofile(void **st) {
+  (void)st;
+  if (g_nofile_saved)
+    setrlimit(RLIMIT_NOFILE, &g_nofile);
+  g_nofile_saved = 0;
+  return 0;
+}
+
 static void t_accept_emfile(void **st) {
   (void)st;
+  /* Valgrind emulates RLIMIT_NOFILE: the kernel's accept() succeeds and
+   * valgrind closes the new descriptor, so the waiting connection is lost
+   * rather than left in the backlog. Nothing to learn about braid there. */
+  const char *preload = getenv("LD_PRELOAD");
+  if (preload != NULL && strstr(preload, "vgpreload") != NULL)
+    skip();
   braid_reactor_t *r = reactor_new();
   server srv;
   server_init(&srv, 1);
@@ -1357,13 +1375,18 @@ static void t_accept_emfile(void **st) {
   int probe = dup(0);
   assert_true(probe >= 0);
   close(probe);
-  struct rlimit old, lim;
-  assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-  lim = old;
+  struct rlimit lim;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &g_nofile), 0);
+  g_nofile_saved = 1;
+  lim = g_nofile;
   lim.rlim_cur = (rlim_t)probe;
   if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
     close(fd);
     close(spare);
+    braid_transport_abort(c.t);
+    braid_listener_close(l);
+    reactor_free(r);
+    server_fini(&srv);
     skip();
   }
   probe = dup(0);
@@ -1384,7 +1407,7 @@ static void t_accept_emfile(void **st) {
   /* A descriptor comes free: the waiting connection is accepted. */
   close(spare);
   PUMP_UNTIL(r, fd, 0, srv.n == 2 && srv.conns[1]->made);
-  assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+  restore_nofile(NULL);
   assert_int_equal(probe, -1);
   assert_int_equal(dup_errno, EMFILE);
   assert_non_null(strstr(g_log, "[WARN] listener: accept failed"));
@@ -1630,7 +1653,7 @@ int main(void) {
       cmocka_unit_test(t_write_owned),
       cmocka_unit_test(t_write_owned_abort),
       cmocka_unit_test(t_factory_refuses),
-      cmocka_unit_test(t_accept_emfile),
+      cmocka_unit_test_teardown(t_accept_emfile, restore_nofile),
       cmocka_unit_test(t_destroy_open),
       cmocka_unit_test(t_stale_events_abort),
       cmocka_unit_test(t_stale_events_close),
