@@ -1568,6 +1568,75 @@ static void t_stale_events_close(void **st) {
   stale_case(1);
 }
 
+/* The same with deferred reads: resume_reading on sockets that are
+ * already readable queues them for the next wait(), and a callback run from
+ * that queue closes other sockets, one of them on the same queue and one
+ * not. Every other connection must still get its data, and every closed one
+ * its connection_lost. */
+typedef struct resume_all {
+  braid_timer_t timer;
+  server *srv;
+  int n;
+} resume_all;
+
+static void resume_all_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  resume_all *ra = arg;
+  for (int i = 0; i < ra->n; i++)
+    assert_int_equal(braid_transport_resume_reading(ra->srv->conns[i]->t), 0);
+}
+
+static void stale_ready_on_data(tp *p, const void *d, size_t n) {
+  (void)d;
+  (void)n;
+  tp **victims = p->user;
+  for (int i = 0; victims != NULL && victims[i] != NULL; i++)
+    if (victims[i]->t != NULL && !victims[i]->lost)
+      braid_transport_abort(victims[i]->t);
+}
+
+static void t_stale_ready_list(void **st) {
+  (void)st;
+  braid_reactor_t *r = reactor_new();
+  server srv;
+  server_init(&srv, 1);
+  srv.tmpl.on_made = slow_reader_made; /* pause reading */
+  srv.tmpl.on_data = stale_ready_on_data;
+  braid_addr_t bound;
+  braid_listener_t *l = listen_ip(r, "127.0.0.1", &srv, &bound);
+  enum { N = 4 };
+  int fds[N];
+  for (int i = 0; i < N; i++)
+    fds[i] = raw_connect(&bound);
+  PUMP_UNTIL(r, -1, 0, srv.n == N);
+  for (int i = 0; i < N; i++) {
+    RUN_UNTIL(r, srv.conns[i]->made);
+    assert_int_equal(send(fds[i], "data", 4, 0), 4);
+  }
+  run_for(r, BRAID_MSEC(5));
+  /* 0, 1 and 2 are resumed together and so queued together; 3 is not.
+   * Whichever of 0 and 2 reads first aborts 1 (queued, in the middle)
+   * and then 3 (not queued). */
+  tp *victims[] = {srv.conns[1], srv.conns[3], NULL};
+  srv.conns[0]->user = victims;
+  srv.conns[2]->user = victims;
+  resume_all ra;
+  memset(&ra, 0, sizeof ra);
+  ra.srv = &srv;
+  ra.n = 3;
+  assert_int_equal(braid_timer_start(r, &ra.timer, 0, resume_all_cb, &ra), 0);
+  RUN_UNTIL(r, srv.conns[0]->datas == 1 && srv.conns[2]->datas == 1 &&
+                   srv.conns[1]->lost && srv.conns[3]->lost);
+  assert_int_equal(srv.conns[1]->reason, BRAID_ECONNABORTED);
+  assert_int_equal(srv.conns[3]->reason, BRAID_ECONNABORTED);
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+  RUN_UNTIL(r, server_all_lost(&srv));
+  braid_listener_close(l);
+  reactor_free(r);
+  server_fini(&srv);
+}
+
 /* A callback closes the listener while the listener is ready in the same
  * batch. */
 static braid_listener_t *g_close_me;
@@ -1658,6 +1727,7 @@ int main(void) {
       cmocka_unit_test(t_stale_events_abort),
       cmocka_unit_test(t_stale_events_close),
       cmocka_unit_test(t_stale_listener),
+      cmocka_unit_test(t_stale_ready_list),
   };
   printf("poller: %s\n", getenv("BRAID_POLLER") ? getenv("BRAID_POLLER")
                                                  : "(default)");
