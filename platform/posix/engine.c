@@ -55,7 +55,10 @@ int braid__timeout_ms(int64_t timeout_ns) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
-static inline int braid__set_nonblock_cloexec(int fd) {
+/* Only for systems without eventfd, accept4 or SOCK_NONBLOCK; clang's
+ * -Wunused-function (an error with -Werror) flags it on Linux otherwise. */
+#if !BRAID_HAVE_EVENTFD || !BRAID_HAVE_ACCEPT4 || !defined(SOCK_NONBLOCK)
+static int braid__set_nonblock_cloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
     return braid__translate_sys_error(errno);
@@ -64,6 +67,7 @@ static inline int braid__set_nonblock_cloexec(int fd) {
     return braid__translate_sys_error(errno);
   return 0;
 }
+#endif
 
 /* ------------------------------------------------------------------------
  * Wakeup
