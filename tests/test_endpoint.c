@@ -29,11 +29,12 @@ static braid_endpoint_t parse_ok(const char *desc, bool server) {
 }
 
 /* Parse must fail with BRAID_EINVAL and a message containing each of the
- * (NULL-terminated) fragments. */
-static void parse_bad(const char *desc, bool server, ...) {
+ * (NULL-terminated) fragments. `server` is an int: va_start must not follow
+ * a parameter whose type undergoes promotion. */
+static void parse_bad(const char *desc, int server, ...) {
   braid_endpoint_t ep;
   char err[256] = "";
-  int rc = braid_endpoint_parse(&ep, desc, server, err, sizeof err);
+  int rc = braid_endpoint_parse(&ep, desc, server != 0, err, sizeof err);
   if (rc != BRAID_EINVAL)
     fail_msg("'%s' should not parse (rc %d)", desc, rc);
   va_list ap;
