@@ -1116,6 +1116,56 @@ static void t_connect_timeout(void **st) {
   reactor_free(r);
 }
 
+/* braid_connect_options.bind: the local address is used; a bind that
+ * fails is returned at once and no callback runs. */
+static void t_connect_bind(void **st) {
+  (void)st;
+  braid_reactor_t *r = reactor_new();
+  server srv;
+  server_init(&srv, 1);
+  braid_addr_t bound;
+  braid_listener_t *l = listen_ip(r, "127.0.0.1", &srv, &bound);
+  /* A free local port: bind a raw socket to port 0, note it, close it. */
+  braid_addr_t local;
+  int tmp = raw_listen(1, &local);
+  close(tmp);
+  tp c;
+  tp_init(&c, 1);
+  braid_connect_options o = {0};
+  o.bind = &local;
+  assert_int_equal(braid_connect(r, &bound, &o, &c.base), 0);
+  RUN_UNTIL(r, c.made && srv.n == 1 && srv.conns[0]->made);
+  braid_addr_t got;
+  assert_int_equal(braid_transport_local_addr(c.t, &got), 0);
+  assert_int_equal(braid_addr_port(&got), braid_addr_port(&local));
+  assert_int_equal(braid_transport_peer_addr(srv.conns[0]->t, &got), 0);
+  assert_int_equal(braid_addr_port(&got), braid_addr_port(&local));
+  /* The listener's own address is taken. */
+  tp d;
+  tp_init(&d, 1);
+  o.bind = &bound;
+  assert_int_equal(braid_connect(r, &bound, &o, &d.base), BRAID_EADDRINUSE);
+  /* Bad arguments. */
+  braid_addr_t none;
+  memset(&none, 0, sizeof none);
+  assert_int_equal(braid_connect(r, &none, NULL, &d.base), BRAID_EINVAL);
+  assert_int_equal(braid_connect(NULL, &bound, NULL, &d.base), BRAID_EINVAL);
+  assert_int_equal(braid_connect(r, &bound, NULL, NULL), BRAID_EINVAL);
+  braid_listener_t *l2 = NULL;
+  assert_int_equal(braid_listen(r, &none, NULL, &srv.f, &l2), BRAID_EINVAL);
+  assert_int_equal(braid_listen(r, &bound, NULL, &srv.f, &l2),
+                   BRAID_EADDRINUSE);
+  assert_null(l2);
+  run_for(r, BRAID_MSEC(5));
+  assert_int_equal(d.made + d.lost, 0);
+  assert_int_equal(braid_transport_close(c.t), 0);
+  RUN_UNTIL(r, c.lost && srv.conns[0]->lost);
+  braid_listener_close(l);
+  reactor_free(r);
+  assert_int_equal(d.made + d.lost, 0);
+  server_fini(&srv);
+}
+
 /* ------------------------------------------------------------------------
  * Errors while writing
  * ------------------------------------------------------------------------ */
@@ -1717,6 +1767,7 @@ int main(void) {
       cmocka_unit_test(t_after_close),
       cmocka_unit_test(t_refused),
       cmocka_unit_test(t_connect_timeout),
+      cmocka_unit_test(t_connect_bind),
       cmocka_unit_test(t_peer_reset_mid_write),
       cmocka_unit_test(t_write_after_peer_reset),
       cmocka_unit_test(t_write_owned),
