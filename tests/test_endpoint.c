@@ -103,8 +103,8 @@ static void t_server_forms(void **st) {
 
 static void t_client_forms(void **st) {
   (void)st;
-  braid_endpoint_t ep = parse_ok("tcp:host=example.org:port=80:timeout=5",
-                                 false);
+  braid_endpoint_t ep =
+      parse_ok("tcp:host=example.org:port=80:timeout=5", false);
   assert_int_equal(ep.kind, BRAID_ENDPOINT_TCP);
   assert_string_equal(ep.host, "example.org");
   assert_int_equal(ep.port, 80);
@@ -165,11 +165,10 @@ static void t_bad_strings(void **st) {
   parse_bad("tcp:80:host=127.0.0.1", true, "unknown option", "'host'", NULL);
   parse_bad("tcp:127.0.0.1:80:interface=x", false, "unknown option",
             "'interface'", NULL);
-  parse_bad("tcp:127.0.0.1:80:backlog=5", false, "unknown option",
-            "'backlog'", NULL);
-  parse_bad("tcp:80:timeout=5", true, "unknown option", "'timeout'", NULL);
-  parse_bad("unix:/x:reuseport=1", true, "unknown option", "'reuseport'",
+  parse_bad("tcp:127.0.0.1:80:backlog=5", false, "unknown option", "'backlog'",
             NULL);
+  parse_bad("tcp:80:timeout=5", true, "unknown option", "'timeout'", NULL);
+  parse_bad("unix:/x:reuseport=1", true, "unknown option", "'reuseport'", NULL);
   parse_bad("unix:path=/x", true, "unknown option", "'path'", NULL);
   parse_bad("unix:address=/x", false, "unknown option", "'address'", NULL);
   /* Too many positional arguments. */
@@ -332,8 +331,7 @@ static void t_listen_connect_tcp(void **st) {
 static void t_listen_connect_tcp6(void **st) {
   (void)st;
   listen_connect("tcp6:port=0:interface=\\:\\:1", "tcp:\\:\\:1:%u");
-  listen_connect("tcp6:port=0:interface=\\:\\:1",
-                 "tcp:host=[\\:\\:1]:port=%u");
+  listen_connect("tcp6:port=0:interface=\\:\\:1", "tcp:host=[\\:\\:1]:port=%u");
 }
 
 static void t_listen_connect_unix(void **st) {
@@ -345,8 +343,7 @@ static void t_listen_connect_unix(void **st) {
   snprintf(client, sizeof client, "%s/ep.sock", g_tmpdir);
   unlink(client);
 #ifdef __linux__
-  snprintf(server, sizeof server, "unix:address=@braid-ep-%ld",
-           (long)getpid());
+  snprintf(server, sizeof server, "unix:address=@braid-ep-%ld", (long)getpid());
   snprintf(client, sizeof client, "unix:@braid-ep-%ld", (long)getpid());
   listen_connect(server, client);
 #endif
@@ -392,9 +389,9 @@ static void t_listen_connect_errors(void **st) {
   ep_proto c;
   memset(&c, 0, sizeof c);
   c.base.ops = &ep_ops;
-  assert_int_equal(braid_endpoint_connect(r, "tcp:example.org:80", &c.base,
-                                          err, sizeof err),
-                   BRAID_ENOTSUP);
+  assert_int_equal(
+      braid_endpoint_connect(r, "tcp:example.org:80", &c.base, err, sizeof err),
+      BRAID_ENOTSUP);
   assert_non_null(strstr(err, "example.org"));
   assert_int_equal(braid_endpoint_connect(r, "tcp:127.0.0.1:port=x", &c.base,
                                           err, sizeof err),

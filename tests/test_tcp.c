@@ -341,9 +341,9 @@ static void tp_pump(tp *p) {
 
 typedef struct server {
   braid_factory_t f;
-  tp tmpl;          /* copied into each new protocol */
+  tp tmpl; /* copied into each new protocol */
   int with_eof;
-  int refuse;       /* build returns NULL */
+  int refuse; /* build returns NULL */
   tp *conns[MAX_SERVED];
   int n;
   braid_addr_t last_peer;
@@ -433,7 +433,7 @@ static int raw_connect(const braid_addr_t *a) {
   int fd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
   assert_true(fd >= 0);
   set_nonblock(fd);
-  socklen_t len = fam == AF_INET ? sizeof(struct sockaddr_in)
+  socklen_t len = fam == AF_INET    ? sizeof(struct sockaddr_in)
                   : fam == AF_INET6 ? sizeof(struct sockaddr_in6)
                                     : sizeof(struct sockaddr_un);
   int rc = connect(fd, (const struct sockaddr *)a, len);
@@ -641,10 +641,8 @@ static void t_write_limits(void **st) {
   assert_true(pfd >= 0);
   set_nonblock(pfd);
 
-  assert_int_equal(braid_transport_set_write_limits(NULL, 10, 1),
-                   BRAID_EINVAL);
-  assert_int_equal(braid_transport_set_write_limits(c.t, 10, 20),
-                   BRAID_EINVAL);
+  assert_int_equal(braid_transport_set_write_limits(NULL, 10, 1), BRAID_EINVAL);
+  assert_int_equal(braid_transport_set_write_limits(c.t, 10, 20), BRAID_EINVAL);
   assert_int_equal(braid_transport_set_write_limits(c.t, 0, 0), 0);
   assert_int_equal(braid_transport_write_queued(c.t), 0);
   assert_int_equal(c.pauses, 0);
@@ -665,8 +663,7 @@ static void t_write_limits(void **st) {
   assert_int_equal(c.pauses, 1);
   assert_int_equal(braid_transport_write_queued(c.t), q + 1000);
   /* Raising the low mark above the queue resumes at once. */
-  assert_int_equal(braid_transport_set_write_limits(c.t, 2 * big, 2 * big),
-                   0);
+  assert_int_equal(braid_transport_set_write_limits(c.t, 2 * big, 2 * big), 0);
   assert_int_equal(c.resumes, 1);
   /* Dropping the high mark below the queue pauses at once. */
   assert_int_equal(braid_transport_set_write_limits(c.t, 1, 0), 0);
@@ -1327,8 +1324,8 @@ static void t_write_owned_abort(void **st) {
   assert_non_null(mem);
   owned o = {0, 0, NULL};
   owned o2 = {0, 0, NULL};
-  assert_int_equal(braid_transport_write_owned(c.t, mem, big, owned_release, &o),
-                   0);
+  assert_int_equal(
+      braid_transport_write_owned(c.t, mem, big, owned_release, &o), 0);
   assert_int_equal(
       braid_transport_write_owned(c.t, mem, big / 2, owned_release, &o2), 0);
   assert_int_equal(o.released, 0);
@@ -1445,8 +1442,8 @@ static void t_accept_emfile(void **st) {
     close(probe);
 
   set_nonblock(fd);
-  int rc = connect(fd, (const struct sockaddr *)&bound,
-                   sizeof(struct sockaddr_in));
+  int rc =
+      connect(fd, (const struct sockaddr *)&bound, sizeof(struct sockaddr_in));
   assert_true(rc == 0 || errno == EINPROGRESS);
   PUMP_UNTIL(r, fd, 0, g_warns > 0);
   assert_int_equal(srv.n, 1);
@@ -1498,12 +1495,10 @@ static void t_destroy_open(void **st) {
   tp c[4];
   for (int i = 0; i < 4; i++) {
     tp_init(&c[i], 1);
-    assert_int_equal(braid_connect(r, i % 2 ? &ubound : &bound, NULL,
-                                   &c[i].base),
-                     0);
+    assert_int_equal(
+        braid_connect(r, i % 2 ? &ubound : &bound, NULL, &c[i].base), 0);
   }
-  RUN_UNTIL(r, c[0].made && c[1].made && c[2].made && c[3].made &&
-                   srv.n == 4);
+  RUN_UNTIL(r, c[0].made && c[1].made && c[2].made && c[3].made && srv.n == 4);
   /* One with reading paused, one with owned memory queued, one closing
    * with a queue to flush, and one connect still in flight. */
   braid_transport_pause_reading(c[0].t);
@@ -1780,7 +1775,7 @@ int main(void) {
       cmocka_unit_test(t_stale_listener),
       cmocka_unit_test(t_stale_ready_list),
   };
-  printf("poller: %s\n", getenv("BRAID_POLLER") ? getenv("BRAID_POLLER")
-                                                 : "(default)");
+  printf("poller: %s\n",
+         getenv("BRAID_POLLER") ? getenv("BRAID_POLLER") : "(default)");
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
