@@ -84,6 +84,13 @@ static braid_reactor_t *reactor_new(void) {
   return r;
 }
 
+/* Bulk tests move tens of MiB: under sanitizers on a busy machine they need
+ * more than the default watchdog, but still a bound. */
+static void watchdog_extend(uint64_t ns) {
+  assert_int_equal(
+      braid_timer_reset(&g_watchdog, under_valgrind() ? 6 * ns : ns), 0);
+}
+
 static void reactor_free(braid_reactor_t *r) {
   if (braid_timer_active(&g_watchdog))
     braid_timer_cancel(&g_watchdog);
@@ -603,6 +610,7 @@ static void t_large_transfer(void **st) {
   if ((small != NULL && *small != '\0') || under_valgrind())
     total = 8u << 20;
   braid_reactor_t *r = reactor_new();
+  watchdog_extend(BRAID_SEC(20));
   server srv;
   server_init(&srv, 0);
   srv.tmpl.echo = 1;
@@ -710,6 +718,7 @@ static void t_slow_reader(void **st) {
   (void)st;
   size_t total = 32u << 20;
   braid_reactor_t *r = reactor_new();
+  watchdog_extend(BRAID_SEC(20));
   server srv;
   server_init(&srv, 1);
   srv.tmpl.to_send = total;
