@@ -149,6 +149,8 @@ enum braid__sockopt {
   BRAID__SO_NODELAY,
   BRAID__SO_KEEPALIVE, /* value: idle seconds, 0 = off */
   BRAID__SO_BROADCAST,
+  BRAID__SO_LINGER0, /* value 1: close() resets the connection (TCP RST)
+                       instead of a FIN after the queued bytes */
   /* Datagram sockets. The engine finds the socket's family itself. */
   BRAID__SO_RCVBUF,         /* bytes */
   BRAID__SO_SNDBUF,         /* bytes */

@@ -627,11 +627,11 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   int rc = e->poller->wait(e, timeout_ns);
   /* Deferred ops on sockets already known to be ready. Taken as a batch:
    * ops their callbacks defer wait for the next wait(). */
-  braid__sock *list = e->ready;
+  e->ready_run = e->ready;
   e->ready = NULL;
-  while (list != NULL) {
-    braid__sock *s = list;
-    list = s->next_closing_;
+  while (e->ready_run != NULL) {
+    braid__sock *s = e->ready_run;
+    e->ready_run = s->next_closing_;
     s->next_closing_ = NULL;
     s->flags_ &= ~BRAID__F_ON_READY;
     if (s->flags_ & BRAID__F_CLOSING)
@@ -705,12 +705,22 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   braid__engine *e = braid__eng(s->reactor);
   if (s->flags_ & BRAID__F_CLOSING)
     return;
+  /* The ready list and the close list share the next_closing_ link. A
+   * socket still queued as ready must leave that list before it joins the
+   * close list: it may be on e->ready, or on e->ready_run when a callback
+   * run from the ready list closes another socket queued behind it.
+   * Relinking it in place would make wait() skip the sockets queued after
+   * it (their deferred reads would never run on an edge poller) and cut
+   * the close list short (their close callbacks would never run). */
   if (s->flags_ & BRAID__F_ON_READY) {
-    for (braid__sock **p = &e->ready; *p != NULL; p = &(*p)->next_closing_)
-      if (*p == s) {
-        *p = s->next_closing_;
-        break;
-      }
+    braid__sock **lists[2] = {&e->ready, &e->ready_run};
+    for (int i = 0; i < 2; i++)
+      for (braid__sock **p = lists[i]; *p != NULL; p = &(*p)->next_closing_)
+        if (*p == s) {
+          *p = s->next_closing_;
+          i = 2;
+          break;
+        }
     s->flags_ &= ~BRAID__F_ON_READY;
   }
   s->flags_ |= BRAID__F_CLOSING;
@@ -797,6 +807,14 @@ static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
   case BRAID__SO_MULTICAST_TTL:
   case BRAID__SO_MULTICAST_LOOP:
     return braid__dgram_opt(s, opt, &value, 1);
+  case BRAID__SO_LINGER0: {
+    struct linger lg;
+    lg.l_onoff = value != 0;
+    lg.l_linger = 0;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0)
+      return braid__translate_sys_error(errno);
+    return 0;
+  }
   case BRAID__SO_KEEPALIVE: {
     int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
     if (rc < 0 || value <= 0)

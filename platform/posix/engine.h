@@ -74,6 +74,9 @@ struct braid__engine {
   braid__sock *closing;   /* sockets whose close callback is due */
   braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
   braid__sock *ready;     /* sockets with deferred ops to retry */
+  braid__sock *ready_run; /* the part of `ready` wait() is working through;
+                             here, not in a local, so that close() can
+                             unlink a socket from it (see posix_close) */
   char *rbuf;             /* shared read buffer for READ with base NULL */
   size_t rbuf_len;
 };
