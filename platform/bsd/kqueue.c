@@ -26,6 +26,7 @@
 #include "platform/posix/engine.h"
 
 #define BRAID__KQ_BATCH 256
+#define BRAID__KQ_MAX_WAIT_NS (INT64_C(86400) * 1000000000)
 
 /* The ident of the wakeup's EVFILT_USER event; no descriptor clashes with
  * it because EVFILT_USER idents are a namespace of their own. */
@@ -239,11 +240,14 @@ static void braid__kq_apply_each(braid__engine *e, braid__kq *k) {
 static int braid__kq_wait(braid__engine *e, int64_t timeout_ns) {
   braid__kq *k = e->pstate;
   /* kevent() takes a timespec: timers are waited for to the nanosecond,
-   * not rounded up to a millisecond as with epoll_wait() and poll(). "The
-   * timeout value is limited to 24 hours; longer timeouts will be silently
-   * reinterpreted as 24 hours", which only makes the loop iterate once
-   * more. */
+   * not rounded up to a millisecond as with epoll_wait() and poll(). Waits
+   * are capped at 24 hours, which only costs the loop one more iteration:
+   * FreeBSD's "timeout value is limited to 24 hours; longer timeouts will
+   * be silently reinterpreted as 24 hours", and OpenBSD fails kevent()
+   * with EINVAL for a tv_sec above 100000000. */
   struct timespec ts, *tp = NULL;
+  if (timeout_ns > BRAID__KQ_MAX_WAIT_NS)
+    timeout_ns = BRAID__KQ_MAX_WAIT_NS;
   if (timeout_ns >= 0) {
     ts.tv_sec = (time_t)(timeout_ns / 1000000000);
     ts.tv_nsec = (long)(timeout_ns % 1000000000);
