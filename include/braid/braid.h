@@ -12,6 +12,7 @@
 #include "braid/resolve.h"
 #include "braid/transport.h"
 #include "braid/threadpool.h"
+#include "braid/udp.h"
 #include "braid/version.h"
 
 #endif
