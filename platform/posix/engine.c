@@ -222,6 +222,14 @@ static int braid__posix_backend_fd(const braid_reactor_t *r) {
  * when the op must wait for readiness.
  * ------------------------------------------------------------------------ */
 
+/* A socket error the poller reported (braid__engine_sock_error), taken
+ * once like SO_ERROR: the kernel's copy may already be gone. */
+static intptr_t braid__take_sock_error(braid__sock *s) {
+  int err = s->err_;
+  s->err_ = 0;
+  return braid__translate_sys_error(err);
+}
+
 static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   braid__engine *e = s->reactor->io_state;
   int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
@@ -232,7 +240,7 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
     /* The end of input of a connection the poller saw fail: where the
      * poller consumed SO_ERROR (libkqueue), read() says only 0. */
     if (n == 0 && s->err_ != 0)
-      return braid__translate_sys_error(s->err_);
+      return braid__take_sock_error(s);
     if (n >= 0) {
       if (shared) {
         op->u.read.base = e->rbuf;
@@ -351,9 +359,10 @@ static intptr_t braid__finish_connect(braid__sock *s) {
     err = errno;
   /* libkqueue reads SO_ERROR itself to fill in fflags, which clears it;
    * the poller passed it on (braid__engine_sock_error). */
-  if (err == 0)
-    err = s->err_;
   s->flags_ &= ~BRAID__F_CONNECTING;
+  if (err == 0 && s->err_ != 0)
+    return braid__take_sock_error(s);
+  s->err_ = 0;
   return err == 0 ? 0 : braid__translate_sys_error(err);
 }
 
@@ -387,6 +396,11 @@ static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
     }
     if (errno == EINTR)
       continue;
+    /* An ICMP error on a connected datagram socket (ECONNREFUSED) that
+     * the poller consumed with SO_ERROR: report it once, as the kernel
+     * would have, and keep the socket. */
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && s->err_ != 0)
+      return braid__take_sock_error(s);
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return BRAID_EAGAIN;
     return braid__translate_sys_error(errno);
@@ -600,8 +614,7 @@ static void braid__run_queue(braid__sock *s, int reads) {
 }
 
 void braid__engine_sock_error(braid__sock *s, int syserr) {
-  if (s->err_ == 0)
-    s->err_ = syserr;
+  s->err_ = syserr; /* the latest, as SO_ERROR would hold */
 }
 
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
