@@ -106,13 +106,19 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
   braid__kq *k = e->pstate;
   struct kevent kev[2];
   int n = 0;
-  EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0,
-         BRAID__KQ_UDATA(s));
   /* The wakeup pipe's read end is never written to; on FreeBSD,
    * EVFILT_WRITE on it would watch the other end. */
   if (!(s->flags_ & BRAID__F_WAKE))
     EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0,
            0, BRAID__KQ_UDATA(s));
+  /* The read filter goes last. kqueue(2) does not care, but libkqueue
+   * (2.7, Linux) merges both filters into one epoll registration that
+   * keeps EPOLLRDHUP only when the read filter is added last; without it,
+   * data and a FIN that arrived together come without EV_EOF, and after
+   * the short read that drains the data no edge ever announces the end of
+   * input. */
+  EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0,
+         BRAID__KQ_UDATA(s));
   for (int i = 0; i < n; i++) {
     int rc = braid__kq_queue(k, &kev[i]);
     if (rc < 0) {
