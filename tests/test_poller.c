@@ -60,8 +60,8 @@ typedef struct conn {
   int made, lost, reason, eof;
   size_t got;
   char first[16];
-  int echo;                /* write back what arrives */
-  size_t stop_after;       /* stop the reactor once this much arrived */
+  int echo;          /* write back what arrives */
+  size_t stop_after; /* stop the reactor once this much arrived */
   int stop_on_lost, stop_on_made;
   struct conn *close_peer; /* abort this one on the first bytes */
 } conn;
@@ -151,9 +151,9 @@ static void server_start(server *s, conn *pool, int n) {
 static int raw_connect(const braid_addr_t *a) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  assert_int_equal(connect(fd, (const struct sockaddr *)a->sa_.bytes,
-                           (socklen_t)a->len_),
-                   0);
+  assert_int_equal(
+      connect(fd, (const struct sockaddr *)a->sa_.bytes, (socklen_t)a->len_),
+      0);
   return fd;
 }
 
@@ -312,8 +312,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_connect_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(t_peer_reset, setup, teardown),
       cmocka_unit_test_setup_teardown(t_eof_with_data, setup, teardown),
-      cmocka_unit_test_setup_teardown(t_close_other_in_batch, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(t_close_other_in_batch, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

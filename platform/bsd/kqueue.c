@@ -46,7 +46,7 @@
 
 typedef struct braid__kq {
   int kq;
-  int nchanges, cap;       /* queued registrations, flushed by wait() */
+  int nchanges, cap; /* queued registrations, flushed by wait() */
   struct kevent *changes;
   struct kevent events[BRAID__KQ_BATCH];
 } braid__kq;
@@ -109,8 +109,8 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
   /* The wakeup pipe's read end is never written to; on FreeBSD,
    * EVFILT_WRITE on it would watch the other end. */
   if (!(s->flags_ & BRAID__F_WAKE))
-    EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0,
-           0, BRAID__KQ_UDATA(s));
+    EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0,
+           BRAID__KQ_UDATA(s));
   /* The read filter goes last. kqueue(2) does not care, but libkqueue
    * (2.7, Linux) merges both filters into one epoll registration that
    * keeps EPOLLRDHUP only when the read filter is added last; without it,

@@ -140,7 +140,9 @@ static void braid__wake_drain(braid__engine *e) {
   braid__reactor_wakeup_drain(e->r);
 }
 
-void braid__engine_woken(braid__engine *e) { braid__reactor_wakeup_drain(e->r); }
+void braid__engine_woken(braid__engine *e) {
+  braid__reactor_wakeup_drain(e->r);
+}
 
 /* Open the wakeup descriptor and register it with the poller. */
 static int braid__wake_start(braid__engine *e) {
