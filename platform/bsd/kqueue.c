@@ -12,7 +12,18 @@
  * Quotes are from FreeBSD's kqueue(2). This file relies on FreeBSD's
  * semantics only; where libkqueue differs (signals coalesce, SO_ERROR is
  * consumed, a descriptor closed without EV_DELETE leaves stale state,
- * EVFILT_WRITE's data counts queued bytes), nothing here depends on it. */
+ * EVFILT_WRITE's data counts queued bytes), nothing here depends on it.
+ *
+ * Signals do not use EVFILT_SIGNAL; they keep signal.c's handler and
+ * self-pipe, as on Linux. EVFILT_SIGNAL "has a lower precedence" than
+ * sigaction() and only records deliveries, so braid would still have to
+ * install a disposition to stop SIGTERM or SIGINT from killing the
+ * process, and that handler's write(2) is then the whole cost of the pipe:
+ * one write and one read per burst of signals. The handler also keeps the
+ * process-wide counters every poller shares (tested on Linux), where
+ * EVFILT_SIGNAL's per-kqueue counts would need a second scheme; and
+ * libkqueue builds it on signalfd, which needs the signal blocked in every
+ * thread. */
 #include <sys/types.h> /* before <sys/event.h>: FreeBSD < 12 needs it */
 
 #include <sys/event.h>
@@ -194,10 +205,13 @@ static void braid__kq_event(braid__engine *e, const struct kevent *kev) {
   if (kev->flags & EV_ERROR) {
     /* A queued registration failed: "the event will be placed in the
      * eventlist with EV_ERROR set in flags and the system error in data".
-     * Wake both directions, so that pending ops retry their syscalls and
-     * complete with the descriptor's error instead of waiting forever. */
+     * Wake that direction, so that its pending ops retry their syscalls
+     * and fail with the descriptor's error if it has one. Not a hang-up:
+     * FreeBSD refuses EVFILT_WRITE on some descriptors (the read end of a
+     * pipe) that are otherwise fine. */
     if (kev->data != 0)
-      braid__engine_ready(e, s, BRAID__EV_ERROR);
+      braid__engine_ready(
+          e, s, kev->filter == EVFILT_READ ? BRAID__EV_READ : BRAID__EV_WRITE);
     return;
   }
   unsigned ev = 0;
@@ -247,10 +261,10 @@ static int braid__kq_wait(braid__engine *e, int64_t timeout_ns) {
   braid__kq *k = e->pstate;
   /* kevent() takes a timespec: timers are waited for to the nanosecond,
    * not rounded up to a millisecond as with epoll_wait() and poll(). Waits
-   * are capped at 24 hours, which only costs the loop one more iteration:
-   * FreeBSD's "timeout value is limited to 24 hours; longer timeouts will
-   * be silently reinterpreted as 24 hours", and OpenBSD fails kevent()
-   * with EINVAL for a tv_sec above 100000000. */
+   * are capped at 24 hours, as FreeBSD does by itself ("longer timeouts
+   * will be silently reinterpreted as 24 hours"): the other systems do not
+   * all document their limit, and a capped wait only costs the loop one
+   * more iteration a day. */
   struct timespec ts, *tp = NULL;
   if (timeout_ns > BRAID__KQ_MAX_WAIT_NS)
     timeout_ns = BRAID__KQ_MAX_WAIT_NS;
@@ -325,7 +339,8 @@ const braid__poller braid__poller_kqueue = {
     /* NOTE_TRIGGER on the EVFILT_USER event, from any thread. */
     .wake = braid__kq_wake,
 #else
-    /* No EVFILT_USER (OpenBSD): the engine's pipe wakes kevent(). */
+    /* No EVFILT_USER in <sys/event.h> (NetBSD before 10, for one): the
+     * engine's pipe wakes kevent(). */
     .wake = NULL,
 #endif
 };
