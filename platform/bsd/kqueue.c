@@ -36,6 +36,14 @@
 
 #include "platform/posix/engine.h"
 
+/* -DBRAID_KQUEUE_NO_EVFILT_USER builds the pipe wakeup of systems without
+ * EVFILT_USER, to test that path where EVFILT_USER exists. */
+#if defined(EVFILT_USER) && !defined(BRAID_KQUEUE_NO_EVFILT_USER)
+#define BRAID__KQ_USER 1
+#else
+#define BRAID__KQ_USER 0
+#endif
+
 #define BRAID__KQ_BATCH 256
 #define BRAID__KQ_MAX_WAIT_NS (INT64_C(86400) * 1000000000)
 
@@ -78,7 +86,7 @@ static int braid__kq_init(braid__engine *e) {
     return rc;
   }
   e->pstate = k;
-#ifdef EVFILT_USER
+#if BRAID__KQ_USER
   /* FreeBSD 8.1, macOS 10.6, NetBSD 10, libkqueue: wake from other
    * threads with NOTE_TRIGGER instead of a pipe. EV_CLEAR resets the
    * trigger when the event is returned. Where the kernel refuses it, the
@@ -194,7 +202,7 @@ static void braid__kq_del(braid__engine *e, braid__sock *s) {
 /* What one returned kevent means to the engine. */
 static void braid__kq_event(braid__engine *e, const struct kevent *kev) {
   braid__sock *s = BRAID__KQ_PTR(kev);
-#ifdef EVFILT_USER
+#if BRAID__KQ_USER
   if (kev->filter == EVFILT_USER) {
     braid__engine_woken(e);
     return;
@@ -302,7 +310,7 @@ static int braid__kq_fd(const braid__engine *e) {
   return ((const braid__kq *)e->pstate)->kq;
 }
 
-#ifdef EVFILT_USER
+#if BRAID__KQ_USER
 static void braid__kq_wake(braid__engine *e) {
   /* Called from any thread. kevent() on one kqueue from several threads
    * is safe in the kernel and in libkqueue; this touches no changelist. */
@@ -335,7 +343,7 @@ const braid__poller braid__poller_kqueue = {
     .wait = braid__kq_wait,
     /* The kqueue descriptor, pollable for readability by a host loop. */
     .fd = braid__kq_fd,
-#ifdef EVFILT_USER
+#if BRAID__KQ_USER
     /* NOTE_TRIGGER on the EVFILT_USER event, from any thread. */
     .wake = braid__kq_wake,
 #else
