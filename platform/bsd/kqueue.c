@@ -341,7 +341,10 @@ const braid__poller braid__poller_kqueue = {
     .del = braid__kq_del,
     /* Flush the changelist and wait, in one kevent(). */
     .wait = braid__kq_wait,
-    /* The kqueue descriptor, pollable for readability by a host loop. */
+    /* The kqueue descriptor, pollable for readability by a host loop.
+     * Registrations queued since the last wait() are not in it yet: an
+     * embedding API must flush them (a wait with timeout 0) before the
+     * host blocks on it, as libuv's uv_backend_fd() users must. */
     .fd = braid__kq_fd,
 #if BRAID__KQ_USER
     /* NOTE_TRIGGER on the EVFILT_USER event, from any thread. */
