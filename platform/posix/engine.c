@@ -359,9 +359,9 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   socklen_t len = sizeof err;
   if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
+  s->flags_ &= ~BRAID__F_CONNECTING;
   /* libkqueue reads SO_ERROR itself to fill in fflags, which clears it;
    * the poller passed it on (braid__engine_sock_error). */
-  s->flags_ &= ~BRAID__F_CONNECTING;
   if (err == 0 && s->err_ != 0)
     return braid__take_sock_error(s);
   s->err_ = 0;
