@@ -130,6 +130,8 @@ struct braid__sock {
   braid__op *wq_tail_;
   braid__sock *next_closing_; /* platform's: close list / ready list */
   int pidx_;         /* platform's: poller slot */
+  int err_;          /* platform's: the socket error a poller reported
+                        with a hang-up (kqueue's fflags on EV_EOF) */
 };
 
 /* Capabilities (branch on these, never on platform names). */

@@ -114,6 +114,10 @@ static void braid__wake_close(braid__engine *e) {
 
 static void braid__posix_wakeup(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
+  if (e->poller_wakes) {
+    e->poller->wake(e);
+    return;
+  }
   uint64_t one = 1;
   /* EAGAIN means the counter or pipe is already non-empty: the loop will
    * wake anyway. */
@@ -134,6 +138,21 @@ static void braid__wake_drain(braid__engine *e) {
     break;
   }
   braid__reactor_wakeup_drain(e->r);
+}
+
+void braid__engine_woken(braid__engine *e) {
+  braid__reactor_wakeup_drain(e->r);
+}
+
+/* Open the wakeup descriptor and register it with the poller. */
+static int braid__wake_start(braid__engine *e) {
+  int rc = braid__wake_open(e);
+  if (rc < 0)
+    return rc;
+  rc = e->poller->add(e, &e->wake);
+  if (rc < 0)
+    braid__wake_close(e);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -165,15 +184,11 @@ static int braid__posix_init(braid_reactor_t *r, const char *name) {
   int rc = p->init(e);
   if (rc < 0)
     goto fail;
-  rc = braid__wake_open(e);
-  if (rc < 0)
+  /* A poller with its own wakeup needs no descriptor until a signal is
+   * watched (signal handlers can only write(2); see signal.c). */
+  if (!e->poller_wakes && (rc = braid__wake_start(e)) < 0)
     goto fail_poller;
-  rc = p->add(e, &e->wake);
-  if (rc < 0)
-    goto fail_wake;
   return 0;
-fail_wake:
-  braid__wake_close(e);
 fail_poller:
   p->destroy(e);
 fail:
@@ -185,8 +200,10 @@ fail:
 
 static void braid__posix_destroy(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
-  e->poller->del(e, &e->wake);
-  braid__wake_close(e);
+  if (e->wake.fd >= 0) {
+    e->poller->del(e, &e->wake);
+    braid__wake_close(e);
+  }
   e->poller->destroy(e);
   braid_free(e->rbuf);
   braid_free(e);
@@ -207,6 +224,14 @@ static int braid__posix_backend_fd(const braid_reactor_t *r) {
  * when the op must wait for readiness.
  * ------------------------------------------------------------------------ */
 
+/* A socket error the poller reported (braid__engine_sock_error), taken
+ * once like SO_ERROR: the kernel's copy may already be gone. */
+static intptr_t braid__take_sock_error(braid__sock *s) {
+  int err = s->err_;
+  s->err_ = 0;
+  return braid__translate_sys_error(err);
+}
+
 static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   braid__engine *e = s->reactor->io_state;
   int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
@@ -214,6 +239,10 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   size_t len = shared ? e->rbuf_len : op->u.read.len;
   for (;;) {
     ssize_t n = read(s->fd, base, len);
+    /* The end of input of a connection the poller saw fail: where the
+     * poller consumed SO_ERROR (libkqueue), read() says only 0. */
+    if (n == 0 && s->err_ != 0)
+      return braid__take_sock_error(s);
     if (n >= 0) {
       if (shared) {
         op->u.read.base = e->rbuf;
@@ -331,6 +360,11 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   s->flags_ &= ~BRAID__F_CONNECTING;
+  /* libkqueue reads SO_ERROR itself to fill in fflags, which clears it;
+   * the poller passed it on (braid__engine_sock_error). */
+  if (err == 0 && s->err_ != 0)
+    return braid__take_sock_error(s);
+  s->err_ = 0;
   return err == 0 ? 0 : braid__translate_sys_error(err);
 }
 
@@ -364,6 +398,11 @@ static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
     }
     if (errno == EINTR)
       continue;
+    /* An ICMP error on a connected datagram socket (ECONNREFUSED) that
+     * the poller consumed with SO_ERROR: report it once, as the kernel
+     * would have, and keep the socket. */
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && s->err_ != 0)
+      return braid__take_sock_error(s);
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return BRAID_EAGAIN;
     return braid__translate_sys_error(errno);
@@ -574,6 +613,10 @@ static void braid__run_queue(braid__sock *s, int reads) {
     op->cb(op, st);
     s->reactor->depth--;
   }
+}
+
+void braid__engine_sock_error(braid__sock *s, int syserr) {
+  s->err_ = syserr; /* the latest, as SO_ERROR would hold */
 }
 
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
@@ -960,7 +1003,17 @@ static int braid__posix_sock_shutdown(braid__sock *s) {
 }
 
 static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
-  return braid__sig_watch(braid__eng(r), signo, on);
+  braid__engine *e = braid__eng(r);
+  /* The handler wakes reactors by write(2) to a descriptor, the only
+   * async-signal-safe way; a poller that wakes itself otherwise (kqueue's
+   * EVFILT_USER, not safe in a handler under libkqueue) gets the pipe now,
+   * and keeps it until destroy. */
+  if (on && e->wake.fd < 0) {
+    int rc = braid__wake_start(e);
+    if (rc < 0)
+      return rc;
+  }
+  return braid__sig_watch(e, signo, on);
 }
 
 static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
