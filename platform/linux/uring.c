@@ -265,9 +265,13 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
   }
   switch (op->type) {
   case BRAID__OP_READ:
-    sqe->opcode =
-        (s->flags_ & BRAID__U_SOCKET) ? IORING_OP_RECV : IORING_OP_READ;
-    sqe->off = (uint64_t)-1; /* READ: the current position (pipes) */
+    /* RECV refuses a non-zero off (it shares the field with addr2). */
+    if (s->flags_ & BRAID__U_SOCKET) {
+      sqe->opcode = IORING_OP_RECV;
+    } else {
+      sqe->opcode = IORING_OP_READ;
+      sqe->off = (uint64_t)-1; /* the current position (pipes) */
+    }
     if (op->u.read.base == NULL) {
       sqe->flags = IOSQE_BUFFER_SELECT;
       sqe->buf_group = BRAID__URING_BGID;
