@@ -46,16 +46,16 @@
 #include "platform/posix/signal.h"
 #include "platform/posix/sock.h"
 
-#define BRAID__URING_SQ 256   /* SQEs queued between two submissions */
-#define BRAID__URING_CQ 4096  /* completions the kernel can post at once */
-#define BRAID__URING_NBUF 64  /* provided read buffers per reactor */
+#define BRAID__URING_SQ 256  /* SQEs queued between two submissions */
+#define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
+#define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
 #define BRAID__URING_BUFSZ (64u * 1024u)
-#define BRAID__URING_BGID 0   /* our buffer group */
+#define BRAID__URING_BGID 0       /* our buffer group */
 #define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
 
 /* braid__sock.flags_ */
 #define BRAID__U_CLOSING 0x1u
-#define BRAID__U_SOCKET 0x2u /* recv/send(MSG_NOSIGNAL), else read/writev */
+#define BRAID__U_SOCKET 0x2u     /* recv/send(MSG_NOSIGNAL), else read/writev */
 #define BRAID__U_CLOSE_WAIT 0x4u /* close SQEs not queued yet (SQ full) */
 /* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
  * CLOSE); close_cb is due when it drops to zero on a closing socket. */
@@ -124,7 +124,9 @@ _Static_assert(sizeof(braid__buf) == sizeof(struct iovec) &&
 _Static_assert(sizeof(int) == sizeof(socklen_t), "socklen_t is int-sized");
 _Static_assert(sizeof(braid__aidx) == sizeof(unsigned), "atomic unsigned");
 
-static braid__uring *braid__ur(braid_reactor_t *r) { return r->io_state; }
+static braid__uring *braid__ur(braid_reactor_t *r) {
+  return r->io_state;
+}
 
 /* ------------------------------------------------------------------------
  * Syscalls: glibc has no wrappers for these.
@@ -190,8 +192,7 @@ static struct io_uring_sqe *braid__ur_sqe(braid__uring *u) {
 /* Give buffer bid back to the kernel. Only addr, len and bid are written:
  * the ring's tail overlays the resv field of entry 0. */
 static void braid__ur_buf_put(braid__uring *u, unsigned bid) {
-  struct io_uring_buf *b =
-      &u->br->bufs[u->br_local & (BRAID__URING_NBUF - 1)];
+  struct io_uring_buf *b = &u->br->bufs[u->br_local & (BRAID__URING_NBUF - 1)];
   b->addr = (uint64_t)(uintptr_t)(u->bufs + (size_t)bid * BRAID__URING_BUFSZ);
   b->len = BRAID__URING_BUFSZ;
   b->bid = (uint16_t)bid;
@@ -566,14 +567,14 @@ static int braid__ur_fail(braid__uring *u, const char *what, int err) {
 
 /* The opcodes braid issues; all exist since Linux 5.6. */
 static const uint8_t braid__ur_opcodes[] = {
-    IORING_OP_RECV,    IORING_OP_SEND,      IORING_OP_READ,
-    IORING_OP_WRITEV,  IORING_OP_SENDMSG,   IORING_OP_RECVMSG,
-    IORING_OP_ACCEPT,  IORING_OP_CONNECT,   IORING_OP_CLOSE,
+    IORING_OP_RECV,     IORING_OP_SEND,        IORING_OP_READ,
+    IORING_OP_WRITEV,   IORING_OP_SENDMSG,     IORING_OP_RECVMSG,
+    IORING_OP_ACCEPT,   IORING_OP_CONNECT,     IORING_OP_CLOSE,
     IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL};
 
 static int braid__ur_probe(braid__uring *u) {
-  size_t sz = sizeof(struct io_uring_probe) +
-              256 * sizeof(struct io_uring_probe_op);
+  size_t sz =
+      sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
   struct io_uring_probe *p = braid_calloc(1, sz);
   if (p == NULL)
     return BRAID_ENOMEM;
@@ -652,9 +653,9 @@ static int braid__ur_bufs(braid__uring *u) {
   reg.bgid = BRAID__URING_BGID;
   if (braid__ur_register(u->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
     return braid__ur_fail(u, "IORING_REGISTER_PBUF_RING (Linux 5.19)", errno);
-  u->br_tail = (_Atomic uint16_t *)(void *)((char *)br +
-                                            offsetof(struct io_uring_buf_ring,
-                                                     tail));
+  u->br_tail =
+      (_Atomic uint16_t *)(void *)((char *)br +
+                                   offsetof(struct io_uring_buf_ring, tail));
   u->br_local = 0;
   for (unsigned i = 0; i < BRAID__URING_NBUF; i++)
     braid__ur_buf_put(u, i);
@@ -755,9 +756,8 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
     u->close_wait = s->next_closing_;
     braid__ur_close_queue(u, s);
   }
-  unsigned cq_ready =
-      atomic_load_explicit(u->cq_tail, memory_order_acquire) -
-      atomic_load_explicit(u->cq_head, memory_order_relaxed);
+  unsigned cq_ready = atomic_load_explicit(u->cq_tail, memory_order_acquire) -
+                      atomic_load_explicit(u->cq_head, memory_order_relaxed);
   if (u->closing != NULL || cq_ready > 0 || u->close_wait != NULL)
     timeout_ns = 0;
   atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
@@ -786,8 +786,8 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
     flags |= IORING_ENTER_GETEVENTS;
   }
   if (to_submit > 0 || flags != 0) {
-    int rc = braid__ur_enter(u->fd, to_submit, min_complete, flags, argp,
-                             argsz);
+    int rc =
+        braid__ur_enter(u->fd, to_submit, min_complete, flags, argp, argsz);
     if (rc < 0 && errno != ETIME && errno != EINTR && errno != EBUSY &&
         errno != EAGAIN)
       return braid__translate_sys_error(errno);
@@ -838,11 +838,10 @@ static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
     if (braid__write_trim(op) == 0)
       return (intptr_t)op->u.write.done;
   }
-  if (op->type == BRAID__OP_SENDTO &&
-      op->u.write.nbufs > BRAID__URING_IOV_MAX)
+  if (op->type == BRAID__OP_SENDTO && op->u.write.nbufs > BRAID__URING_IOV_MAX)
     return BRAID_EMSGSIZE;
-  op->flags &= (uint8_t)~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL |
-                          BRAID__U_OP_POLL);
+  op->flags &=
+      (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL | BRAID__U_OP_POLL);
   int rc = braid__ur_prep(u, s, op);
   if (rc < 0)
     return rc == BRAID_EAGAIN ? BRAID_ENOMEM : rc;
@@ -935,8 +934,7 @@ static int braid__uring_sock_open(braid_reactor_t *r, braid__sock *s,
 
 static int braid__uring_signal_watch(braid_reactor_t *r, int signo, int on) {
   braid__uring *u = braid__ur(r);
-  return braid__sig_watch_fd(u->wake_fd, &u->sig_slot, &u->sig_refs, signo,
-                             on);
+  return braid__sig_watch_fd(u->wake_fd, &u->sig_slot, &u->sig_refs, signo, on);
 }
 
 static unsigned braid__uring_signal_count(braid_reactor_t *r, int signo) {

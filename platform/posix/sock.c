@@ -43,10 +43,11 @@ int braid__sock_socket(int family, int type) {
   return fd;
 }
 
-void braid__posix_fd_close(braid__fd fd) { close(fd); }
+void braid__posix_fd_close(braid__fd fd) {
+  close(fd);
+}
 
-int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a,
-                           int len) {
+int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a, int len) {
   if (bind(s->fd, a, (socklen_t)len) < 0)
     return braid__translate_sys_error(errno);
   return 0;

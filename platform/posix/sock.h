@@ -12,8 +12,7 @@ int braid__sock_socket(int family, int type);
 
 /* Ops-table slots that are plain syscalls (core/io.h). */
 void braid__posix_fd_close(braid__fd fd);
-int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a,
-                           int len);
+int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a, int len);
 int braid__posix_sock_listen(braid__sock *s, int backlog);
 int braid__posix_sock_name(braid__sock *s, int peer, struct sockaddr *a,
                            int *len);

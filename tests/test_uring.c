@@ -1,0 +1,253 @@
+/* io_uring specifics, run on every poller (BRAID_POLLER): the fallback to
+ * a readiness poller when io_uring is refused (seccomp makes
+ * io_uring_setup fail with EPERM, as io_uring_disabled=2 does), and a
+ * loopback stream smoke test (echo of 4 MiB with paused reads, a refused
+ * connect, teardown with connections open) that goes through every op
+ * type streams use: accept, connect, read, write, cancel, close. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "braid/braid.h"
+
+/* ------------------------------------------------------------------------
+ * Fallback
+ * ------------------------------------------------------------------------ */
+
+typedef struct logcap {
+  int warns;
+  char msg[256];
+} logcap;
+
+static void cap_log(void *arg, braid_log_level level, const char *domain,
+                    const char *msg) {
+  logcap *c = arg;
+  (void)domain;
+  if (level >= BRAID_LOG_WARN) {
+    c->warns++;
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+  }
+}
+
+/* Make io_uring_setup fail with EPERM in this process. */
+static int deny_io_uring(void) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+}
+
+static void t_fallback_when_refused(void **st) {
+  (void)st;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (deny_io_uring() < 0)
+      _exit(3);
+    logcap cap = {0};
+    braid_reactor_options o = {0};
+    o.poller = "uring";
+    o.log_cb = cap_log;
+    o.log_arg = &cap;
+    braid_reactor_t *r = NULL;
+    if (braid_reactor_create(&r, &o) != 0)
+      _exit(4); /* never a failure */
+    const char *name = braid_reactor_poller(r);
+    int ok = strcmp(name, "uring") != 0 && cap.warns == 1 &&
+             strstr(cap.msg, "uring") != NULL;
+    braid_reactor_destroy(r);
+    _exit(ok ? 0 : 5);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Stream smoke test
+ * ------------------------------------------------------------------------ */
+
+#define TOTAL (4u << 20)
+
+typedef struct world {
+  braid_reactor_t *r;
+  braid_listener_t *l;
+  int server_lost, client_lost, client_reason;
+  size_t echoed_back;
+  unsigned char *out, *in;
+  int paused_once;
+} world;
+
+typedef struct conn {
+  braid_protocol_t p;
+  world *w;
+  int client;
+} conn;
+
+static void resume_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  braid_transport_resume_reading(arg);
+}
+
+static braid_timer_t resume_timer;
+
+static void srv_data(braid_protocol_t *p, const void *d, size_t n) {
+  conn *c = (conn *)p;
+  braid_transport_write(p->transport, d, n);
+  /* Pause once mid-stream (cancels the read in flight), resume later. */
+  if (!c->w->paused_once) {
+    c->w->paused_once = 1;
+    braid_transport_pause_reading(p->transport);
+    braid_timer_start(c->w->r, &resume_timer, BRAID_MSEC(20), resume_cb,
+                      p->transport);
+  }
+}
+
+static void cli_data(braid_protocol_t *p, const void *d, size_t n) {
+  conn *c = (conn *)p;
+  world *w = c->w;
+  assert_true(w->echoed_back + n <= TOTAL);
+  memcpy(w->in + w->echoed_back, d, n);
+  w->echoed_back += n;
+  if (w->echoed_back == TOTAL)
+    braid_transport_close(p->transport);
+}
+
+static void cli_made(braid_protocol_t *p, braid_transport_t *t) {
+  conn *c = (conn *)p;
+  /* Several writes, so that output queues and goes out in pieces. */
+  for (size_t off = 0; off < TOTAL; off += TOTAL / 8)
+    assert_int_equal(braid_transport_write(t, c->w->out + off, TOTAL / 8), 0);
+}
+
+static void lost(braid_protocol_t *p, int reason) {
+  conn *c = (conn *)p;
+  if (c->client) {
+    c->w->client_lost++;
+    c->w->client_reason = reason;
+  } else {
+    c->w->server_lost++;
+  }
+  free(c);
+}
+
+static const braid_protocol_ops srv_ops = {.data_received = srv_data,
+                                           .connection_lost = lost};
+static const braid_protocol_ops cli_ops = {.connection_made = cli_made,
+                                           .data_received = cli_data,
+                                           .connection_lost = lost};
+
+static const braid_protocol_ops idle_ops = {.connection_lost = lost};
+
+static braid_protocol_t *build(braid_factory_t *f, const braid_addr_t *peer) {
+  (void)peer;
+  conn *c = calloc(1, sizeof *c);
+  c->p.ops = &srv_ops;
+  c->w = f->user;
+  return &c->p;
+}
+
+static conn *new_client(world *w) {
+  conn *c = calloc(1, sizeof *c);
+  c->p.ops = &cli_ops;
+  c->w = w;
+  c->client = 1;
+  return c;
+}
+
+static void t_stream_echo(void **st) {
+  (void)st;
+  world w = {0};
+  assert_int_equal(braid_reactor_create(&w.r, NULL), 0);
+  w.out = malloc(TOTAL);
+  w.in = malloc(TOTAL);
+  for (size_t i = 0; i < TOTAL; i++)
+    w.out[i] = (unsigned char)(i * 7 + (i >> 12));
+  braid_factory_t f = {.build = build, .user = &w};
+  braid_addr_t a, bound;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_listen(w.r, &a, NULL, &f, &w.l), 0);
+  assert_int_equal(braid_listener_addr(w.l, &bound), 0);
+  assert_int_equal(braid_connect(w.r, &bound, NULL, &new_client(&w)->p), 0);
+  while (w.client_lost == 0 || w.server_lost == 0)
+    assert_true(braid_reactor_run_once(w.r, true) >= 0);
+  assert_int_equal(w.client_reason, 0);
+  assert_int_equal(w.echoed_back, TOTAL);
+  assert_memory_equal(w.in, w.out, TOTAL);
+  assert_true(w.paused_once);
+  assert_int_equal(braid_listener_close(w.l), 0);
+  assert_int_equal(braid_reactor_run(w.r), 0);
+  assert_int_equal(braid_reactor_destroy(w.r), 0);
+  free(w.out);
+  free(w.in);
+}
+
+static void t_connect_refused(void **st) {
+  (void)st;
+  world w = {0};
+  assert_int_equal(braid_reactor_create(&w.r, NULL), 0);
+  /* A port nobody listens on: bind a listener, note its port, close it. */
+  braid_factory_t f = {.build = build, .user = &w};
+  braid_addr_t a, bound;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_listen(w.r, &a, NULL, &f, &w.l), 0);
+  assert_int_equal(braid_listener_addr(w.l, &bound), 0);
+  assert_int_equal(braid_listener_close(w.l), 0);
+  assert_int_equal(braid_reactor_run(w.r), 0);
+  assert_int_equal(braid_connect(w.r, &bound, NULL, &new_client(&w)->p), 0);
+  assert_int_equal(braid_reactor_run(w.r), 0);
+  assert_int_equal(w.client_lost, 1);
+  assert_int_equal(w.client_reason, BRAID_ECONNREFUSED);
+  assert_int_equal(braid_reactor_destroy(w.r), 0);
+}
+
+/* Destroy with a listener and connections open, reads in flight. */
+static void t_destroy_with_open_connections(void **st) {
+  (void)st;
+  world w = {0};
+  assert_int_equal(braid_reactor_create(&w.r, NULL), 0);
+  braid_factory_t f = {.build = build, .user = &w};
+  braid_addr_t a, bound;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_listen(w.r, &a, NULL, &f, &w.l), 0);
+  assert_int_equal(braid_listener_addr(w.l, &bound), 0);
+  for (int i = 0; i < 5; i++) {
+    conn *c = new_client(&w);
+    c->p.ops = &idle_ops;
+    assert_int_equal(braid_connect(w.r, &bound, NULL, &c->p), 0);
+  }
+  for (int i = 0; i < 20; i++)
+    braid_reactor_run_once(w.r, false);
+  assert_int_equal(braid_reactor_destroy(w.r), 0);
+  assert_int_equal(w.client_lost, 5);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(t_fallback_when_refused),
+      cmocka_unit_test(t_stream_echo),
+      cmocka_unit_test(t_connect_refused),
+      cmocka_unit_test(t_destroy_with_open_connections),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
