@@ -876,7 +876,7 @@ static int braid__uring_cancel(braid__sock *s, braid__op *op) {
  * that found nothing (-ENOENT) must not sever the chain. */
 static void braid__ur_close_queue(braid__uring *u, braid__sock *s) {
   s->flags_ &= ~BRAID__U_CLOSE_WAIT;
-  if (s->pidx_ > 0) {
+  if (s->pidx_ > 1) { /* ops in flight besides the CLOSE itself */
     struct io_uring_sqe *sqe = braid__ur_sqe(u);
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
     sqe->fd = s->fd;
