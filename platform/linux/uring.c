@@ -401,8 +401,10 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
       if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
       res = -err;
-    } else if (res >= 0 && braid__ur_again(u, s, op)) {
-      return; /* ready: now the op itself */
+    } else if (res >= 0) {
+      if (braid__ur_again(u, s, op))
+        return;      /* ready: now the op itself */
+      res = -ENOMEM; /* could not queue it (SQ full, no memory) */
     }
   } else {
     int again = 0;
@@ -544,6 +546,9 @@ static void braid__uring_wakeup(braid_reactor_t *r) {
  * ------------------------------------------------------------------------ */
 
 static void braid__ur_unmap(braid__uring *u) {
+  /* The ring first: once it is gone no request can touch the buffers. */
+  if (u->fd >= 0)
+    close(u->fd);
   if (u->bufs != NULL)
     munmap(u->bufs, (size_t)BRAID__URING_NBUF * BRAID__URING_BUFSZ);
   if (u->br != NULL)
@@ -552,8 +557,6 @@ static void braid__ur_unmap(braid__uring *u) {
     munmap(u->sqes, u->sqes_sz);
   if (u->sq_ring != NULL)
     munmap(u->sq_ring, u->sq_ring_sz);
-  if (u->fd >= 0)
-    close(u->fd);
   if (u->wake_fd >= 0)
     close(u->wake_fd);
 }
