@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -370,6 +371,43 @@ static void t_datagrams(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* backend_fd() turns readable when a completion is due, for hosts that
+ * embed the reactor in their own loop (BRAID__CAP_EMBED_FD). */
+static void t_backend_fd_pollable(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  int fd = r->io->backend_fd(r);
+  if (!(r->io->caps & BRAID__CAP_EMBED_FD) || fd < 0) {
+    assert_int_equal(braid_reactor_destroy(r), 0);
+    skip();
+  }
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  braid__sock s;
+  assert_int_equal(r->io->sock_adopt(r, &s, sv[0]), 0);
+  dgram rx;
+  memset(&rx, 0, sizeof rx);
+  rx.op.type = BRAID__OP_READ;
+  rx.op.cb = dgram_cb;
+  assert_int_equal(r->io->submit(&s, &rx.op), BRAID__PENDING);
+  assert_int_equal(r->io->wait(r, 0), 0); /* submits; nothing due yet */
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 0), 0);
+  assert_int_equal(write(sv[1], "abc", 3), 3);
+  assert_int_equal(poll(&p, 1, 2000), 1);
+  assert_true(p.revents & POLLIN);
+  for (int i = 0; i < 100 && !rx.done; i++)
+    r->io->wait(r, 0);
+  assert_int_equal(rx.done, 1);
+  assert_int_equal(rx.status, 3);
+  assert_memory_equal(rx.data, "abc", 3);
+  r->io->close(&s, NULL);
+  close(sv[1]);
+  assert_int_equal(braid_reactor_run(r), 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_fallback_when_refused),
@@ -377,6 +415,7 @@ int main(void) {
       cmocka_unit_test(t_connect_refused),
       cmocka_unit_test(t_destroy_with_open_connections),
       cmocka_unit_test(t_datagrams),
+      cmocka_unit_test(t_backend_fd_pollable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
