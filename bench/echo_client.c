@@ -87,8 +87,8 @@ int main(int argc, char **argv) {
     }
   }
   double dt = now_s() - t0;
-  printf("%d conns, %zu-byte messages: %lu round trips in %.2f s = %.0f/s\n",
-         n, size, trips, dt, (double)trips / dt);
+  printf("%d conns, %zu-byte messages: %lu round trips in %.2f s = %.0f/s\n", n,
+         size, trips, dt, (double)trips / dt);
   for (int i = 0; i < n; i++)
     close(pfd[i].fd);
   free(msg);

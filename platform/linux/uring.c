@@ -50,8 +50,8 @@
 #define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
 #define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
 #define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0       /* our buffer group */
-#define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
+#define BRAID__URING_BGID 0              /* our buffer group */
+#define BRAID__URING_IOV_MAX 1024        /* UIO_MAXIOV */
 
 /* braid__sock.flags_ */
 #define BRAID__U_CLOSING 0x1u

@@ -68,8 +68,7 @@ unsigned braid__sig_count(int signo) {
 static int braid__sig_claim(int fd, int *slot) {
   for (int i = 0; i < BRAID__SIG_SLOTS; i++) {
     int expect = -1;
-    if (atomic_compare_exchange_strong(&braid__sig_slots[i].fd, &expect,
-                                       fd)) {
+    if (atomic_compare_exchange_strong(&braid__sig_slots[i].fd, &expect, fd)) {
       *slot = i;
       return 0;
     }
