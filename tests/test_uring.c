@@ -224,6 +224,45 @@ static void t_connect_refused(void **st) {
   assert_int_equal(braid_reactor_destroy(w.r), 0);
 }
 
+/* A connect that hangs (the listener's accept queue is full, so the
+ * kernel drops the SYNs) is cancelled by its timeout: ETIMEDOUT. */
+static void t_connect_timeout(void **st) {
+  (void)st;
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(l, 0), 0);
+  assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+  int fill[4];
+  for (int i = 0; i < 4; i++) {
+    fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(fill[i], (struct sockaddr *)&sa, sizeof sa);
+  }
+  usleep(50000);
+  world w = {0};
+  assert_int_equal(braid_reactor_create(&w.r, NULL), 0);
+  braid_addr_t to;
+  assert_int_equal(braid_addr_ip(&to, "127.0.0.1", ntohs(sa.sin_port)), 0);
+  conn *c = new_client(&w);
+  c->p.ops = &idle_ops;
+  braid_connect_options o = {.timeout = BRAID_MSEC(200)};
+  uint64_t t0 = braid_hrtime();
+  assert_int_equal(braid_connect(w.r, &to, &o, &c->p), 0);
+  assert_int_equal(braid_reactor_run(w.r), 0);
+  uint64_t dt = braid_hrtime() - t0;
+  assert_int_equal(w.client_lost, 1);
+  assert_int_equal(w.client_reason, BRAID_ETIMEDOUT);
+  assert_true(dt >= BRAID_MSEC(150) && dt < BRAID_SEC(5));
+  assert_int_equal(braid_reactor_destroy(w.r), 0);
+  for (int i = 0; i < 4; i++)
+    close(fill[i]);
+  close(l);
+}
+
 /* Destroy with a listener and connections open, reads in flight. */
 static void t_destroy_with_open_connections(void **st) {
   (void)st;
@@ -413,6 +452,7 @@ int main(void) {
       cmocka_unit_test(t_fallback_when_refused),
       cmocka_unit_test(t_stream_echo),
       cmocka_unit_test(t_connect_refused),
+      cmocka_unit_test(t_connect_timeout),
       cmocka_unit_test(t_destroy_with_open_connections),
       cmocka_unit_test(t_datagrams),
       cmocka_unit_test(t_backend_fd_pollable),
