@@ -57,6 +57,10 @@
 #define BRAID__U_CLOSING 0x1u
 #define BRAID__U_SOCKET 0x2u     /* recv/send(MSG_NOSIGNAL), else read/writev */
 #define BRAID__U_CLOSE_WAIT 0x4u /* close SQEs not queued yet (SQ full) */
+#define BRAID__U_MSHOT 0x8u      /* a multishot ACCEPT is armed */
+#define BRAID__U_MSHOT_STOP 0x10u /* ... and asked to stop */
+/* braid__sock.rq_: the ACCEPT op waiting for the multishot's next
+ * connection (held here, not in the kernel). */
 /* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
  * CLOSE); close_cb is due when it drops to zero on a closing socket. */
 
@@ -70,7 +74,12 @@
  * aligned, so these values and a low tag bit never collide with them. */
 #define BRAID__U_UD_IGNORE 0u /* ASYNC_CANCEL results */
 #define BRAID__U_UD_WAKE 2u   /* the eventfd poll */
-#define BRAID__U_UD_CLOSE 1u  /* tag bit: (socket address | 1) = its CLOSE */
+#define BRAID__U_UD_CLOSE 1u  /* tag: (socket address | 1) = its CLOSE */
+#define BRAID__U_UD_ACCEPT                                                     \
+  2u /* tag: (socket address | 2) = its multishot                              \
+        ACCEPT (never equal to WAKE: a socket is                               \
+        not at address 0) */
+#define BRAID__U_UD_TAGS 3u
 
 /* The kernel's ring indices, shared with us through mmap. */
 typedef _Atomic unsigned braid__aidx;
@@ -83,6 +92,13 @@ typedef struct braid__umsg {
   struct iovec iov;
   struct braid__umsg *next;
 } braid__umsg;
+
+/* A connection the multishot ACCEPT took while no op was waiting. */
+typedef struct braid__parked {
+  braid__sock *s;
+  int fd;
+  struct braid__parked *next;
+} braid__parked;
 
 typedef struct braid__uring {
   braid_reactor_t *r;
@@ -112,6 +128,10 @@ typedef struct braid__uring {
    * and sockets whose close could not get SQEs yet. */
   braid__sock *closing, *closing_tail, *close_wait;
   braid__umsg *umsg_free;
+  braid__parked *parked;
+  braid__op *cancelled; /* ops held here (accepts), cancelled: complete
+                           them from wait() */
+  int no_mshot;         /* the kernel refused a multishot ACCEPT */
 } braid__uring;
 
 /* braid__buf is handed to the kernel as struct iovec: same layout. */
@@ -484,6 +504,154 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   braid__ur_sock_check(u, s);
 }
 
+/* ------------------------------------------------------------------------
+ * Multishot ACCEPT (Linux 5.19): one SQE keeps accepting, one CQE with
+ * IORING_CQE_F_MORE per connection, instead of one SQE per connection. It
+ * cannot report peer addresses (every connection would write the same
+ * buffer before we read it), so the peer is read with getpeername() when
+ * the op wants it. The ACCEPT op core submits waits in rq_ for the next
+ * CQE; a connection that arrives with no op waiting is parked for the
+ * next submit, and the multishot is stopped so that further connections
+ * stay in the kernel's backlog.
+ * ------------------------------------------------------------------------ */
+
+static int braid__ur_mshot_arm(braid__uring *u, braid__sock *s) {
+  if (!braid__ur_reserve(u, 1))
+    return BRAID_ENOMEM;
+  struct io_uring_sqe *sqe = braid__ur_sqe(u);
+  sqe->opcode = IORING_OP_ACCEPT;
+  sqe->fd = s->fd;
+  sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+  sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  sqe->user_data = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
+  s->flags_ |= BRAID__U_MSHOT;
+  s->pidx_++;
+  return 0;
+}
+
+static void braid__ur_mshot_stop(braid__uring *u, braid__sock *s) {
+  if (!(s->flags_ & BRAID__U_MSHOT) || (s->flags_ & BRAID__U_MSHOT_STOP) ||
+      !braid__ur_reserve(u, 1))
+    return;
+  s->flags_ |= BRAID__U_MSHOT_STOP;
+  struct io_uring_sqe *sqe = braid__ur_sqe(u);
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->addr = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
+  sqe->user_data = BRAID__U_UD_IGNORE;
+}
+
+static void braid__ur_accept_fill(braid__op *op, int fd) {
+  op->u.accept.fd = fd;
+  if (op->addr != NULL) {
+    socklen_t len = (socklen_t)op->addrlen;
+    if (getpeername(fd, op->addr, &len) < 0)
+      len = 0;
+    op->addrlen = (int)len;
+  }
+}
+
+/* Complete an op that the platform held itself (not in the kernel). */
+static void braid__ur_local_done(braid__uring *u, braid__sock *s, braid__op *op,
+                                 intptr_t st) {
+  op->flags &= ~BRAID__U_OP_INFLIGHT;
+  s->pidx_--;
+  u->r->active_io--;
+  u->r->depth++;
+  op->cb(op, st);
+  u->r->depth--;
+  braid__ur_sock_check(u, s);
+}
+
+static int braid__ur_unpark(braid__uring *u, braid__sock *s) {
+  for (braid__parked **p = &u->parked; *p != NULL; p = &(*p)->next) {
+    if ((*p)->s != s)
+      continue;
+    braid__parked *k = *p;
+    int fd = k->fd;
+    *p = k->next;
+    braid_free(k);
+    return fd;
+  }
+  return -1;
+}
+
+static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
+                                 uint32_t cflags) {
+  if (!(cflags & IORING_CQE_F_MORE)) {
+    s->flags_ &= ~(BRAID__U_MSHOT | BRAID__U_MSHOT_STOP);
+    s->pidx_--;
+  }
+  if (s->flags_ & BRAID__U_CLOSING) {
+    if (res >= 0)
+      close(res); /* accepted after close: nobody will take it */
+    braid__ur_sock_check(u, s);
+    return;
+  }
+  braid__op *op = s->rq_;
+  if (res < 0) {
+    if (op == NULL)
+      return; /* the next submit arms it again */
+    if (res == -EINVAL && !u->no_mshot) {
+      /* A kernel that has no multishot accept for this socket: single
+       * ACCEPTs from now on; this op becomes one (still in flight). */
+      u->no_mshot = 1;
+      s->rq_ = NULL;
+      if (braid__ur_prep(u, s, op) == 0)
+        return;
+      braid__ur_local_done(u, s, op, BRAID_ENOMEM);
+      return;
+    }
+    if (res == -ECANCELED && !(s->flags_ & BRAID__U_MSHOT)) {
+      /* We stopped it, but an op has come to wait since. */
+      if (braid__ur_mshot_arm(u, s) == 0)
+        return;
+      res = -ENOMEM;
+    }
+    s->rq_ = NULL; /* EMFILE and friends: core backs off, submits again */
+    braid__ur_local_done(u, s, op, braid__translate_sys_error(-res));
+    return;
+  }
+  if (op == NULL) {
+    braid__parked *k = braid_malloc(sizeof *k);
+    if (k == NULL) {
+      close(res); /* the peer sees a reset; nothing else can be done */
+    } else {
+      k->s = s;
+      k->fd = res;
+      k->next = u->parked;
+      u->parked = k;
+    }
+    braid__ur_mshot_stop(u, s);
+    return;
+  }
+  s->rq_ = NULL;
+  braid__ur_accept_fill(op, res);
+  braid__ur_local_done(u, s, op, 0);
+  /* Core submits the next accept from its callback; if it did not (it is
+   * backing off), leave further connections in the backlog. */
+  if (s->rq_ == NULL && !(s->flags_ & BRAID__U_CLOSING))
+    braid__ur_mshot_stop(u, s);
+}
+
+static intptr_t braid__ur_accept_submit(braid__uring *u, braid__sock *s,
+                                        braid__op *op) {
+  int fd = braid__ur_unpark(u, s);
+  if (fd >= 0) {
+    braid__ur_accept_fill(op, fd);
+    return 0;
+  }
+  if (s->rq_ != NULL)
+    return BRAID_EBUSY; /* one waiting accept per listener */
+  if (!(s->flags_ & BRAID__U_MSHOT) && braid__ur_mshot_arm(u, s) < 0)
+    return BRAID_ENOMEM;
+  s->rq_ = op;
+  op->flags |= BRAID__U_OP_INFLIGHT;
+  s->pidx_++;
+  u->r->active_io++;
+  return BRAID__PENDING;
+}
+
 static void braid__ur_wake(braid__uring *u, int32_t res, uint32_t cflags);
 
 static void braid__ur_cqe(braid__uring *u, uint64_t ud, int32_t res,
@@ -494,10 +662,14 @@ static void braid__ur_cqe(braid__uring *u, uint64_t ud, int32_t res,
     braid__ur_wake(u, res, cflags);
     return;
   }
-  if (ud & BRAID__U_UD_CLOSE) {
-    braid__sock *s = (braid__sock *)(uintptr_t)(ud & ~(uint64_t)1);
+  braid__sock *s = (braid__sock *)(uintptr_t)(ud & ~(uint64_t)3);
+  switch (ud & BRAID__U_UD_TAGS) {
+  case BRAID__U_UD_CLOSE:
     s->pidx_--;
     braid__ur_sock_check(u, s);
+    return;
+  case BRAID__U_UD_ACCEPT:
+    braid__ur_accept_cqe(u, s, res, cflags);
     return;
   }
   braid__ur_op_done(u, (braid__op *)(uintptr_t)ud, res, cflags);
@@ -729,6 +901,12 @@ static void braid__uring_destroy(braid_reactor_t *r) {
   /* Closing the ring cancels the wakeup poll; the buffers are unmapped
    * after it, once the kernel no longer references them. */
   braid__ur_unmap(u);
+  while (u->parked != NULL) { /* none: their listeners were closed */
+    braid__parked *k = u->parked;
+    u->parked = k->next;
+    close(k->fd);
+    braid_free(k);
+  }
   while (u->umsg_free != NULL) {
     braid__umsg *m = u->umsg_free;
     u->umsg_free = m->next;
@@ -763,7 +941,8 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
   }
   unsigned cq_ready = atomic_load_explicit(u->cq_tail, memory_order_acquire) -
                       atomic_load_explicit(u->cq_head, memory_order_relaxed);
-  if (u->closing != NULL || cq_ready > 0 || u->close_wait != NULL)
+  if (u->closing != NULL || cq_ready > 0 || u->close_wait != NULL ||
+      u->cancelled != NULL)
     timeout_ns = 0;
   atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
   unsigned to_submit =
@@ -810,6 +989,13 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
     atomic_store_explicit(u->cq_head, head, memory_order_release);
     braid__ur_cqe(u, ud, res, cf);
   }
+  /* Held ops that were cancelled. */
+  while (u->cancelled != NULL) {
+    braid__op *op = u->cancelled;
+    u->cancelled = op->next_;
+    op->next_ = NULL;
+    braid__ur_local_done(u, op->sock, op, BRAID_ECANCELED);
+  }
   /* Close callbacks, after every completion of their sockets. */
   while (u->closing != NULL) {
     braid__sock *s = u->closing;
@@ -847,6 +1033,8 @@ static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
     return BRAID_EMSGSIZE;
   op->flags &=
       (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL | BRAID__U_OP_POLL);
+  if (op->type == BRAID__OP_ACCEPT && !u->no_mshot)
+    return braid__ur_accept_submit(u, s, op);
   int rc = braid__ur_prep(u, s, op);
   if (rc < 0)
     return rc == BRAID_EAGAIN ? BRAID_ENOMEM : rc;
@@ -862,6 +1050,14 @@ static int braid__uring_cancel(braid__sock *s, braid__op *op) {
     return BRAID_EINVAL;
   if (op->flags & BRAID__U_OP_CANCEL)
     return 0;
+  if (s->rq_ == op) { /* a held accept: complete it from wait() */
+    s->rq_ = NULL;
+    op->flags |= BRAID__U_OP_CANCEL;
+    op->next_ = u->cancelled;
+    u->cancelled = op;
+    braid__ur_mshot_stop(u, s);
+    return 0;
+  }
   if (!braid__ur_reserve(u, 1))
     return BRAID_ENOMEM;
   op->flags |= BRAID__U_OP_CANCEL;
@@ -903,7 +1099,15 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
   s->flags_ |= BRAID__U_CLOSING;
   s->close_cb = cb;
   s->reactor->active_io++;
-  s->pidx_++; /* the CLOSE */
+  s->pidx_++;           /* the CLOSE */
+  if (s->rq_ != NULL) { /* a held accept */
+    s->rq_->next_ = u->cancelled;
+    u->cancelled = s->rq_;
+    s->rq_ = NULL;
+  }
+  int fd;
+  while ((fd = braid__ur_unpark(u, s)) >= 0)
+    close(fd);
   if (braid__ur_reserve(u, 2)) {
     braid__ur_close_queue(u, s);
   } else {
