@@ -88,7 +88,8 @@ struct braid__op {
   braid__sock *sock; /* set by submit */
   braid__op *next_;  /* platform's queue link */
   uint8_t type;
-  uint8_t flags;     /* BRAID__OPF_* */
+  uint8_t flags;     /* BRAID__OPF_*; bits 0x10-0x80 are the platform's
+                        (core sets flags before each submit) */
   /* READ / RECVFROM with read.base == NULL: the platform supplies the
    * buffer (a per-reactor one on readiness engines, a provided-buffer ring
    * on io_uring) and sets read.base to it on completion; the bytes are
@@ -233,6 +234,7 @@ typedef struct braid__io_ops {
 
 /* The I/O implementations built into this library. */
 extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+extern const braid__io_ops braid__uring_io; /* Linux io_uring */
 
 /* The index of the network interface called `name` ("lo", "eth0"), or
  * BRAID_ENOENT. */
