@@ -199,6 +199,7 @@ typedef struct braid__io_ops {
 
 /* The I/O implementations built into this library. */
 extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+extern const braid__io_ops braid__iocp_io;  /* Windows I/O completion ports */
 
 /* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
 int braid__translate_sys_error(int syserr);
