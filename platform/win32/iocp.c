@@ -287,7 +287,8 @@ static void braid__closing_push(braid__iocp *e, braid__sock *s) {
 static void braid__deliver(braid__iocp *e, braid__op *op, intptr_t st) {
   braid__sock *s = op->sock;
   braid_reactor_t *r = e->r;
-  if (s->flags_ & BRAID__W_CLOSING) {
+  int was_closing = (s->flags_ & BRAID__W_CLOSING) != 0;
+  if (was_closing) {
     /* Everything pending at close completes as cancelled, as on the POSIX
      * engine, whatever the kernel managed to do meanwhile. */
     if (op->type == BRAID__OP_ACCEPT && st == 0)
@@ -301,7 +302,9 @@ static void braid__deliver(braid__iocp *e, braid__op *op, intptr_t st) {
   r->depth++;
   op->cb(op, st);
   r->depth--;
-  if ((s->flags_ & BRAID__W_CLOSING) && s->events_ == 0)
+  /* A close() inside the callback with nothing else held has queued the
+   * socket itself; queue it here only if it was closed before. */
+  if (was_closing && s->events_ == 0)
     braid__closing_push(e, s);
 }
 
