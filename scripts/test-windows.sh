@@ -11,7 +11,8 @@
 # wineserver, then runs `meson test` in build-win/. Prints
 # "windows: N passed, N failed, N skipped" and exits non-zero on a failure.
 #
-# Scratch space: $BRAID_WIN_SCRATCH (default build-win-scratch/ in the
+# Build directory: $BRAID_WIN_BUILD (default build-win/). Scratch space:
+# $BRAID_WIN_SCRATCH (default build-win-scratch/ in the
 # tree): the cmocka source and prefix, the apt lists, the wine prefix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,7 +92,7 @@ cat >"$scratch/cmocka.ini" <<INI
 [properties]
 pkg_config_libdir = ['$prefix/lib/pkgconfig']
 INI
-dir=build-win
+dir=${BRAID_WIN_BUILD:-build-win}
 if [ ! -f "$dir/build.ninja" ]; then
   meson setup "$dir" --cross-file cross/mingw-w64.ini \
     --cross-file "$scratch/cmocka.ini" -Dtests=enabled -Dbench=disabled
@@ -104,7 +105,8 @@ mkdir -p "$WINEPREFIX"
 # A persistent wineserver: without it wine's helper processes keep each
 # test's stdout open and every test takes seconds or hits its timeout
 # (wine 8.0, Debian 12).
-wineserver -p
+# (It fails when one already serves this prefix, which is as good.)
+wineserver -p || true
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 wine wineboot </dev/null >/dev/null 2>&1 || true
 
@@ -112,14 +114,21 @@ status=0
 meson test -C "$dir" --verbose --print-errorlogs "$@" || status=$?
 
 python3 - "$dir/meson-logs/testlog.json" <<'PY'
-import json, sys
+import json, re, sys
+# Test programs (one per file), then the cmocka test cases inside them.
 ok = bad = skip = 0
+cases = {"PASSED": 0, "FAILED": 0, "SKIPPED": 0}
 for line in open(sys.argv[1]):
-    r = json.loads(line).get("result")
+    t = json.loads(line)
+    r = t.get("result")
     if r in ("OK", "EXPECTEDFAIL"): ok += 1
     elif r == "SKIP": skip += 1
     else: bad += 1
-print(f"windows: {ok} passed, {bad} failed, {skip} skipped")
+    for m in re.finditer(r"\[\s*(PASSED|FAILED|SKIPPED)\s*\] (\d+) test", (t.get("stdout") or "") + (t.get("stderr") or "")):
+        cases[m.group(1)] += int(m.group(2))
+print(f"windows: {ok} passed, {bad} failed, {skip} skipped "
+      f"(test cases: {cases['PASSED']} passed, {cases['FAILED']} failed, "
+      f"{cases['SKIPPED']} skipped)")
 PY
 echo "windows: took $(( $(date +%s) - start )) s"
 exit $status
