@@ -106,7 +106,7 @@ mkdir -p "$WINEPREFIX"
 # test's stdout open and every test takes seconds or hits its timeout
 # (wine 8.0, Debian 12).
 # (It fails when one already serves this prefix, which is as good.)
-wineserver -p || true
+wineserver -p >/dev/null 2>&1 </dev/null || true
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 wine wineboot </dev/null >/dev/null 2>&1 || true
 
