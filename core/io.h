@@ -126,7 +126,9 @@ struct braid__sock {
 
 /* Capabilities (branch on these, never on platform names). */
 enum braid__io_caps {
-  BRAID__CAP_SIGNALS = 1u << 0,    /* POSIX signals can be watched */
+  BRAID__CAP_SIGNALS = 1u << 0,    /* signals can be watched (IOCP: SIGINT
+                                      and SIGTERM, as console events;
+                                      signal_watch refuses the rest) */
   BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
   BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */

@@ -50,7 +50,8 @@ static void close_cb(braid__sock *s) {
   g_closed_order = ++g_seq;
 }
 
-static void udp_open(braid_reactor_t *r, braid__sock *s, struct sockaddr_in *a) {
+static void udp_open(braid_reactor_t *r, braid__sock *s,
+                     struct sockaddr_in *a) {
   assert_int_equal(r->io->sock_open(r, s, AF_INET, SOCK_DGRAM), 0);
   memset(a, 0, sizeof *a);
   a->sin_family = AF_INET;

@@ -80,13 +80,17 @@ static void on_lost(braid_protocol_t *p, int reason) {
     free(pp); /* servers' protocols are the factory's */
 }
 
-static void on_pause(braid_protocol_t *p) { ((peer *)p)->paused++; }
-static void on_resume(braid_protocol_t *p) { ((peer *)p)->resumed++; }
+static void on_pause(braid_protocol_t *p) {
+  ((peer *)p)->paused++;
+}
+static void on_resume(braid_protocol_t *p) {
+  ((peer *)p)->resumed++;
+}
 
-static const braid_protocol_ops ops = {on_made, on_data, NULL, on_lost,
-                                       on_pause, on_resume};
-static const braid_protocol_ops ops_eof = {on_made,  on_data,  on_eof,
-                                           on_lost,  on_pause, on_resume};
+static const braid_protocol_ops ops = {on_made, on_data,  NULL,
+                                       on_lost, on_pause, on_resume};
+static const braid_protocol_ops ops_eof = {on_made, on_data,  on_eof,
+                                           on_lost, on_pause, on_resume};
 
 static braid_protocol_t *build(braid_factory_t *f, const braid_addr_t *a) {
   (void)a;
@@ -200,10 +204,10 @@ static void on_lost_record(braid_protocol_t *p, int reason) {
 
 static void t_large_transfer(void **st) {
   (void)st;
-  static const braid_protocol_ops sops = {on_made, on_data, NULL, on_lost,
-                                          on_pause, on_resume_pump};
-  static const braid_protocol_ops rops = {on_made, on_data, NULL,
-                                          on_lost_record, NULL, NULL};
+  static const braid_protocol_ops sops = {on_made, on_data,  NULL,
+                                          on_lost, on_pause, on_resume_pump};
+  static const braid_protocol_ops rops = {on_made,        on_data, NULL,
+                                          on_lost_record, NULL,    NULL};
   world w;
   world_init(&w);
   memset(&g_send, 0, sizeof g_send);

@@ -85,7 +85,9 @@ typedef struct braid__iocp {
   unsigned sig_refs;
 } braid__iocp;
 
-static braid__iocp *braid__st(braid_reactor_t *r) { return r->io_state; }
+static braid__iocp *braid__st(braid_reactor_t *r) {
+  return r->io_state;
+}
 
 static intptr_t braid__wsa_error(void) {
   return braid__translate_sys_error(WSAGetLastError());
@@ -127,8 +129,7 @@ static BOOL WINAPI braid__console_handler(DWORD ev) {
   AcquireSRWLockShared(&braid__sig_lock);
   for (int i = 0; i < BRAID__SIG_SLOTS; i++)
     if (braid__sig_ports[i] != NULL)
-      PostQueuedCompletionStatus(braid__sig_ports[i], 0, BRAID__KEY_WAKE,
-                                 NULL);
+      PostQueuedCompletionStatus(braid__sig_ports[i], 0, BRAID__KEY_WAKE, NULL);
   ReleaseSRWLockShared(&braid__sig_lock);
   /* Windows ends the process as soon as the handler of a close, logoff or
    * shutdown event returns (and at the latest after about 5 s): give the
@@ -295,8 +296,8 @@ static void braid__deliver(braid__iocp *e, braid__op *op, intptr_t st) {
       closesocket(op->u.accept.fd);
     st = BRAID_ECANCELED;
   }
-  op->flags &= (uint8_t)~(BRAID__OPF_HELD_ | BRAID__OPF_KERNEL_ |
-                          BRAID__OPF_CANCEL_ | BRAID__OPF_PROBE_);
+  op->flags &= (uint8_t) ~(BRAID__OPF_HELD_ | BRAID__OPF_KERNEL_ |
+                           BRAID__OPF_CANCEL_ | BRAID__OPF_PROBE_);
   s->events_--;
   r->active_io--;
   r->depth++;
@@ -344,8 +345,8 @@ static intptr_t braid__start_read(braid__iocp *e, braid__sock *s,
       memset(&op->ov_, 0, sizeof op->ov_);
       WSABUF b = {0, NULL};
       DWORD got = 0, fl = 0;
-      int rc = braid__issued(
-          s, op, WSARecv(s->fd, &b, 1, &got, &fl, &op->ov_, NULL));
+      int rc = braid__issued(s, op,
+                             WSARecv(s->fd, &b, 1, &got, &fl, &op->ov_, NULL));
       if (rc < 0)
         return rc;
       if (rc == 0) {
@@ -360,8 +361,8 @@ static intptr_t braid__start_read(braid__iocp *e, braid__sock *s,
   b.buf = op->u.read.base;
   b.len = op->u.read.len > ULONG_MAX ? ULONG_MAX : (ULONG)op->u.read.len;
   DWORD got = 0, fl = 0;
-  int rc = braid__issued(s, op,
-                         WSARecv(s->fd, &b, 1, &got, &fl, &op->ov_, NULL));
+  int rc =
+      braid__issued(s, op, WSARecv(s->fd, &b, 1, &got, &fl, &op->ov_, NULL));
   if (rc < 0)
     return rc;
   return rc == 1 ? (intptr_t)got : BRAID__PENDING;
@@ -430,8 +431,8 @@ static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
 
 static int braid__ext_fn(SOCKET fd, GUID guid, void **fn) {
   DWORD got = 0;
-  if (WSAIoctl(fd, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof guid,
-               fn, sizeof *fn, &got, NULL, NULL) != 0)
+  if (WSAIoctl(fd, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof guid, fn,
+               sizeof *fn, &got, NULL, NULL) != 0)
     return (int)braid__wsa_error();
   return 0;
 }
@@ -523,8 +524,7 @@ static intptr_t braid__start_connect(braid__iocp *e, braid__sock *s,
     s->flags_ |= BRAID__W_BOUND;
   }
   memset(&op->ov_, 0, sizeof op->ov_);
-  BOOL ok = e->connectex(s->fd, op->addr, op->addrlen, NULL, 0, NULL,
-                         &op->ov_);
+  BOOL ok = e->connectex(s->fd, op->addr, op->addrlen, NULL, 0, NULL, &op->ov_);
   int rc = braid__issued(s, op, ok ? 0 : SOCKET_ERROR);
   if (rc < 0)
     return rc;
@@ -559,9 +559,9 @@ static intptr_t braid__start_recvfrom(braid__iocp *e, braid__sock *s,
   memset(&op->ov_, 0, sizeof op->ov_);
   WSABUF b;
   b.buf = shared ? (char *)op->next_ : op->u.read.base;
-  b.len = shared ? BRAID__RBUF
-                 : op->u.read.len > ULONG_MAX ? ULONG_MAX
-                                               : (ULONG)op->u.read.len;
+  b.len = shared                       ? BRAID__RBUF
+          : op->u.read.len > ULONG_MAX ? ULONG_MAX
+                                       : (ULONG)op->u.read.len;
   DWORD got = 0, fl = 0;
   int rc = braid__issued(s, op,
                          WSARecvFrom(s->fd, &b, 1, &got, &fl, op->addr,
@@ -593,8 +593,8 @@ static intptr_t braid__start_sendto(braid__sock *s, braid__op *op) {
   DWORD sent = 0;
   int alen = op->addr != NULL ? op->addrlen : 0;
   int rc = braid__issued(s, op,
-                         WSASendTo(s->fd, w, (DWORD)op->u.write.nbufs, &sent,
-                                   0, op->addr, alen, &op->ov_, NULL));
+                         WSASendTo(s->fd, w, (DWORD)op->u.write.nbufs, &sent, 0,
+                                   op->addr, alen, &op->ov_, NULL));
   if (rc < 0)
     return rc;
   return rc == 0 ? BRAID__PENDING : (intptr_t)sent;
@@ -886,9 +886,9 @@ static int braid__iocp_sock_adopt(braid_reactor_t *r, braid__sock *s,
    * provider may complete through the port anyway (see libuv's
    * uv__tcp_non_ifs_lsp). */
   if ((info.dwServiceFlags1 & XP1_IFS_HANDLES) &&
-      SetFileCompletionNotificationModes(
-          (HANDLE)fd, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
-                          FILE_SKIP_SET_EVENT_ON_HANDLE))
+      SetFileCompletionNotificationModes((HANDLE)fd,
+                                         FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                             FILE_SKIP_SET_EVENT_ON_HANDLE))
     s->flags_ |= BRAID__W_SKIP;
   if (info.iSocketType == SOCK_DGRAM) {
     /* Windows reports an ICMP port unreachable for an earlier sendto() as
@@ -905,8 +905,8 @@ fail:
   return (int)braid__wsa_error();
 }
 
-static int braid__iocp_sock_open(braid_reactor_t *r, braid__sock *s,
-                                 int family, int type) {
+static int braid__iocp_sock_open(braid_reactor_t *r, braid__sock *s, int family,
+                                 int type) {
   if (family == AF_UNIX)
     return BRAID_ENOTSUP; /* see BRAID__CAP_UNIX below */
   SOCKET fd = WSASocketW(family, type, 0, NULL, 0,
@@ -946,7 +946,9 @@ static void braid__iocp_close(braid__sock *s, braid__close_cb cb) {
   e->zombies += in_kernel;
 }
 
-static void braid__iocp_fd_close(braid__fd fd) { closesocket(fd); }
+static void braid__iocp_fd_close(braid__fd fd) {
+  closesocket(fd);
+}
 
 static int braid__iocp_sock_bind(braid__sock *s, const struct sockaddr *a,
                                  int len) {
@@ -996,8 +998,8 @@ static int braid__iocp_sock_setopt(braid__sock *s, int opt, int value) {
     /* The idle time; TCP_KEEPIDLE exists only from Windows 10 1709. */
     struct tcp_keepalive ka = {1, (ULONG)value * 1000u, 1000u};
     DWORD got = 0;
-    if (WSAIoctl(s->fd, SIO_KEEPALIVE_VALS, &ka, sizeof ka, NULL, 0, &got,
-                 NULL, NULL) != 0)
+    if (WSAIoctl(s->fd, SIO_KEEPALIVE_VALS, &ka, sizeof ka, NULL, 0, &got, NULL,
+                 NULL) != 0)
       return (int)braid__wsa_error();
     return 0;
   }

@@ -44,20 +44,32 @@ int braid__mutex_init(braid__mutex *m) {
   InitializeSRWLock(m);
   return 0;
 }
-void braid__mutex_destroy(braid__mutex *m) { (void)m; } /* SRW locks hold nothing */
-void braid__mutex_lock(braid__mutex *m) { AcquireSRWLockExclusive(m); }
-void braid__mutex_unlock(braid__mutex *m) { ReleaseSRWLockExclusive(m); }
+void braid__mutex_destroy(braid__mutex *m) {
+  (void)m;
+} /* SRW locks hold nothing */
+void braid__mutex_lock(braid__mutex *m) {
+  AcquireSRWLockExclusive(m);
+}
+void braid__mutex_unlock(braid__mutex *m) {
+  ReleaseSRWLockExclusive(m);
+}
 
 int braid__cond_init(braid__cond *c) {
   InitializeConditionVariable(c);
   return 0;
 }
-void braid__cond_destroy(braid__cond *c) { (void)c; }
+void braid__cond_destroy(braid__cond *c) {
+  (void)c;
+}
 void braid__cond_wait(braid__cond *c, braid__mutex *m) {
   SleepConditionVariableSRW(c, m, INFINITE, 0);
 }
-void braid__cond_signal(braid__cond *c) { WakeConditionVariable(c); }
-void braid__cond_broadcast(braid__cond *c) { WakeAllConditionVariable(c); }
+void braid__cond_signal(braid__cond *c) {
+  WakeConditionVariable(c);
+}
+void braid__cond_broadcast(braid__cond *c) {
+  WakeAllConditionVariable(c);
+}
 
 typedef struct braid__thread_start {
   void *(*fn)(void *);
