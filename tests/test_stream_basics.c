@@ -26,6 +26,9 @@ typedef struct peer {
   int half_close;    /* server: on EOF, reply "bye" and close */
   int close_on_data; /* client: close once `want` bytes arrived */
   size_t want;
+  int heap;             /* made by the factory: freed when lost */
+  struct peer *victims; /* abort these from the first data_received */
+  int nvictims;
 } peer;
 
 typedef struct world {
@@ -60,6 +63,11 @@ static void on_data(braid_protocol_t *p, const void *data, size_t len) {
     assert_int_equal(braid_transport_write(p->transport, data, len), 0);
   if (pp->close_on_data && pp->got >= pp->want)
     braid_transport_close(p->transport);
+  /* Sockets whose completions may sit in the same batch as this one. */
+  for (int i = 0; i < pp->nvictims; i++)
+    if (pp->victims[i].made && !pp->victims[i].lost)
+      braid_transport_abort(pp->victims[i].p.transport);
+  pp->nvictims = 0;
 }
 
 static void on_eof(braid_protocol_t *p) {
@@ -76,7 +84,7 @@ static void on_lost(braid_protocol_t *p, int reason) {
   pp->lost++;
   pp->lost_reason = reason;
   pp->w->lost_total++;
-  if (pp != &pp->w->client)
+  if (pp->heap)
     free(pp); /* servers' protocols are the factory's */
 }
 
@@ -98,6 +106,7 @@ static braid_protocol_t *build(braid_factory_t *f, const braid_addr_t *a) {
   peer *p = calloc(1, sizeof *p);
   assert_non_null(p);
   p->w = w;
+  p->heap = 1;
   p->echo = w->server_echo;
   p->half_close = w->server_half_close;
   p->p.ops = w->server_half_close ? &ops_eof : &ops;
@@ -317,6 +326,52 @@ static void t_destroy_with_open(void **st) {
   assert_int_equal(w.lost_total, 2);
 }
 
+/* 100 connections at once, each echoing 1 KiB; the first reply aborts ten
+ * other clients, whose completions may be in the same batch. */
+static void t_many(void **st) {
+  (void)st;
+  enum { N = 100, V = 10 };
+  world w;
+  world_init(&w);
+  w.server_echo = 1;
+  peer *c = calloc(N, sizeof *c);
+  assert_non_null(c);
+  static char msg[1024];
+  memset(msg, 'm', sizeof msg);
+  for (int i = 0; i < N; i++) {
+    c[i].w = &w;
+    c[i].p.ops = &ops;
+    c[i].close_on_data = 1;
+    c[i].want = sizeof msg;
+    assert_int_equal(braid_connect(w.r, &w.addr, NULL, &c[i].p), 0);
+  }
+  int made = 0;
+  while (made < N && !w.timed_out) {
+    braid_reactor_run_once(w.r, true);
+    made = 0;
+    for (int i = 0; i < N; i++)
+      made += c[i].made;
+  }
+  for (int i = 0; i < N; i++) {
+    c[i].victims = &c[N - V];
+    c[i].nvictims = i < N - V ? V : 0;
+    assert_int_equal(braid_transport_write(c[i].p.transport, msg, sizeof msg),
+                     0);
+  }
+  world_run(&w, 2 * N);
+  int aborted = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(c[i].lost, 1);
+    if (c[i].lost_reason == BRAID_ECONNABORTED)
+      aborted++;
+    else
+      assert_int_equal(c[i].lost_reason, 0);
+  }
+  assert_true(aborted <= V);
+  free(c);
+  world_done(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_echo),
@@ -326,6 +381,7 @@ int main(void) {
       cmocka_unit_test(t_refused),
       cmocka_unit_test(t_pause_resume),
       cmocka_unit_test(t_destroy_with_open),
+      cmocka_unit_test(t_many),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
