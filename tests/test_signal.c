@@ -56,9 +56,9 @@ static void t_other_signals_refused(void **st) {
 
 static void t_posix_delivery(void **st) {
   (void)st;
-  skip(); /* raise()/kill() of SIGUSR1, SIGHUP, SIGCHLD and fork() do not
-             exist on Windows; console events cannot be sent to a headless
-             test under wine. */
+  print_message("skipped: raise()/kill() of SIGUSR1, SIGHUP, SIGCHLD and "
+                "fork() do not exist on Windows\n");
+  skip();
 }
 
 int main(void) {

@@ -3,6 +3,8 @@
  * mapping of Win32 / Winsock error codes to BRAID_E*. */
 #include <winsock2.h>
 #include <windows.h>
+#include <errno.h>
+#include <process.h>
 #include <stdlib.h>
 
 #include "core/internal.h"
@@ -76,7 +78,7 @@ typedef struct braid__thread_start {
   void *arg;
 } braid__thread_start;
 
-static DWORD WINAPI braid__thread_main(LPVOID p) {
+static unsigned __stdcall braid__thread_main(void *p) {
   braid__thread_start st = *(braid__thread_start *)p;
   free(p);
   st.fn(st.arg);
@@ -91,13 +93,16 @@ int braid__thread_create(braid__thread *t, void *(*fn)(void *), void *arg) {
     return BRAID_ENOMEM;
   st->fn = fn;
   st->arg = arg;
-  HANDLE h = CreateThread(NULL, 0, braid__thread_main, st, 0, NULL);
-  if (h == NULL) {
-    int rc = braid__translate_sys_error((int)GetLastError());
+  /* _beginthreadex rather than CreateThread: it sets up the C runtime's
+   * per-thread state (errno, strtok, locale) the thread pool's jobs may
+   * use. */
+  uintptr_t h = _beginthreadex(NULL, 0, braid__thread_main, st, 0, NULL);
+  if (h == 0) {
+    int rc = errno == EAGAIN ? BRAID_EAGAIN : BRAID_ENOMEM;
     free(st);
     return rc;
   }
-  *t = h;
+  *t = (HANDLE)h;
   return 0;
 }
 
