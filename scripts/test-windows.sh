@@ -109,6 +109,10 @@ mkdir -p "$WINEPREFIX"
 wineserver -p >/dev/null 2>&1 </dev/null || true
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 wine wineboot </dev/null >/dev/null 2>&1 || true
+# A crashing test should fail at once, not sit in wine's debugger until
+# meson's timeout.
+wine reg add 'HKLM\Software\Microsoft\Windows NT\CurrentVersion\AeDebug' \
+  /v Debugger /t REG_SZ /d '' /f </dev/null >/dev/null 2>&1 || true
 
 status=0
 meson test -C "$dir" --verbose --print-errorlogs "$@" || status=$?

@@ -77,6 +77,7 @@ typedef struct braid__iocp {
    * inline, and ops started late. */
   braid__done *done;
   size_t done_len, done_cap;
+  size_t done_head; /* entries before it were taken by the running pass */
   braid__sock *closing, *closing_tail; /* close_cb due */
   size_t zombies; /* ops of closed sockets still in the kernel */
   LPFN_ACCEPTEX acceptex;
@@ -781,6 +782,7 @@ static void braid__run_done(braid__iocp *e) {
   for (size_t i = 0; i < n; i++) {
     braid__op *op = e->done[i].op;
     intptr_t st = e->done[i].st;
+    e->done_head = i + 1;
     braid__sock *s = op->sock;
     if (st == BRAID__START) {
       if ((s->flags_ & BRAID__W_CLOSING) || (op->flags & BRAID__OPF_CANCEL_))
@@ -800,6 +802,7 @@ static void braid__run_done(braid__iocp *e) {
   }
   memmove(e->done, e->done + n, (e->done_len - n) * sizeof *e->done);
   e->done_len -= n;
+  e->done_head = 0;
 }
 
 static int braid__iocp_wait(braid_reactor_t *r, int64_t timeout_ns) {
@@ -940,7 +943,7 @@ static void braid__iocp_close(braid__sock *s, braid__close_cb cb) {
   /* Ops on the done list are delivered as cancelled by the next wait();
    * ops in the kernel come back through the port. */
   size_t in_kernel = s->events_;
-  for (size_t i = 0; i < e->done_len; i++)
+  for (size_t i = e->done_head; i < e->done_len; i++)
     if (e->done[i].op->sock == s)
       in_kernel--;
   e->zombies += in_kernel;
