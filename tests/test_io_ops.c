@@ -185,10 +185,146 @@ static void t_cancel_and_close(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* A TCP pair made through the ops table: listen, accept, connect. */
+static void tcp_pair(braid_reactor_t *r, braid__sock *l, braid__sock *c,
+                     braid__sock *a) {
+  struct sockaddr_in la;
+  assert_int_equal(r->io->sock_open(r, l, AF_INET, SOCK_STREAM), 0);
+  memset(&la, 0, sizeof la);
+  la.sin_family = AF_INET;
+  la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(r->io->sock_bind(l, (struct sockaddr *)&la, sizeof la), 0);
+  assert_int_equal(r->io->sock_listen(l, 8), 0);
+  int len = (int)sizeof la;
+  assert_int_equal(r->io->sock_name(l, 0, (struct sockaddr *)&la, &len), 0);
+  rec acc, con;
+  memset(&acc, 0, sizeof acc);
+  memset(&con, 0, sizeof con);
+  acc.op.type = BRAID__OP_ACCEPT;
+  acc.op.cb = op_cb;
+  intptr_t st = r->io->submit(l, &acc.op);
+  if (st != BRAID__PENDING) {
+    acc.calls = 1;
+    acc.st = st;
+  }
+  assert_int_equal(r->io->sock_open(r, c, AF_INET, SOCK_STREAM), 0);
+  con.op.type = BRAID__OP_CONNECT;
+  con.op.cb = op_cb;
+  con.op.addr = (struct sockaddr *)&la;
+  con.op.addrlen = (int)sizeof la;
+  st = r->io->submit(c, &con.op);
+  if (st != BRAID__PENDING) {
+    con.calls = 1;
+    con.st = st;
+  }
+  run_until(r, &con.calls, 1);
+  run_until(r, &acc.calls, 1);
+  assert_int_equal(con.st, 0);
+  assert_int_equal(acc.st, 0);
+  assert_int_equal(r->io->sock_adopt(r, a, acc.op.u.accept.fd), 0);
+}
+
+/* The peer resets (SO_LINGER 0, close): a read fails with ECONNRESET. */
+static void t_reset(void **st) {
+  (void)st;
+  braid_reactor_t *r = NULL;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid__sock l, c, a;
+  tcp_pair(r, &l, &c, &a);
+  rec rd;
+  memset(&rd, 0, sizeof rd);
+  rd.op.type = BRAID__OP_READ;
+  rd.op.cb = op_cb;
+  assert_int_equal(r->io->submit(&c, &rd.op), BRAID__PENDING);
+  struct linger lg = {1, 0};
+  assert_int_equal(
+      setsockopt(a.fd, SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof lg), 0);
+  g_closes = 0;
+  r->io->close(&a, close_cb);
+  run_until(r, &rd.calls, 1);
+  assert_int_equal(rd.st, BRAID_ECONNRESET);
+  r->io->close(&c, close_cb);
+  r->io->close(&l, close_cb);
+  run_until(r, &g_closes, 3);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* Bytes and the end of input through READ with the caller's buffer and
+ * with the platform's, and a WRITE of many buffers. */
+static void t_stream_ops(void **st) {
+  (void)st;
+  braid_reactor_t *r = NULL;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid__sock l, c, a;
+  tcp_pair(r, &l, &c, &a);
+  static char big[100][1000];
+  braid__buf bufs[100];
+  for (int i = 0; i < 100; i++) {
+    memset(big[i], 'a' + i % 26, sizeof big[i]);
+    bufs[i].base = big[i];
+    bufs[i].len = sizeof big[i];
+  }
+  rec w;
+  memset(&w, 0, sizeof w);
+  w.op.type = BRAID__OP_WRITE;
+  w.op.cb = op_cb;
+  w.op.u.write.bufs = bufs;
+  w.op.u.write.nbufs = 100;
+  intptr_t s1 = r->io->submit(&c, &w.op);
+  if (s1 != BRAID__PENDING) {
+    w.calls = 1;
+    w.st = s1;
+  }
+  size_t got = 0;
+  static char mine[4096];
+  int use_mine = 0;
+  while (got < sizeof big) {
+    rec rd;
+    memset(&rd, 0, sizeof rd);
+    rd.op.type = BRAID__OP_READ;
+    rd.op.cb = op_cb;
+    rd.op.u.read.base = use_mine ? mine : NULL;
+    rd.op.u.read.len = use_mine ? sizeof mine : 0;
+    use_mine = !use_mine;
+    intptr_t s2 = r->io->submit(&a, &rd.op);
+    if (s2 == BRAID__PENDING) {
+      run_until(r, &rd.calls, 1);
+      s2 = rd.st;
+    }
+    assert_true(s2 > 0);
+    const char *p = rd.op.u.read.base;
+    for (intptr_t i = 0; i < s2; i++)
+      assert_int_equal(p[i], 'a' + (int)((got + (size_t)i) / 1000) % 26);
+    got += (size_t)s2;
+  }
+  run_until(r, &w.calls, 1);
+  assert_int_equal(w.st, (intptr_t)sizeof big);
+  /* The end of input after a shutdown. */
+  assert_int_equal(r->io->sock_shutdown(&c), 0);
+  rec e;
+  memset(&e, 0, sizeof e);
+  e.op.type = BRAID__OP_READ;
+  e.op.cb = op_cb;
+  intptr_t s3 = r->io->submit(&a, &e.op);
+  if (s3 == BRAID__PENDING) {
+    run_until(r, &e.calls, 1);
+    s3 = e.st;
+  }
+  assert_int_equal(s3, 0);
+  g_closes = 0;
+  r->io->close(&a, close_cb);
+  r->io->close(&c, close_cb);
+  r->io->close(&l, close_cb);
+  run_until(r, &g_closes, 3);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_datagrams),
       cmocka_unit_test(t_cancel_and_close),
+      cmocka_unit_test(t_reset),
+      cmocka_unit_test(t_stream_ops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
