@@ -137,7 +137,9 @@ struct braid__sock {
 
 /* Capabilities (branch on these, never on platform names). */
 enum braid__io_caps {
-  BRAID__CAP_SIGNALS = 1u << 0,    /* POSIX signals can be watched */
+  BRAID__CAP_SIGNALS = 1u << 0,    /* signals can be watched (IOCP: SIGINT
+                                      and SIGTERM, as console events;
+                                      signal_watch refuses the rest) */
   BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
   BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */
@@ -234,6 +236,7 @@ typedef struct braid__io_ops {
 
 /* The I/O implementations built into this library. */
 extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+extern const braid__io_ops braid__iocp_io;  /* Windows I/O completion ports */
 extern const braid__io_ops braid__uring_io; /* Linux io_uring */
 
 /* The index of the network interface called `name` ("lo", "eth0"), or

@@ -17,6 +17,9 @@ typedef struct braid__io_choice {
 } braid__io_choice;
 
 static const braid__io_choice braid__io_choices[] = {
+#if BRAID_HAVE_IOCP
+    {"iocp", &braid__iocp_io},
+#endif
 #if BRAID_HAVE_EPOLL
     {"epoll", &braid__posix_io},
 #endif
