@@ -605,6 +605,13 @@ static void braid__tls_handshake_done(braid__tls *s) {
    * sent, but is not told the connection was made. */
   if (p->ops->connection_made != NULL && !(s->t.state & BRAID__T_CLOSING))
     p->ops->connection_made(p, &s->t);
+  if (s->lost || (s->t.state & BRAID__T_DEAD))
+    return;
+  /* A producer paused by plaintext queued during the handshake is resumed
+   * here if that plaintext, now ciphertext, sits below the low mark (the
+   * lower transport only reports drains from above it). */
+  braid__tls_sync_queued(s);
+  braid__transport_drained(&s->t);
   /* A close asked for before the handshake can go ahead now. */
   if ((s->t.state & BRAID__T_CLOSING) && !(s->t.state & BRAID__T_DEAD)) {
     braid__tls_send_shutdown(s);
@@ -960,13 +967,7 @@ static int braid__tls_is_ip(const char *name) {
 static braid__tls *braid__tls_new(braid_reactor_t *r, braid_tls_context_t *ctx,
                                   braid_protocol_t *user,
                                   const char *server_name) {
-  if (ctx->role == BRAID_TLS_CLIENT && ctx->verify &&
-      (server_name == NULL || server_name[0] == '\0')) {
-    braid_reactor_log(r, BRAID_LOG_ERROR, "tls",
-                      "a verifying client needs the server's name (or turn "
-                      "verification off)");
-    return NULL;
-  }
+  /* Callers check that a verifying client has a name to verify. */
   braid__tls *s = braid_calloc(1, sizeof *s);
   if (s == NULL)
     return NULL;
@@ -1038,9 +1039,15 @@ int braid_tls_connect(braid_reactor_t *r, const braid_addr_t *addr,
   if (r == NULL || addr == NULL || ctx == NULL || p == NULL || p->ops == NULL ||
       ctx->role != BRAID_TLS_CLIENT)
     return BRAID_EINVAL;
+  if (ctx->verify && (server_name == NULL || server_name[0] == '\0')) {
+    braid_reactor_log(r, BRAID_LOG_ERROR, "tls",
+                      "a verifying client needs the server's name (or turn "
+                      "verification off)");
+    return BRAID_EINVAL;
+  }
   braid__tls *s = braid__tls_new(r, ctx, p, server_name);
   if (s == NULL)
-    return ctx->verify && server_name == NULL ? BRAID_EINVAL : BRAID_ENOMEM;
+    return BRAID_ENOMEM;
   p->transport = &s->t;
   int rc = braid_connect(r, addr, opts, &s->lower_p);
   if (rc < 0)
@@ -1098,9 +1105,16 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
     return BRAID_EINVAL;
   if (braid_transport_closing(lower))
     return BRAID_ECLOSED;
+  if (ctx->role == BRAID_TLS_CLIENT && ctx->verify &&
+      (server_name == NULL || server_name[0] == '\0')) {
+    braid_reactor_log(lower->reactor, BRAID_LOG_ERROR, "tls",
+                      "a verifying client needs the server's name (or turn "
+                      "verification off)");
+    return BRAID_EINVAL;
+  }
   braid__tls *s = braid__tls_new(lower->reactor, ctx, p, server_name);
   if (s == NULL)
-    return ctx->verify && server_name == NULL ? BRAID_EINVAL : BRAID_ENOMEM;
+    return BRAID_ENOMEM;
   /* From here on the lower transport talks to the TLS layer. Both stream
    * and memory transports read t->proto at every event. */
   lower->proto = &s->lower_p;
