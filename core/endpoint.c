@@ -22,8 +22,8 @@ static int braid__ep_error(char *err, size_t errlen, const char *fmt, ...) {
 
 /* Split "type:a:k=v:..." on unescaped ':'; "\:" and "\\" are escapes. */
 int braid__ep_split(const char *desc, char *type, size_t typelen,
-                           braid__ep_part *parts, int *nparts, char *err,
-                           size_t errlen) {
+                    braid__ep_part *parts, int *nparts, char *err,
+                    size_t errlen) {
   const char *p = desc;
   size_t n = 0;
   while (*p != '\0' && *p != ':') {

@@ -29,8 +29,8 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
 int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
                                 braid_protocol_t *p, char *err, size_t errlen);
 static inline int braid__ep_is_tls(const char *desc) {
-  return desc != NULL && (strncmp(desc, "tls:", 4) == 0 ||
-                          strncmp(desc, "ssl:", 4) == 0);
+  return desc != NULL &&
+         (strncmp(desc, "tls:", 4) == 0 || strncmp(desc, "ssl:", 4) == 0);
 }
 
 #endif

@@ -294,8 +294,8 @@ static void client_made(braid_protocol_t *p, braid_transport_t *t) {
   assert_non_null(braid_tls_peer_x509(t));
   c->reused = braid_tls_session_reused(t);
   if (c->request != NULL) {
-    assert_int_equal(
-        braid_transport_write(t, c->request, strlen(c->request)), 0);
+    assert_int_equal(braid_transport_write(t, c->request, strlen(c->request)),
+                     0);
     return;
   }
   if (c->total == 0)
@@ -424,8 +424,8 @@ static void t_large_flow_control(void **st) {
   braid_listener_t *l = listen_echo(&e, &srv, sctx, &tf, &addr);
   client c;
   client_init(&c, &e, 8u << 20);
-  assert_int_equal(
-      braid_tls_connect(e.r, &addr, NULL, cctx, "127.0.0.1", &c.p), 0);
+  assert_int_equal(braid_tls_connect(e.r, &addr, NULL, cctx, "127.0.0.1", &c.p),
+                   0);
   run_client_and_server(&e, &srv);
   assert_int_equal(c.lost, 1);
   assert_int_equal(c.reason, 0);
@@ -443,8 +443,7 @@ static void t_large_flow_control(void **st) {
 static braid_tls_context_t *sni_other;
 static braid_tls_context_t *pick_ctx(void *arg, const char *name) {
   (void)arg;
-  return name != NULL && strcmp(name, "other.example") == 0 ? sni_other
-                                                            : NULL;
+  return name != NULL && strcmp(name, "other.example") == 0 ? sni_other : NULL;
 }
 
 static void t_sni(void **st) {
@@ -561,8 +560,8 @@ static void t_truncation(void **st) {
   client c;
   client_init(&c, &e, 0);
   c.p.ops = &abort_ops;
-  assert_int_equal(
-      braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p), 0);
+  assert_int_equal(braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p),
+                   0);
   run_client_and_server(&e, &srv);
   assert_int_equal(c.reason, BRAID_ECONNABORTED);
   assert_int_equal(srv.lost, 1);
@@ -652,9 +651,8 @@ static void stls_made(braid_line_receiver_t *lr) {
       if (s->pipelined) {
         /* Do not wait for the reply: the ClientHello follows the command
          * in the same flight, as a pipelining (or malicious) client does. */
-        assert_int_equal(braid_tls_start(t, s->ctx, "localhost", &lr->proto,
-                                         NULL),
-                         0);
+        assert_int_equal(
+            braid_tls_start(t, s->ctx, "localhost", &lr->proto, NULL), 0);
       }
     }
     return;
@@ -666,8 +664,7 @@ static void stls_made(braid_line_receiver_t *lr) {
     braid_line_receiver_send_line(lr, "PING", 4);
 }
 
-static void stls_line(braid_line_receiver_t *lr, const char *line,
-                      size_t len) {
+static void stls_line(braid_line_receiver_t *lr, const char *line, size_t len) {
   stls *s = (stls *)lr;
   braid_transport_t *t = braid_line_receiver_transport(lr);
   if (s->server && !s->tls_up && len == 8 && memcmp(line, "STARTTLS", 8) == 0) {
@@ -743,8 +740,8 @@ static void starttls(int pipelined) {
   env_init(&e);
   braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
   memset(&srv_conn, 0, sizeof srv_conn);
-  stls_factory sf = {.f.build = stls_build, .ctx = sctx, .r = e.r,
-                     .pipelined = pipelined};
+  stls_factory sf = {
+      .f.build = stls_build, .ctx = sctx, .r = e.r, .pipelined = pipelined};
   braid_addr_t a;
   assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
   braid_listener_t *l;
@@ -782,7 +779,6 @@ static void t_starttls_pipelined(void **st) {
   (void)st;
   starttls(1);
 }
-
 
 /* ------------------------------------------------------------------------
  * TLS over the memory transport: the layer needs nothing from sockets.
@@ -1065,8 +1061,7 @@ static void t_openssl_s_server(void **st) {
   assert_int_equal(c.lost, 1);
   if (strstr(c.answer, "HTTP/1.0 200 ok") == NULL ||
       strstr(c.answer, "s_server") == NULL)
-    fail_msg("unexpected page (reason %d, %s):\n%s", c.reason, c.err,
-             c.answer);
+    fail_msg("unexpected page (reason %d, %s):\n%s", c.reason, c.err, c.answer);
   /* s_server -www ends with close_notify: a clean close, no truncation */
   assert_int_equal(c.reason, 0);
   env_done(&e);
@@ -1085,9 +1080,9 @@ static void t_endpoint_errors(void **st) {
   srv.f.build = echo_build;
   char err[256];
   braid_listener_t *l;
-  assert_int_equal(braid_endpoint_listen(e.r, "tls:port=0", &srv.f, &l, err,
-                                         sizeof err),
-                   BRAID_EINVAL);
+  assert_int_equal(
+      braid_endpoint_listen(e.r, "tls:port=0", &srv.f, &l, err, sizeof err),
+      BRAID_EINVAL);
   assert_non_null(strstr(err, "missing certificate"));
   assert_int_equal(braid_endpoint_listen(e.r,
                                          "tls:port=0:certificate=/nonexistent",

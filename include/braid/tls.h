@@ -86,8 +86,8 @@ int braid_tls_context_use_certificate_file(braid_tls_context_t *ctx,
                                            const char *key_file);
 int braid_tls_context_use_certificate_mem(braid_tls_context_t *ctx,
                                           const void *chain_pem,
-                                          size_t chain_len,
-                                          const void *key_pem, size_t key_len);
+                                          size_t chain_len, const void *key_pem,
+                                          size_t key_len);
 
 /* Trust anchors for verifying the peer: a PEM bundle file and/or a hashed
  * directory (c_rehash). Both NULL: the system default store (this is what

@@ -154,8 +154,8 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     /* OpenSSL's internal cache only serves servers; clients keep sessions
      * themselves, so the new-session callback stores them by name. */
-    SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT |
-                                               SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_set_session_cache_mode(
+        c->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ctx, braid__tls_new_session_cb);
     if (SSL_CTX_set_default_verify_paths(c->ctx) != 1)
       ERR_clear_error(); /* no system store: load_ca can still add one */
@@ -198,8 +198,8 @@ int braid_tls_context_use_certificate_file(braid_tls_context_t *ctx,
 
 int braid_tls_context_use_certificate_mem(braid_tls_context_t *ctx,
                                           const void *chain_pem,
-                                          size_t chain_len,
-                                          const void *key_pem, size_t key_len) {
+                                          size_t chain_len, const void *key_pem,
+                                          size_t key_len) {
   if (ctx == NULL || chain_pem == NULL || key_pem == NULL ||
       chain_len > INT_MAX || key_len > INT_MAX)
     return BRAID_EINVAL;
@@ -376,12 +376,12 @@ typedef struct braid__tls_chunk {
 } braid__tls_chunk;
 
 typedef struct braid__tls {
-  braid_transport_t t;    /* what the user's protocol sees */
+  braid_transport_t t;      /* what the user's protocol sees */
   braid_protocol_t lower_p; /* what the lower transport sees */
   braid_transport_t *lower;
   braid_tls_context_t *ctx; /* referenced */
   SSL *ssl;
-  BIO *rbio, *wbio; /* network -> OpenSSL, OpenSSL -> network */
+  BIO *rbio, *wbio;              /* network -> OpenSSL, OpenSSL -> network */
   braid__tls_chunk *head, *tail; /* plaintext waiting for the handshake */
   size_t pending;                /* bytes in that queue */
   size_t lower_low;              /* the lower limits we last set */
@@ -624,8 +624,8 @@ static void braid__tls_handshake_done(braid__tls *s) {
 
 static int braid__tls_may_read(const braid__tls *s) {
   return !s->lost && !s->failed &&
-         !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
-                         BRAID__T_DEAD));
+         !(s->t.state &
+           (BRAID__T_READ_PAUSED | BRAID__T_CLOSING | BRAID__T_DEAD));
 }
 
 /* The peer's close_notify: an orderly end of its output. */
@@ -991,7 +991,7 @@ static braid__tls *braid__tls_new(braid_reactor_t *r, braid_tls_context_t *ctx,
         goto fail;
       if (ctx->verify) {
         int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl),
-                                                     server_name)
+                                                    server_name)
                     : SSL_set1_host(s->ssl, server_name);
         if (ok != 1)
           goto fail;
@@ -1198,8 +1198,8 @@ static int braid__tls_alpn_select_cb(SSL *ssl, const unsigned char **out,
     return SSL_TLSEXT_ERR_NOACK;
   unsigned char *sel = NULL;
   unsigned char sel_len = 0;
-  if (SSL_select_next_proto(&sel, &sel_len, c->alpn, (unsigned)c->alpn_len,
-                            in, inlen) != OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto(&sel, &sel_len, c->alpn, (unsigned)c->alpn_len, in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK; /* no overlap: go on without ALPN */
   *out = sel;
   *outlen = sel_len;
@@ -1317,8 +1317,7 @@ int braid_tls_peer_fingerprint(const braid_transport_t *t, char *buf,
   char hex[EVP_MAX_MD_SIZE * 3 + 1];
   size_t w = 0;
   for (unsigned i = 0; i < mdlen; i++)
-    w += (size_t)snprintf(hex + w, sizeof hex - w, i ? ":%02X" : "%02X",
-                          md[i]);
+    w += (size_t)snprintf(hex + w, sizeof hex - w, i ? ":%02X" : "%02X", md[i]);
   if (w >= len)
     w = len - 1;
   memcpy(buf, hex, w);
@@ -1495,8 +1494,7 @@ out:
 }
 
 int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
-                                braid_protocol_t *p, char *err,
-                                size_t errlen) {
+                                braid_protocol_t *p, char *err, size_t errlen) {
   if (p == NULL || p->ops == NULL)
     return BRAID_EINVAL;
   braid__tls_ep *e = braid_malloc(sizeof *e);

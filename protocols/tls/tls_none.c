@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #define BRAID__TLS_NONE                                                        \
-  "braid was built without TLS support (-Dtls=disabled, or OpenSSL 3 was "    \
+  "braid was built without TLS support (-Dtls=disabled, or OpenSSL 3 was "     \
   "not found)"
 
 static int braid__tls_none(braid_reactor_t *r) {
@@ -19,7 +19,9 @@ static int braid__tls_none(braid_reactor_t *r) {
   return BRAID_ENOTSUP;
 }
 
-bool braid_tls_available(void) { return false; }
+bool braid_tls_available(void) {
+  return false;
+}
 
 int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
   (void)role;
@@ -27,7 +29,9 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
     *out = NULL;
   return braid__tls_none(NULL);
 }
-void braid_tls_context_free(braid_tls_context_t *ctx) { (void)ctx; }
+void braid_tls_context_free(braid_tls_context_t *ctx) {
+  (void)ctx;
+}
 int braid_tls_context_use_certificate_file(braid_tls_context_t *ctx,
                                            const char *c, const char *k) {
   (void)ctx, (void)c, (void)k;
@@ -93,7 +97,9 @@ int braid_tls_wrap_factory(braid_factory_t *inner, braid_tls_context_t *ctx,
     *out = NULL;
   return braid__tls_none(NULL);
 }
-void braid_tls_factory_free(braid_factory_t *f) { (void)f; }
+void braid_tls_factory_free(braid_factory_t *f) {
+  (void)f;
+}
 int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
                     const char *server_name, braid_protocol_t *p,
                     braid_transport_t **out) {
@@ -166,8 +172,7 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
   return braid__tls_none(r);
 }
 int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
-                                braid_protocol_t *p, char *err,
-                                size_t errlen) {
+                                braid_protocol_t *p, char *err, size_t errlen) {
   (void)p;
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "cannot connect to '%s': %s", desc, BRAID__TLS_NONE);
