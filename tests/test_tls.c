@@ -574,6 +574,81 @@ static void t_truncation(void **st) {
   env_done(&e);
 }
 
+
+/* The same abort against a lenient server: an ordinary EOF, reason 0. */
+static void t_lenient_eof(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_lenient_eof(sctx, true), 0);
+  echo_server srv;
+  braid_factory_t *tf;
+  braid_addr_t addr;
+  braid_listener_t *l = listen_echo(&e, &srv, sctx, &tf, &addr);
+  client c;
+  client_init(&c, &e, 0);
+  c.p.ops = &abort_ops;
+  assert_int_equal(
+      braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p), 0);
+  run_client_and_server(&e, &srv);
+  assert_int_equal(srv.lost, 1);
+  assert_true(srv.last_reason == 0 || srv.last_reason == BRAID_ECONNRESET);
+  braid_listener_close(l);
+  braid_tls_factory_free(tf);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  env_done(&e);
+}
+
+/* A server that verifies clients: refused without a certificate, accepted
+ * with one the CA signed; TLS 1.3 only on the way. */
+static void t_client_certificate(void **st) {
+  (void)st;
+  char ca[128], cert[128], key[128];
+  pathf(ca, sizeof ca, "ca.pem");
+  pathf(cert, sizeof cert, "other.pem");
+  pathf(key, sizeof key, "other.key");
+  for (int with_cert = 0; with_cert < 2; with_cert++) {
+    env e;
+    env_init(&e);
+    braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+    assert_int_equal(braid_tls_context_load_ca(sctx, ca, NULL), 0);
+    assert_int_equal(braid_tls_context_set_verify(sctx, true), 0);
+    assert_int_equal(braid_tls_context_set_min_version(sctx, BRAID_TLS_1_3),
+                     0);
+    if (with_cert)
+      assert_int_equal(
+          braid_tls_context_use_certificate_file(cctx, cert, key), 0);
+    echo_server srv;
+    braid_factory_t *tf;
+    braid_addr_t addr;
+    braid_listener_t *l = listen_echo(&e, &srv, sctx, &tf, &addr);
+    client c;
+    client_init(&c, &e, 100);
+    assert_int_equal(
+        braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p), 0);
+    env_run(&e);
+    assert_int_equal(c.lost, 1);
+    if (with_cert) {
+      assert_int_equal(c.reason, 0);
+      assert_int_equal(c.got, 100);
+      assert_string_equal(c.version, "TLSv1.3");
+      assert_int_equal(srv.built, 1);
+    } else {
+      /* TLS 1.3: the client learns of the refusal after its own handshake
+       * finished, from the server's alert */
+      assert_int_not_equal(c.reason, 0);
+      assert_int_equal(srv.built, 0);
+    }
+    braid_listener_close(l);
+    braid_tls_factory_free(tf);
+    braid_tls_context_free(sctx);
+    braid_tls_context_free(cctx);
+    env_done(&e);
+  }
+}
+
 /* Plain bytes at a TLS server: it drops the connection, builds nothing. */
 typedef struct plain {
   braid_protocol_t p;
@@ -1119,6 +1194,8 @@ int main(void) {
       cmocka_unit_test(t_refuse_expired),
       cmocka_unit_test(t_client_needs_name),
       cmocka_unit_test(t_truncation),
+      cmocka_unit_test(t_lenient_eof),
+      cmocka_unit_test(t_client_certificate),
       cmocka_unit_test(t_garbage_handshake),
       cmocka_unit_test(t_starttls),
       cmocka_unit_test(t_starttls_pipelined),
