@@ -574,7 +574,6 @@ static void t_truncation(void **st) {
   env_done(&e);
 }
 
-
 /* The same abort against a lenient server: an ordinary EOF, reason 0. */
 static void t_lenient_eof(void **st) {
   (void)st;
@@ -589,8 +588,8 @@ static void t_lenient_eof(void **st) {
   client c;
   client_init(&c, &e, 0);
   c.p.ops = &abort_ops;
-  assert_int_equal(
-      braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p), 0);
+  assert_int_equal(braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p),
+                   0);
   run_client_and_server(&e, &srv);
   assert_int_equal(srv.lost, 1);
   assert_true(srv.last_reason == 0 || srv.last_reason == BRAID_ECONNRESET);
@@ -615,11 +614,10 @@ static void t_client_certificate(void **st) {
     braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
     assert_int_equal(braid_tls_context_load_ca(sctx, ca, NULL), 0);
     assert_int_equal(braid_tls_context_set_verify(sctx, true), 0);
-    assert_int_equal(braid_tls_context_set_min_version(sctx, BRAID_TLS_1_3),
-                     0);
+    assert_int_equal(braid_tls_context_set_min_version(sctx, BRAID_TLS_1_3), 0);
     if (with_cert)
-      assert_int_equal(
-          braid_tls_context_use_certificate_file(cctx, cert, key), 0);
+      assert_int_equal(braid_tls_context_use_certificate_file(cctx, cert, key),
+                       0);
     echo_server srv;
     braid_factory_t *tf;
     braid_addr_t addr;
@@ -864,9 +862,9 @@ static void t_starttls_pipelined(void **st) {
 
 typedef struct mem_end {
   braid_protocol_t p;
-  int server, made, lost, reason, eofs;
+  int server, made, lost, reason, eofs, quiet, pauses, resumes;
   char got[64];
-  size_t n;
+  size_t n, total;
 } mem_end;
 
 static void noop_made(braid_protocol_t *p, braid_transport_t *t) {
@@ -881,7 +879,7 @@ static const braid_protocol_ops noop_ops = {.connection_made = noop_made,
 static void mem_made(braid_protocol_t *p, braid_transport_t *t) {
   mem_end *m = (mem_end *)p;
   m->made = 1;
-  if (!m->server) {
+  if (!m->server && !m->quiet) {
     assert_int_equal(braid_transport_write(t, "abc", 3), 0);
     assert_int_equal(braid_transport_shutdown_write(t), 0);
     assert_int_equal(braid_transport_write(t, "x", 1), BRAID_ECLOSED);
@@ -889,9 +887,11 @@ static void mem_made(braid_protocol_t *p, braid_transport_t *t) {
 }
 static void mem_data(braid_protocol_t *p, const void *d, size_t n) {
   mem_end *m = (mem_end *)p;
-  assert_true(m->n + n < sizeof m->got);
-  memcpy(m->got + m->n, d, n);
-  m->n += n;
+  m->total += n;
+  if (m->n + n < sizeof m->got) {
+    memcpy(m->got + m->n, d, n);
+    m->n += n;
+  }
 }
 static void mem_eof(braid_protocol_t *p) {
   mem_end *m = (mem_end *)p;
@@ -906,11 +906,19 @@ static void mem_lost(braid_protocol_t *p, int reason) {
   m->lost++;
   m->reason = reason;
 }
+static void mem_pause(braid_protocol_t *p) {
+  ((mem_end *)p)->pauses++;
+}
+static void mem_resume(braid_protocol_t *p) {
+  ((mem_end *)p)->resumes++;
+}
 static const braid_protocol_ops mem_ops = {
     .connection_made = mem_made,
     .data_received = mem_data,
     .eof_received = mem_eof,
     .connection_lost = mem_lost,
+    .pause_writing = mem_pause,
+    .resume_writing = mem_resume,
 };
 
 /* Move what `from` wrote into `to`; returns the bytes moved. */
@@ -948,6 +956,9 @@ static void t_memory_transport(void **st) {
                    0);
   assert_true(braid_transport_is_tls(tc));
   assert_ptr_equal(c.p.transport, tc);
+  /* written before the handshake: kept, sent after it, first */
+  assert_int_equal(braid_transport_write(tc, "pre", 3), 0);
+  assert_int_equal(braid_transport_write_queued(tc) >= 3, 1);
   for (int i = 0; i < 50; i++) {
     size_t moved = carry(mc, ms) + carry(ms, mc);
     braid_clock_advance(r, 0); /* deferred closes */
@@ -956,8 +967,8 @@ static void t_memory_transport(void **st) {
   }
   assert_int_equal(c.made, 1);
   assert_int_equal(s.made, 1);
-  assert_int_equal(s.n, 3);
-  assert_memory_equal(s.got, "abc", 3);
+  assert_int_equal(s.n, 6);
+  assert_memory_equal(s.got, "preabc", 6);
   assert_int_equal(s.eofs, 1);
   assert_int_equal(c.n, 3);
   assert_memory_equal(c.got, "bye", 3);
@@ -969,6 +980,72 @@ static void t_memory_transport(void **st) {
   /* the client side ends with the destroy if it had not (its peer's FIN
    * is not modelled by carry) */
   assert_int_equal(c.lost, 1);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* Flow control through the layer, deterministically: the client's peer
+ * stops reading (a blocked memory consumer), so ciphertext queues on the
+ * lower transport, the client's producer is paused past the high mark and
+ * resumed once the peer drained it below the low mark. pause_reading on
+ * the TLS transport pauses the lower one. */
+static void t_memory_flow_control(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  braid_protocol_t base_c = {.ops = &noop_ops}, base_s = {.ops = &noop_ops};
+  braid_memory_transport_t *mc, *ms;
+  assert_int_equal(braid_memory_transport_create(r, &base_c, &mc), 0);
+  assert_int_equal(braid_memory_transport_create(r, &base_s, &ms), 0);
+  mem_end c = {.p.ops = &mem_ops, .quiet = 1},
+          s = {.p.ops = &mem_ops, .server = 1};
+  braid_transport_t *tc, *ts;
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(ms), sctx,
+                                   NULL, &s.p, &ts),
+                   0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mc), cctx,
+                                   "localhost", &c.p, &tc),
+                   0);
+  for (int i = 0; i < 10; i++)
+    carry(mc, ms), carry(ms, mc);
+  assert_int_equal(c.made, 1);
+  assert_int_equal(s.made, 1);
+
+  braid_memory_transport_set_consumer_blocked(mc, true);
+  static char chunk[8192];
+  memset(chunk, 'x', sizeof chunk);
+  size_t written = 0;
+  while (c.pauses == 0 && written < (1u << 20)) {
+    assert_int_equal(braid_transport_write(tc, chunk, sizeof chunk), 0);
+    written += sizeof chunk;
+  }
+  assert_int_equal(c.pauses, 1);
+  /* ciphertext counts: a little more than its plaintext */
+  if (!(written >= 64 * 1024 && written < 80 * 1024))
+    fail_msg("paused after %zu bytes", written);
+  assert_true(braid_transport_write_queued(tc) > 64 * 1024);
+  /* the peer reads a little: still above the low mark, still paused */
+  braid_memory_transport_drain(mc, 16 * 1024);
+  assert_int_equal(c.resumes, 0);
+  /* and the rest: resumed */
+  braid_memory_transport_drain(mc, SIZE_MAX);
+  assert_int_equal(c.resumes, 1);
+  assert_true(braid_transport_write_queued(tc) <= 16 * 1024);
+  braid_memory_transport_set_consumer_blocked(mc, false);
+  carry(mc, ms);
+  assert_int_equal(s.total, written);
+
+  assert_int_equal(braid_transport_pause_reading(ts), 0);
+  assert_true(braid_memory_transport_reading_paused(ms));
+  assert_int_equal(braid_transport_resume_reading(ts), 0);
+  assert_false(braid_memory_transport_reading_paused(ms));
+
+  braid_memory_transport_destroy(mc);
+  braid_memory_transport_destroy(ms);
+  assert_int_equal(c.lost, 1);
+  assert_int_equal(s.lost, 1);
   braid_tls_context_free(sctx);
   braid_tls_context_free(cctx);
   assert_int_equal(braid_reactor_destroy(r), 0);
@@ -1200,6 +1277,7 @@ int main(void) {
       cmocka_unit_test(t_starttls),
       cmocka_unit_test(t_starttls_pipelined),
       cmocka_unit_test(t_memory_transport),
+      cmocka_unit_test(t_memory_flow_control),
       cmocka_unit_test(t_openssl_s_client),
       cmocka_unit_test(t_openssl_s_server),
       cmocka_unit_test(t_endpoint_errors),
