@@ -1107,13 +1107,17 @@ static void t_openssl_s_client(void **st) {
   j.r = e.r;
   char out[128];
   pathf(out, sizeof out, "s_client.out");
-  /* stdin stays open for a second so the echo arrives before s_client's
-   * input EOF makes it send close_notify and quit. */
+  /* stdin stays open until the echo is in the output (s_client writes
+   * received data unbuffered), so the test does not depend on timing
+   * (valgrind is slow); its EOF then makes s_client send close_notify. */
   snprintf(j.cmd, sizeof j.cmd,
-           "(printf 'hello braid\\n'; sleep 1) | timeout 15 openssl s_client "
+           "(printf 'hello braid\\n'; i=0; while [ $i -lt 300 ] && "
+           "! grep -q 'hello braid' %s 2>/dev/null; do sleep 0.1; "
+           "i=$((i+1)); done) | timeout 60 openssl s_client "
            "-connect 127.0.0.1:%u -servername localhost -CAfile %s/ca.pem "
            "-verify_return_error -alpn echo > %s 2>&1",
-           braid_addr_port(&a), dir, out);
+           out, braid_addr_port(&a), dir, out);
+  unlink(out); /* no stale echo from an earlier run */
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, shell_thread, &j), 0);
   braid_reactor_hold(e.r);
