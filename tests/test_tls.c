@@ -1083,6 +1083,74 @@ static int slurp(const char *path, char *buf, size_t len) {
   return (int)n;
 }
 
+static char *load(const char *name, size_t *len) {
+  char p[128];
+  pathf(p, sizeof p, name);
+  static char bufs[4][8192];
+  static int next;
+  char *b = bufs[next++ % 4];
+  int n = slurp(p, b, sizeof bufs[0]);
+  assert_true(n > 0);
+  *len = (size_t)n;
+  return b;
+}
+
+/* Certificates and CAs from memory; the client found through a "tls:"
+ * endpoint with a host name (resolved off the loop, then verified). */
+static void t_memory_certs_and_name(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  size_t cl, kl, al;
+  const char *cert = load("srv.pem", &cl), *key = load("srv.key", &kl);
+  braid_tls_context_t *sctx;
+  assert_int_equal(braid_tls_context_create(&sctx, BRAID_TLS_SERVER), 0);
+  assert_int_equal(
+      braid_tls_context_use_certificate_mem(sctx, cert, cl, key, kl), 0);
+  assert_int_equal(
+      braid_tls_context_use_certificate_mem(sctx, "junk", 4, key, kl),
+      BRAID_EINVAL);
+  const char *ca = load("ca.pem", &al);
+  braid_tls_context_t *cctx;
+  assert_int_equal(braid_tls_context_create(&cctx, BRAID_TLS_CLIENT), 0);
+  assert_int_equal(braid_tls_context_load_ca_mem(cctx, ca, al), 0);
+  assert_int_equal(braid_tls_context_load_ca_mem(cctx, "junk", 4),
+                   BRAID_EINVAL);
+  echo_server srv;
+  braid_factory_t *tf;
+  braid_addr_t addr;
+  braid_listener_t *l = listen_echo(&e, &srv, sctx, &tf, &addr);
+
+  client c;
+  client_init(&c, &e, 1000);
+  assert_int_equal(braid_tls_connect(e.r, &addr, NULL, cctx, "localhost", &c.p),
+                   0);
+  run_client_and_server(&e, &srv);
+  assert_int_equal(c.reason, 0);
+  assert_int_equal(c.got, 1000);
+
+  client d;
+  client_init(&d, &e, 1000);
+  char desc[256], err[256];
+  snprintf(desc, sizeof desc, "tls:host=localhost:port=%u:caFile=%s/ca.pem",
+           braid_addr_port(&addr), dir);
+  srv.lost = 0;
+  srv.stop_on_lost = 0;
+  if (braid_endpoint_connect(e.r, desc, &d.p, err, sizeof err) != 0)
+    fail_msg("%s", err);
+  run_client_and_server(&e, &srv);
+  if (d.reason != 0)
+    fail_msg("reason %d: %s", d.reason, d.err);
+  assert_int_equal(d.got, 1000);
+  assert_string_equal(srv.sni, "localhost");
+
+  braid_listener_close(l);
+  braid_tls_factory_free(tf);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  env_done(&e);
+}
+
 /* `openssl s_client` against braid's TLS echo server, listening through a
  * "tls:" endpoint string. */
 static void t_openssl_s_client(void **st) {
@@ -1282,6 +1350,7 @@ int main(void) {
       cmocka_unit_test(t_starttls_pipelined),
       cmocka_unit_test(t_memory_transport),
       cmocka_unit_test(t_memory_flow_control),
+      cmocka_unit_test(t_memory_certs_and_name),
       cmocka_unit_test(t_openssl_s_client),
       cmocka_unit_test(t_openssl_s_server),
       cmocka_unit_test(t_endpoint_errors),
