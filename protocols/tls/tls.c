@@ -601,9 +601,12 @@ static void braid__tls_handshake_done(braid__tls *s) {
     return;
   s->made = 1;
   p->transport = &s->t;
+  /* What the protocol asked for before this point; from connection_made on,
+   * close and shutdown_write act at once (braid__tls_close). */
+  unsigned before = s->t.state;
   /* A client that closed before the handshake completed has its writes
    * sent, but is not told the connection was made. */
-  if (p->ops->connection_made != NULL && !(s->t.state & BRAID__T_CLOSING))
+  if (p->ops->connection_made != NULL && !(before & BRAID__T_CLOSING))
     p->ops->connection_made(p, &s->t);
   if (s->lost || (s->t.state & BRAID__T_DEAD))
     return;
@@ -613,10 +616,10 @@ static void braid__tls_handshake_done(braid__tls *s) {
   braid__tls_sync_queued(s);
   braid__transport_drained(&s->t);
   /* A close asked for before the handshake can go ahead now. */
-  if ((s->t.state & BRAID__T_CLOSING) && !(s->t.state & BRAID__T_DEAD)) {
+  if (before & BRAID__T_CLOSING) {
     braid__tls_send_shutdown(s);
     braid_transport_close(s->lower);
-  } else if (s->t.state & BRAID__T_WR_SHUT) {
+  } else if (before & BRAID__T_WR_SHUT) {
     braid__tls_send_shutdown(s);
     braid_transport_shutdown_write(s->lower);
   }
