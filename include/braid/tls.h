@@ -132,7 +132,9 @@ int braid_tls_context_set_sni_cb(braid_tls_context_t *ctx, braid_tls_sni_cb cb,
  * the protocol, which braid does not offer yet. BRAID_ENOTSUP for on. */
 int braid_tls_context_set_early_data(braid_tls_context_t *ctx, bool on);
 
-/* The OpenSSL SSL_CTX *, for settings this API does not cover. */
+/* The OpenSSL SSL_CTX *, for settings this API does not cover. Its app
+ * data (SSL_CTX_set_app_data) and, on connections, the SSL's app data are
+ * braid's: leave them alone. */
 void *braid_tls_context_native(braid_tls_context_t *ctx);
 
 /* ------------------------------------------------------------------------

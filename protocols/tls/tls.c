@@ -64,8 +64,6 @@ struct braid_tls_context {
   size_t cache_n;
 };
 
-static int braid__tls_ctx_index = -1; /* SSL_CTX ex_data: our context */
-
 /* The first error on OpenSSL's thread-local queue as text, clearing it. */
 static void braid__tls_errtext(char *buf, size_t len) {
   unsigned long e = ERR_get_error();
@@ -123,13 +121,6 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
   if (out == NULL || (role != BRAID_TLS_CLIENT && role != BRAID_TLS_SERVER))
     return BRAID_EINVAL;
   *out = NULL;
-  if (braid__tls_ctx_index < 0) {
-    /* Races here are harmless apart from one leaked index: two threads
-     * creating their first context at once each get an index. */
-    braid__tls_ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    if (braid__tls_ctx_index < 0)
-      return BRAID_ENOMEM;
-  }
   braid_tls_context_t *c = braid_calloc(1, sizeof *c);
   if (c == NULL)
     return BRAID_ENOMEM;
@@ -142,7 +133,11 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
   }
   c->refs = 1;
   c->role = role;
-  SSL_CTX_set_ex_data(c->ctx, braid__tls_ctx_index, c);
+  /* Our context hangs off the SSL_CTX's app data (ex_data index 0, which
+   * OpenSSL reserves for the application), so callbacks that only get an
+   * SSL find it, also after SNI switched contexts; no process-wide index
+   * has to be allocated (and raced for). */
+  SSL_CTX_set_app_data(c->ctx, c);
   SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
   /* Renegotiation is a source of bugs and DoS with little use left; TLS
    * 1.3 removed it. Compression invites CRIME. */
@@ -1151,8 +1146,7 @@ int braid_tls_feed(braid_transport_t *tls, const void *data, size_t len) {
 /* Client: a new session (TLS 1.3 tickets come after the handshake). Keep
  * it under the server name; returning 1 keeps the reference. */
 static int braid__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess) {
-  braid_tls_context_t *c =
-      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), braid__tls_ctx_index);
+  braid_tls_context_t *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (name == NULL) {
     /* An IP address (no SNI): the verified name is the key then. */
@@ -1195,8 +1189,7 @@ static int braid__tls_alpn_select_cb(SSL *ssl, const unsigned char **out,
                                      unsigned int inlen, void *arg) {
   (void)arg;
   /* The context in force (SNI may have switched it). */
-  braid_tls_context_t *c =
-      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), braid__tls_ctx_index);
+  braid_tls_context_t *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
   if (c == NULL || c->alpn_len == 0)
     return SSL_TLSEXT_ERR_NOACK;
   unsigned char *sel = NULL;
