@@ -451,7 +451,12 @@ static int braid__tls_flush(braid__tls *s) {
   int rc = 0;
   if (s->lower != NULL && !braid_transport_closing(s->lower))
     rc = braid_transport_write(s->lower, data, (size_t)n);
-  (void)BIO_reset(s->wbio);
+  /* Consume what was written. Not BIO_reset: on a read-write memory BIO
+   * it clears the whole allocation, which stays as large as the largest
+   * burst, on every flush. Reading only moves a pointer (and copies n). */
+  char scratch[4096];
+  while (BIO_read(s->wbio, scratch, sizeof scratch) > 0)
+    ;
   if (rc == BRAID_ECLOSED)
     rc = 0; /* the lower side is going away; connection_lost follows */
   braid__tls_sync_queued(s);
@@ -530,15 +535,24 @@ static void braid__tls_schedule(braid__tls *s) {
 
 /* Encrypt plaintext now that the handshake is done. */
 static int braid__tls_encrypt(braid__tls *s, const void *data, size_t len) {
+  /* One record at a time, each flushed to the lower transport at once: the
+   * write BIO never holds more than a record, so a large write does not
+   * leave a large buffer behind on the connection. */
   size_t done = 0;
   while (done < len) {
-    size_t n = 0;
-    int ret = SSL_write_ex(s->ssl, (const char *)data + done, len - done, &n);
+    size_t n = 0, want = len - done;
+    if (want > 16384)
+      want = 16384;
+    int ret = SSL_write_ex(s->ssl, (const char *)data + done, want, &n);
     if (ret != 1) {
       braid__tls_ssl_fail(s, ret);
       return BRAID_EPROTO;
     }
     done += n;
+    if (braid__tls_flush(s) < 0) {
+      braid__tls_fail(s, BRAID_ENOMEM, "cannot queue encrypted data");
+      return BRAID_ENOMEM;
+    }
   }
   return 0;
 }
