@@ -14,6 +14,7 @@
 #include "braid/resolve.h"
 #include "braid/transport.h"
 #include "braid/threadpool.h"
+#include "braid/tls.h"
 #include "braid/udp.h"
 #include "braid/version.h"
 
