@@ -197,7 +197,8 @@ int braid_http_call_write(braid_http_call_t *call, const void *data,
 int braid_http_call_finish(braid_http_call_t *call);
 
 /* Flow control of a streamed response body: stop / restart reading from
- * the connection. */
+ * the connection (Twisted's pauseProducing). Bytes already read when
+ * pause is called (the rest of the current read) are still delivered. */
 int braid_http_call_pause(braid_http_call_t *call);
 int braid_http_call_resume(braid_http_call_t *call);
 

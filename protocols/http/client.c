@@ -472,6 +472,9 @@ static void hc_conn_release(hc_conn *k) {
     hc_conn_abort(k);
     return;
   }
+  /* A streaming caller may have paused it; an idle connection must read
+   * to notice the server closing it. */
+  braid_transport_resume_reading(k->t);
   if (p->qhead != NULL) {
     braid_http_call_t *call = p->qhead;
     hc_queue_remove(p, call);
