@@ -989,6 +989,198 @@ static void t_real_refused(void **st) {
   real_done(&x);
 }
 
+/* A small braid server on loopback, for the pool's behaviour over real
+ * sockets on every poller. It answers each request head (bodies are not
+ * expected) according to its mode. */
+typedef enum { SRV_OK, SRV_CLOSE_AFTER, SRV_DROP_SECOND, SRV_SILENT } srv_mode;
+
+typedef struct srv {
+  braid_factory_t f;
+  braid_listener_t *l;
+  srv_mode mode;
+  int conns;    /* accepted */
+  int requests; /* heads seen */
+  uint16_t port;
+} srv;
+
+typedef struct srv_conn {
+  braid_protocol_t p;
+  srv *s;
+  int id, nreq;
+  char buf[4096];
+  size_t len;
+} srv_conn;
+
+static void srv_data(braid_protocol_t *p, const void *data, size_t len) {
+  srv_conn *sc = (srv_conn *)p;
+  if (sc->len + len >= sizeof sc->buf)
+    len = sizeof sc->buf - 1 - sc->len;
+  memcpy(sc->buf + sc->len, data, len);
+  sc->len += len;
+  sc->buf[sc->len] = '\0';
+  char *e;
+  while ((e = strstr(sc->buf, "\r\n\r\n")) != NULL) {
+    size_t hl = (size_t)(e + 4 - sc->buf);
+    memmove(sc->buf, sc->buf + hl, sc->len - hl + 1);
+    sc->len -= hl;
+    sc->nreq++;
+    sc->s->requests++;
+    if (sc->s->mode == SRV_SILENT)
+      continue;
+    if (sc->s->mode == SRV_DROP_SECOND && sc->nreq == 2) {
+      braid_transport_close(p->transport);
+      return;
+    }
+    char body[64], out[160];
+    int bl = snprintf(body, sizeof body, "req %d on conn %d", sc->nreq, sc->id);
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl,
+                     body);
+    braid_transport_write(p->transport, out, (size_t)n);
+    if (sc->s->mode == SRV_CLOSE_AFTER) {
+      braid_transport_close(p->transport);
+      return;
+    }
+  }
+}
+
+static void srv_lost(braid_protocol_t *p, int reason) {
+  (void)reason;
+  free(p);
+}
+
+static const braid_protocol_ops srv_ops = {.data_received = srv_data,
+                                           .connection_lost = srv_lost};
+
+static braid_protocol_t *srv_build(braid_factory_t *f,
+                                   const braid_addr_t *peer) {
+  (void)peer;
+  srv *s = (srv *)f;
+  srv_conn *sc = calloc(1, sizeof *sc);
+  if (sc == NULL)
+    return NULL;
+  sc->p.ops = &srv_ops;
+  sc->s = s;
+  sc->id = ++s->conns;
+  return &sc->p;
+}
+
+static void srv_start(real *x, srv *s, srv_mode mode) {
+  memset(s, 0, sizeof *s);
+  s->f.build = srv_build;
+  s->mode = mode;
+  braid_addr_t a;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_listen(x->r, &a, NULL, &s->f, &s->l), 0);
+  braid_listener_addr(s->l, &a);
+  s->port = braid_addr_port(&a);
+}
+
+static outcome *real_get(real *x, srv *s, const char *path, outcome *o) {
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)s->port, path);
+  braid_deferred_t *d;
+  assert_int_equal(braid_http_request(x->c, "GET", url, NULL, 0, NULL, 0, &d),
+                   0);
+  oc_watch(d, o);
+  real_wait(x, o);
+  return o;
+}
+
+/* Turn the loop until `cond` holds or 5 s pass. */
+#define SPIN_UNTIL(x, cond)                                                    \
+  do {                                                                         \
+    uint64_t t0_ = braid_hrtime();                                             \
+    while (!(cond) && braid_hrtime() - t0_ < 5 * SEC)                          \
+      braid_reactor_run_once((x)->r, true);                                    \
+  } while (0)
+
+static void t_loopback_pool(void **st) {
+  (void)st;
+  real x;
+  real_init(&x, NULL);
+  srv s;
+  srv_start(&x, &s, SRV_OK);
+  outcome o;
+  for (int i = 1; i <= 3; i++) {
+    real_get(&x, &s, "/", &o);
+    assert_int_equal(o.code, 0);
+    char want[64];
+    snprintf(want, sizeof want, "req %d on conn 1", i);
+    assert_string_equal(o.resp->body, want);
+    oc_clear(&o);
+  }
+  assert_int_equal(s.conns, 1);
+  braid_listener_close(s.l);
+  real_done(&x);
+}
+
+static void t_loopback_server_closes(void **st) {
+  (void)st;
+  real x;
+  real_init(&x, NULL);
+  srv s;
+  /* The server closes each connection after answering, without saying
+   * so: the idle connection goes when its EOF arrives. */
+  srv_start(&x, &s, SRV_CLOSE_AFTER);
+  outcome o;
+  real_get(&x, &s, "/", &o);
+  assert_string_equal(o.resp->body, "req 1 on conn 1");
+  oc_clear(&o);
+  SPIN_UNTIL(&x, braid_http_client_open_connections(x.c) == 0);
+  assert_int_equal(braid_http_client_open_connections(x.c), 0);
+  real_get(&x, &s, "/", &o);
+  assert_string_equal(o.resp->body, "req 1 on conn 2");
+  oc_clear(&o);
+  braid_listener_close(s.l);
+  real_done(&x);
+
+  /* The server drops the second request on a kept-alive connection: the
+   * GET is sent again, once, on a new connection. */
+  real_init(&x, NULL);
+  srv_start(&x, &s, SRV_DROP_SECOND);
+  real_get(&x, &s, "/", &o);
+  assert_string_equal(o.resp->body, "req 1 on conn 1");
+  oc_clear(&o);
+  real_get(&x, &s, "/", &o);
+  assert_int_equal(o.code, 0);
+  assert_string_equal(o.resp->body, "req 1 on conn 2");
+  assert_false(o.resp->reused_connection);
+  oc_clear(&o);
+  assert_int_equal(s.requests, 3);
+  braid_listener_close(s.l);
+  real_done(&x);
+}
+
+static void t_loopback_timeout(void **st) {
+  (void)st;
+  braid_http_client_options opts = {0};
+  opts.response_timeout = 100 * MS;
+  real x;
+  real_init(&x, &opts);
+  srv s;
+  srv_start(&x, &s, SRV_SILENT);
+  outcome o;
+  uint64_t t0 = braid_hrtime();
+  real_get(&x, &s, "/", &o);
+  assert_int_equal(o.code, BRAID_ETIMEDOUT);
+  assert_true(braid_hrtime() - t0 >= 90 * MS);
+  SPIN_UNTIL(&x, braid_http_client_open_connections(x.c) == 0);
+  assert_int_equal(braid_http_client_open_connections(x.c), 0);
+  /* Reactor destroy with a request in flight on a real socket: the
+   * request fails, the client and its connection are freed. */
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+  braid_deferred_t *d;
+  assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
+                   0);
+  oc_watch(d, &o);
+  SPIN_UNTIL(&x, s.requests == 2);
+  assert_int_equal(braid_reactor_destroy(x.r), 0);
+  assert_int_equal(o.fired, 1);
+  assert_int_not_equal(o.code, 0);
+}
+
 /* Find a program on PATH. */
 static bool which(const char *prog, char *out, size_t n) {
   const char *path = getenv("PATH");
@@ -1285,6 +1477,9 @@ int main(void) {
       cmocka_unit_test(t_stream_response),
       cmocka_unit_test(t_stream_request_body),
       cmocka_unit_test(t_real_refused),
+      cmocka_unit_test(t_loopback_pool),
+      cmocka_unit_test(t_loopback_server_closes),
+      cmocka_unit_test(t_loopback_timeout),
   };
   const struct CMUnitTest interop[] = {
       cmocka_unit_test_teardown(t_interop_python, interop_teardown),
