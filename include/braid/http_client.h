@@ -25,11 +25,12 @@
  * keep it past the chain.
  *
  * Errors errback with braid-domain failures: BRAID_EINVAL (bad URL or
- * arguments), BRAID_ENOTSUP (https: braid has no TLS yet; a 101 Switching
- * Protocols answer), BRAID_ECONNREFUSED and other connect errors,
+ * arguments), BRAID_ENOTSUP (https: braid has no TLS yet),
+ * BRAID_ECONNREFUSED and other connect errors,
  * BRAID_ENOTFOUND (name does not resolve), BRAID_ETIMEDOUT (connect or
- * response-head timeout), BRAID_EPROTO (malformed response, or the
- * connection ended before the response did), BRAID_ELIMIT (a head or body
+ * response-head timeout), BRAID_EPROTO (malformed response, an
+ * unasked-for 101 Switching Protocols, or the connection ended before the
+ * response did), BRAID_ELIMIT (a head or body
  * limit), BRAID_ECANCELED (deferred cancelled, client destroyed),
  * BRAID_ECONNABORTED / BRAID_ECONNRESET (connection lost).
  *
@@ -147,6 +148,12 @@ typedef struct braid_http_body_handlers {
   void (*body_data)(braid_http_call_t *call, const void *data, size_t len,
                     void *user);
   void (*body_end)(braid_http_call_t *call, int status, void *user);
+  /* Flow control of a streamed request body (optional): the connection's
+   * write queue passed its high-water mark (paused = true: stop calling
+   * braid_http_call_write) or drained again (false). Pieces written before
+   * the connection is up are held in memory without limit: wait for the
+   * first resume, or keep them small. */
+  void (*body_writable)(braid_http_call_t *call, bool paused, void *user);
   void *user;
 } braid_http_body_handlers;
 

@@ -781,10 +781,29 @@ static void hc_lost(braid_protocol_t *pr, int reason) {
   hc_client_maybe_free(c);
 }
 
+/* The transport's write queue crossed a mark: tell a caller streaming a
+ * request body (Twisted's IPushProducer, the caller as producer). */
+static void hc_flow(hc_conn *k, bool paused) {
+  braid_http_call_t *call = k->call;
+  if (call != NULL && call->stream_body && !call->body_finished &&
+      call->h.body_writable != NULL)
+    call->h.body_writable(call, paused, call->h.user);
+}
+
+static void hc_pause_writing(braid_protocol_t *pr) {
+  hc_flow(braid__container_of(pr, hc_conn, proto), true);
+}
+
+static void hc_resume_writing(braid_protocol_t *pr) {
+  hc_flow(braid__container_of(pr, hc_conn, proto), false);
+}
+
 static const braid_protocol_ops hc_conn_ops = {
     .connection_made = hc_made,
     .data_received = hc_data,
     .connection_lost = hc_lost,
+    .pause_writing = hc_pause_writing,
+    .resume_writing = hc_resume_writing,
 };
 
 static int hc_default_connect(braid_reactor_t *r, const char *host,
