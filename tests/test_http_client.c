@@ -1239,6 +1239,28 @@ static void t_loopback_pool(void **st) {
   }
   assert_int_equal(s.conns, 1);
   braid_listener_close(s.l);
+
+  /* An IPv6 literal, where the host has ::1. */
+  braid_addr_t a6;
+  braid_listener_t *l6;
+  assert_int_equal(braid_addr_ip(&a6, "::1", 0), 0);
+  if (braid_listen(x.r, &a6, NULL, &s.f, &l6) == 0) {
+    braid_listener_addr(l6, &a6);
+    char url[128];
+    snprintf(url, sizeof url, "http://[::1]:%u/six",
+             (unsigned)braid_addr_port(&a6));
+    braid_deferred_t *d;
+    assert_int_equal(
+        braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d), 0);
+    oc_watch(d, &o);
+    real_wait(&x, &o);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.resp->body, "req 1 on conn 2");
+    oc_clear(&o);
+    braid_listener_close(l6);
+  } else {
+    print_message("no IPv6 loopback here; the [::1] case is skipped\n");
+  }
   real_done(&x);
 }
 
