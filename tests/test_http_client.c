@@ -46,12 +46,13 @@ typedef struct fx {
   braid_protocol_t *pending; /* for refuse_later */
   char last_host[64];
   uint16_t last_port;
+  uint64_t last_timeout;
 } fx;
 
 static int mem_connect(braid_reactor_t *r, const char *host, uint16_t port,
                        uint64_t timeout, braid_protocol_t *p, void *arg) {
-  (void)timeout;
   fx *f = arg;
+  f->last_timeout = timeout;
   snprintf(f->last_host, sizeof f->last_host, "%s", host);
   f->last_port = port;
   if (f->refuse)
@@ -226,6 +227,7 @@ static void t_get_and_reuse(void **st) {
   assert_int_equal(f.nmt, 1);
   assert_string_equal(f.last_host, "example.org");
   assert_int_equal(f.last_port, 8080);
+  assert_true(f.last_timeout == 30 * SEC); /* the default connect timeout */
   assert_string_equal(sent(f.mt[0]), "GET /p?q=1 HTTP/1.1\r\n"
                                      "Host: example.org:8080\r\n"
                                      "Accept: */*\r\n\r\n");
@@ -589,10 +591,13 @@ static void t_timeouts(void **st) {
   braid_http_client_options opts = {0};
   opts.response_timeout = 5 * SEC;
   opts.idle_timeout = 2 * SEC;
+  opts.connect_timeout = 3 * SEC;
   fx f;
   fx_init(&f, &opts);
   outcome o;
   get(&f, "http://h/", &o);
+  /* the connect timeout is the connector's to enforce (braid_connect) */
+  assert_true(f.last_timeout == 3 * SEC);
   braid_clock_advance(f.r, 4 * SEC);
   assert_int_equal(o.fired, 0);
   braid_clock_advance(f.r, 1 * SEC);
