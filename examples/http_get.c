@@ -63,7 +63,8 @@ int main(int argc, char **argv) {
   if (braid_reactor_create(&s.r, NULL) < 0 ||
       braid_http_client_create(s.r, NULL, &s.c) < 0)
     return 1;
-  braid_http_body_handlers h = {.body_data = on_body, .body_end = on_end, .user = &s};
+  braid_http_body_handlers h = {
+      .body_data = on_body, .body_end = on_end, .user = &s};
   braid_http_request_options o = {0};
   o.url = argv[1];
   o.handlers = &h;

@@ -41,8 +41,8 @@ typedef struct fx {
   braid_http_client_t *c;
   braid_memory_transport_t *mt[MAX_MT];
   size_t nmt;
-  int refuse;               /* connector returns this at once */
-  int refuse_later;         /* connection_lost(this) without made */
+  int refuse;                /* connector returns this at once */
+  int refuse_later;          /* connection_lost(this) without made */
   braid_protocol_t *pending; /* for refuse_later */
   char last_host[64];
   uint16_t last_port;
@@ -171,10 +171,11 @@ static void t_url(void **st) {
   assert_int_equal(u.port, 443);
   assert_int_equal(braid_http_url_parse(&u, "http://h:/"), 0);
   assert_int_equal(u.port, 80);
-  const char *bad[] = {"ftp://h/", "http://", "http:///x", "http://h:0/",
-                       "http://h:65536/", "http://h:8x/", "http://u@h/",
-                       "http://[::1/", "http://[::1]x/", "http://h/a b",
-                       "http://[zz]/", "h/x", "http://a b/"};
+  const char *bad[] = {"ftp://h/",     "http://",         "http:///x",
+                       "http://h:0/",  "http://h:65536/", "http://h:8x/",
+                       "http://u@h/",  "http://[::1/",    "http://[::1]x/",
+                       "http://h/a b", "http://[zz]/",    "h/x",
+                       "http://a b/"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_not_equal(braid_http_url_parse(&u, bad[i]), 0);
   char big[400] = "http://";
@@ -187,9 +188,9 @@ static void t_bad_args(void **st) {
   fx f;
   fx_init(&f, NULL);
   braid_deferred_t *d;
-  assert_int_equal(braid_http_request(f.c, "GET", "https://h/", NULL, 0, NULL,
-                                      0, &d),
-                   BRAID_ENOTSUP);
+  assert_int_equal(
+      braid_http_request(f.c, "GET", "https://h/", NULL, 0, NULL, 0, &d),
+      BRAID_ENOTSUP);
   assert_int_equal(
       braid_http_request(f.c, "GET", "gopher://h/", NULL, 0, NULL, 0, &d),
       BRAID_EINVAL);
@@ -219,10 +220,10 @@ static void t_get_and_reuse(void **st) {
   outcome o;
   braid_http_header_t h = {{"Accept", 6}, {"*/*", 3}};
   braid_deferred_t *d;
-  assert_int_equal(
-      braid_http_request(f.c, "GET", "http://Example.org:8080/p?q=1#x", &h, 1,
-                         NULL, 0, &d),
-      0);
+  assert_int_equal(braid_http_request(f.c, "GET",
+                                      "http://Example.org:8080/p?q=1#x", &h, 1,
+                                      NULL, 0, &d),
+                   0);
   oc_watch(d, &o);
   assert_int_equal(f.nmt, 1);
   assert_string_equal(f.last_host, "example.org");
@@ -244,8 +245,7 @@ static void t_get_and_reuse(void **st) {
   assert_int_equal(o.resp->body_len, 5);
   assert_string_equal(o.resp->body, "hello");
   assert_false(o.resp->reused_connection);
-  const braid_http_view_t *v =
-      braid_http_client_response_header(o.resp, "x-y");
+  const braid_http_view_t *v = braid_http_client_response_header(o.resp, "x-y");
   assert_non_null(v);
   assert_memory_equal(v->ptr, "z", 1);
   assert_null(braid_http_client_response_header(o.resp, "nope"));
@@ -283,9 +283,9 @@ static void t_post_body(void **st) {
   fx_init(&f, NULL);
   outcome o;
   braid_deferred_t *d;
-  assert_int_equal(braid_http_request(f.c, "POST", "http://[::1]/f", NULL, 0,
-                                      "abc", 3, &d),
-                   0);
+  assert_int_equal(
+      braid_http_request(f.c, "POST", "http://[::1]/f", NULL, 0, "abc", 3, &d),
+      0);
   oc_watch(d, &o);
   assert_string_equal(f.last_host, "::1");
   assert_string_equal(sent(f.mt[0]), "POST /f HTTP/1.1\r\nHost: [::1]\r\n"
@@ -295,9 +295,9 @@ static void t_post_body(void **st) {
   oc_clear(&o);
   /* POST without a body says Content-Length: 0. */
   braid_memory_transport_clear(f.mt[0]);
-  assert_int_equal(braid_http_request(f.c, "POST", "http://[::1]/f", NULL, 0,
-                                      NULL, 0, &d),
-                   0);
+  assert_int_equal(
+      braid_http_request(f.c, "POST", "http://[::1]/f", NULL, 0, NULL, 0, &d),
+      0);
   oc_watch(d, &o);
   assert_string_equal(sent(f.mt[0]), "POST /f HTTP/1.1\r\nHost: [::1]\r\n"
                                      "Content-Length: 0\r\n\r\n");
@@ -363,8 +363,8 @@ static void t_no_body_responses(void **st) {
   (void)st;
   /* 204 and 304 have no body whatever they say; the connection stays. */
   run_split("HTTP/1.1 204 No Content\r\n\r\n", 5, false, "", 204, true);
-  run_split("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 5,
-            false, "", 304, true);
+  run_split("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 5, false,
+            "", 304, true);
   /* HEAD: Content-Length describes the GET body, none follows. */
   fx f;
   fx_init(&f, NULL);
@@ -769,7 +769,8 @@ static void t_stream_response(void **st) {
   fx_init(&f, NULL);
   sink s = {0};
   s.pause_at_first = true;
-  braid_http_body_handlers h = {.body_data = sk_data, .body_end = sk_end, .user = &s};
+  braid_http_body_handlers h = {
+      .body_data = sk_data, .body_end = sk_end, .user = &s};
   braid_http_request_options ro = {0};
   ro.url = "http://h/";
   ro.handlers = &h;
@@ -800,7 +801,8 @@ static void t_stream_response(void **st) {
   /* Aborting from inside body_data. */
   sink s2 = {0};
   s2.abort_at_first = true;
-  braid_http_body_handlers h2 = {.body_data = sk_data, .body_end = sk_end, .user = &s2};
+  braid_http_body_handlers h2 = {
+      .body_data = sk_data, .body_end = sk_end, .user = &s2};
   ro.handlers = &h2;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   oc_watch(d, &o);
@@ -813,7 +815,8 @@ static void t_stream_response(void **st) {
 
   /* A streamed body cut by the connection: body_end gets the reason. */
   sink s3 = {0};
-  braid_http_body_handlers h3 = {.body_data = sk_data, .body_end = sk_end, .user = &s3};
+  braid_http_body_handlers h3 = {
+      .body_data = sk_data, .body_end = sk_end, .user = &s3};
   ro.handlers = &h3;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   oc_watch(d, &o);
@@ -886,9 +889,8 @@ static void t_stream_request_body(void **st) {
 
   /* No 100 within continue_timeout (1 s): the body goes anyway. */
   braid_memory_transport_clear(mt);
-  assert_int_equal(braid_http_request(f.c, "GET", "http://h/", NULL, 0, NULL,
-                                      0, &d),
-                   0);
+  assert_int_equal(
+      braid_http_request(f.c, "GET", "http://h/", NULL, 0, NULL, 0, &d), 0);
   oc_watch(d, &o);
   feed(mt, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   oc_clear(&o);
@@ -1009,9 +1011,8 @@ static void quiet_log(void *arg, braid_log_level level, const char *domain,
 
 static void t_oom(void **st) {
   (void)st;
-  assert_int_equal(braid_set_allocator(oom_malloc, oom_realloc, oom_calloc,
-                                       free),
-                   0);
+  assert_int_equal(
+      braid_set_allocator(oom_malloc, oom_realloc, oom_calloc, free), 0);
   bool completed = false;
   for (long n = 0; n < 400 && !completed; n++) {
     oom_left = -1;
@@ -1022,8 +1023,7 @@ static void t_oom(void **st) {
     outcome o;
     memset(&o, 0, sizeof o);
     braid_deferred_t *d;
-    int rc = braid_http_request(f.c, "GET", "http://h/x", NULL, 0, NULL, 0,
-                                &d);
+    int rc = braid_http_request(f.c, "GET", "http://h/x", NULL, 0, NULL, 0, &d);
     if (rc == 0) {
       if (braid_deferred_add_callbacks(d, oc_ok, &o, oc_err, &o) < 0)
         braid_deferred_cancel(d);
@@ -1165,9 +1165,9 @@ static void srv_data(braid_protocol_t *p, const void *data, size_t len) {
     }
     char body[64], out[160];
     int bl = snprintf(body, sizeof body, "req %d on conn %d", sc->nreq, sc->id);
-    int n = snprintf(out, sizeof out,
-                     "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl,
-                     body);
+    int n =
+        snprintf(out, sizeof out,
+                 "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl, body);
     braid_transport_write(p->transport, out, (size_t)n);
     if (sc->s->mode == SRV_CLOSE_AFTER) {
       braid_transport_close(p->transport);
@@ -1255,8 +1255,8 @@ static void t_loopback_pool(void **st) {
     snprintf(url, sizeof url, "http://[::1]:%u/six",
              (unsigned)braid_addr_port(&a6));
     braid_deferred_t *d;
-    assert_int_equal(
-        braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d), 0);
+    assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
+                     0);
     oc_watch(d, &o);
     real_wait(&x, &o);
     assert_int_equal(o.code, 0);
@@ -1410,8 +1410,8 @@ static bool wait_port(uint16_t port, pid_t pid) {
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)port);
     braid_deferred_t *d;
     outcome o;
-    assert_int_equal(
-        braid_http_request(x.c, "HEAD", url, NULL, 0, NULL, 0, &d), 0);
+    assert_int_equal(braid_http_request(x.c, "HEAD", url, NULL, 0, NULL, 0, &d),
+                     0);
     oc_watch(d, &o);
     real_wait(&x, &o);
     oc_clear(&o);
@@ -1424,7 +1424,6 @@ static bool wait_port(uint16_t port, pid_t pid) {
 }
 
 static char scratch[256];
-
 
 static void make_scratch(void) {
   snprintf(scratch, sizeof scratch, "/tmp/braid-http-client-%d", (int)getpid());
@@ -1458,8 +1457,8 @@ static char *write_file(const char *name, size_t size) {
 }
 
 /* GET url and check the answer; returns whether it came chunked. */
-static bool fetch_check(real *x, const char *url, int status,
-                        const char *want, size_t want_len, bool reused) {
+static bool fetch_check(real *x, const char *url, int status, const char *want,
+                        size_t want_len, bool reused) {
   braid_deferred_t *d;
   outcome o;
   assert_int_equal(braid_http_request(x->c, "GET", url, NULL, 0, NULL, 0, &d),
@@ -1476,7 +1475,8 @@ static bool fetch_check(real *x, const char *url, int status,
   assert_int_equal(o.resp->reused_connection, reused);
   const braid_http_view_t *te =
       braid_http_client_response_header(o.resp, "transfer-encoding");
-  bool chunked = te != NULL && te->len == 7 && memcmp(te->ptr, "chunked", 7) == 0;
+  bool chunked =
+      te != NULL && te->len == 7 && memcmp(te->ptr, "chunked", 7) == 0;
   oc_clear(&o);
   return chunked;
 }
@@ -1505,9 +1505,8 @@ static void t_interop_python(void **st) {
   uint16_t port = free_port();
   char ports[16];
   snprintf(ports, sizeof ports, "%u", (unsigned)port);
-  char *argv[] = {py,          "-m",        "http.server", ports,
-                  "--bind",    "127.0.0.1", "--protocol",  "HTTP/1.1",
-                  NULL};
+  char *argv[] = {py,          "-m",         "http.server", ports, "--bind",
+                  "127.0.0.1", "--protocol", "HTTP/1.1",    NULL};
   pid_t pid = spawn(argv, scratch);
   if (!wait_port(port, pid)) {
     stop(pid);

@@ -79,23 +79,23 @@ typedef int (*braid_http_connect_cb)(braid_reactor_t *r, const char *host,
 /* Client options; a zero-filled struct (or NULL) means the defaults. All
  * times in nanoseconds. */
 typedef struct braid_http_client_options {
-  uint64_t connect_timeout;  /* 0 = 30 s */
-  uint64_t response_timeout; /* from the end of sending the request head
-                                (and body, if not streamed) until the
-                                response head is complete. 0 = 60 s;
-                                UINT64_MAX = none */
-  uint64_t idle_timeout;     /* how long an idle connection stays in the
-                                pool. 0 = 60 s */
-  uint64_t continue_timeout; /* how long to wait for "100 Continue" before
-                                sending the body anyway. 0 = 1 s */
-  size_t max_per_host;       /* connections per host:port (busy + idle);
-                                further requests wait in a queue. 0 = 6 */
-  size_t max_idle_per_host;  /* idle connections kept. 0 = max_per_host */
-  size_t max_body_size;      /* largest buffered body. 0 = 64 MiB */
-  braid_http_limits_t limits; /* response head limits (http_parser.h) */
+  uint64_t connect_timeout;      /* 0 = 30 s */
+  uint64_t response_timeout;     /* from the end of sending the request head
+                                    (and body, if not streamed) until the
+                                    response head is complete. 0 = 60 s;
+                                    UINT64_MAX = none */
+  uint64_t idle_timeout;         /* how long an idle connection stays in the
+                                    pool. 0 = 60 s */
+  uint64_t continue_timeout;     /* how long to wait for "100 Continue" before
+                                    sending the body anyway. 0 = 1 s */
+  size_t max_per_host;           /* connections per host:port (busy + idle);
+                                    further requests wait in a queue. 0 = 6 */
+  size_t max_idle_per_host;      /* idle connections kept. 0 = max_per_host */
+  size_t max_body_size;          /* largest buffered body. 0 = 64 MiB */
+  braid_http_limits_t limits;    /* response head limits (http_parser.h) */
   braid_http_connect_cb connect; /* NULL: TCP via the thread-pool resolver */
   void *connect_arg;
-  const char *user_agent;    /* NULL: "braid/<version>"; "" = none */
+  const char *user_agent; /* NULL: "braid/<version>"; "" = none */
 } braid_http_client_options;
 
 int braid_http_client_create(braid_reactor_t *r,
@@ -116,8 +116,8 @@ size_t braid_http_client_idle_connections(const braid_http_client_t *c);
 /* A response. The head is an owned copy: every view points into it and
  * stays valid until braid_http_client_response_free. */
 typedef struct braid_http_client_response {
-  int status;               /* 100..599 */
-  int minor_version;        /* HTTP/1.<minor_version> */
+  int status;        /* 100..599 */
+  int minor_version; /* HTTP/1.<minor_version> */
   braid_http_view_t reason;
   braid_http_header_t *headers;
   size_t num_headers;

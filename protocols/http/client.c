@@ -271,9 +271,9 @@ static void hc_call_fail(braid_http_call_t *call, int code, const char *msg) {
   if (call->d != NULL) {
     braid_deferred_t *d = call->d;
     call->d = NULL;
-    braid_failure_t *f =
-        msg != NULL ? braid_failure_new(r, NULL, code, NULL, "%s", msg)
-                    : braid_failure_from_code(r, code);
+    braid_failure_t *f = msg != NULL
+                             ? braid_failure_new(r, NULL, code, NULL, "%s", msg)
+                             : braid_failure_from_code(r, code);
     /* Free before firing: the errback may destroy the client. */
     hc_call_free(call);
     braid_deferred_errback(d, f);
@@ -402,8 +402,8 @@ static void hc_conn_send(hc_conn *k) {
   bool has_body = call->stream_body || call->body_len > 0;
   if (has_body && call->expect_continue) {
     call->waiting_continue = true;
-    hc_timer_arm(call->c->r, &call->cont_timer,
-                      call->c->o.continue_timeout, hc_cont_timer_cb, call);
+    hc_timer_arm(call->c->r, &call->cont_timer, call->c->o.continue_timeout,
+                 hc_cont_timer_cb, call);
     uint64_t to = call->c->o.response_timeout;
     if (to != UINT64_MAX)
       hc_timer_arm(call->c->r, &k->timer, to, hc_timer_cb, k);
@@ -765,8 +765,7 @@ static void hc_lost(braid_protocol_t *pr, int reason) {
       call->retried = true;
       hc_call_start(call, true);
     } else {
-      hc_call_fail(call,
-                   reason < 0 ? reason : BRAID_EPROTO,
+      hc_call_fail(call, reason < 0 ? reason : BRAID_EPROTO,
                    reason < 0 ? NULL
                               : "connection closed before the response was "
                                 "complete");
@@ -1041,8 +1040,8 @@ static int hc_build_head(braid_http_call_t *call, const char *method,
   }
   for (size_t i = 0; i < o->num_headers; i++) {
     const braid_http_header_t *h = &o->headers[i];
-    if (!hc_is_token(h->name.ptr, h->name.len) ||
-        hc_eq(h->name, "host") || hc_eq(h->name, "content-length") ||
+    if (!hc_is_token(h->name.ptr, h->name.len) || hc_eq(h->name, "host") ||
+        hc_eq(h->name, "content-length") ||
         hc_eq(h->name, "transfer-encoding") || hc_eq(h->name, "connection")) {
       braid_free(b);
       return BRAID_EINVAL;
@@ -1119,11 +1118,10 @@ int braid_http_request_ex(braid_http_client_t *c,
   call->chunked = o->stream_body && o->body_length < 0;
   call->expect_continue = o->expect_continue;
   call->is_head = strcmp(method, "HEAD") == 0;
-  call->idempotent = strcmp(method, "GET") == 0 || call->is_head ||
-                     strcmp(method, "PUT") == 0 ||
-                     strcmp(method, "DELETE") == 0 ||
-                     strcmp(method, "OPTIONS") == 0 ||
-                     strcmp(method, "TRACE") == 0;
+  call->idempotent =
+      strcmp(method, "GET") == 0 || call->is_head ||
+      strcmp(method, "PUT") == 0 || strcmp(method, "DELETE") == 0 ||
+      strcmp(method, "OPTIONS") == 0 || strcmp(method, "TRACE") == 0;
   if (o->handlers != NULL) {
     call->h = *o->handlers;
     call->streaming = o->handlers->body_data != NULL;
@@ -1226,12 +1224,11 @@ int braid_http_call_finish(braid_http_call_t *call) {
     return rc;
   call->body_finished = true;
   hc_conn *k = call->conn;
-  if (k != NULL && k->connected && k->call == call &&
-      !call->waiting_continue && k->rstate == HC_HEAD &&
-      call->c->o.response_timeout != UINT64_MAX &&
+  if (k != NULL && k->connected && k->call == call && !call->waiting_continue &&
+      k->rstate == HC_HEAD && call->c->o.response_timeout != UINT64_MAX &&
       !braid_timer_active(&k->timer))
     hc_timer_arm(call->c->r, &k->timer, call->c->o.response_timeout,
-                      hc_timer_cb, k);
+                 hc_timer_cb, k);
   return 0;
 }
 
