@@ -921,6 +921,64 @@ static void t_stream_request_body(void **st) {
   fx_done(&f);
 }
 
+/* The streaming form sees the same bytes at every split. */
+static void t_stream_split(void **st) {
+  (void)st;
+  size_t n = strlen(chunked_resp);
+  for (size_t i = 1; i <= n; i++) {
+    fx f;
+    fx_init(&f, NULL);
+    sink s = {0};
+    braid_http_body_handlers h = {
+        .body_data = sk_data, .body_end = sk_end, .user = &s};
+    braid_http_request_options ro = {0};
+    ro.url = "http://h/";
+    ro.handlers = &h;
+    braid_deferred_t *d;
+    assert_int_equal(braid_http_request_ex(f.c, &ro, &d, NULL), 0);
+    outcome o;
+    oc_watch(d, &o);
+    assert_int_equal(braid_memory_transport_feed(f.mt[0], chunked_resp, i), 0);
+    if (i < n)
+      assert_int_equal(
+          braid_memory_transport_feed(f.mt[0], chunked_resp + i, n - i), 0);
+    assert_int_equal(o.code, 0);
+    assert_int_equal(s.ended, 1);
+    assert_int_equal(s.status, 0);
+    assert_int_equal(s.len, 12);
+    assert_memory_equal(s.buf, "hello world!", 12);
+    oc_clear(&o);
+    assert_int_equal(braid_http_client_idle_connections(f.c), 1);
+    fx_done(&f);
+  }
+}
+
+/* The server answers before the streamed request body is finished (an
+ * early 413): the answer is taken, the connection is not reused. */
+static void t_early_answer(void **st) {
+  (void)st;
+  fx f;
+  fx_init(&f, NULL);
+  braid_http_request_options ro = {0};
+  ro.method = "POST";
+  ro.url = "http://h/";
+  ro.stream_body = true;
+  ro.body_length = -1;
+  braid_deferred_t *d;
+  braid_http_call_t *call;
+  assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
+  outcome o;
+  oc_watch(d, &o);
+  assert_int_equal(braid_http_call_write(call, "partial", 7), 0);
+  feed(f.mt[0], "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n");
+  assert_int_equal(o.code, 0);
+  assert_int_equal(o.resp->status, 413);
+  oc_clear(&o);
+  braid_clock_advance(f.r, 1);
+  assert_int_equal(braid_http_client_open_connections(f.c), 0);
+  fx_done(&f);
+}
+
 typedef struct flow {
   int paused, resumed;
 } flow;
@@ -1630,6 +1688,8 @@ int main(void) {
       cmocka_unit_test(t_stream_response),
       cmocka_unit_test(t_stream_request_body),
       cmocka_unit_test(t_stream_request_flow),
+      cmocka_unit_test(t_stream_split),
+      cmocka_unit_test(t_early_answer),
       cmocka_unit_test(t_oom),
       cmocka_unit_test(t_real_refused),
       cmocka_unit_test(t_loopback_pool),
