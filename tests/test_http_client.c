@@ -604,9 +604,18 @@ static void t_timeouts(void **st) {
   assert_int_equal(o.code, BRAID_ETIMEDOUT);
   braid_clock_advance(f.r, 0);
   assert_true(braid_memory_transport_aborted(f.mt[0]));
+  /* A body that stalls: body_timeout (default 60 s) of silence. */
+  get(&f, "http://h/", &o);
+  feed(f.mt[1], "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab");
+  braid_clock_advance(f.r, 59 * SEC);
+  feed(f.mt[1], "c"); /* progress restarts the clock */
+  braid_clock_advance(f.r, 59 * SEC);
+  assert_int_equal(o.fired, 0);
+  braid_clock_advance(f.r, SEC);
+  assert_int_equal(o.code, BRAID_ETIMEDOUT);
   /* An idle connection is closed after idle_timeout. */
   get(&f, "http://h/", &o);
-  feed(f.mt[1], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  feed(f.mt[2], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   oc_clear(&o);
   /* the head arrived: no response timeout any more */
   braid_clock_advance(f.r, SEC);
@@ -614,7 +623,7 @@ static void t_timeouts(void **st) {
   braid_clock_advance(f.r, SEC);
   braid_clock_advance(f.r, 1);
   assert_int_equal(braid_http_client_open_connections(f.c), 0);
-  assert_true(braid_memory_transport_disconnected(f.mt[1], NULL));
+  assert_true(braid_memory_transport_disconnected(f.mt[2], NULL));
   fx_done(&f);
 }
 

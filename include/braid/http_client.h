@@ -84,6 +84,10 @@ typedef struct braid_http_client_options {
                                     (and body, if not streamed) until the
                                     response head is complete. 0 = 60 s;
                                     UINT64_MAX = none */
+  uint64_t body_timeout;         /* longest silence while a response body
+                                    arrives (not counted while a streamed
+                                    body is paused). 0 = 60 s;
+                                    UINT64_MAX = none */
   uint64_t idle_timeout;         /* how long an idle connection stays in the
                                     pool. 0 = 60 s */
   uint64_t continue_timeout;     /* how long to wait for "100 Continue" before

@@ -76,6 +76,7 @@ struct hc_conn {
   uint64_t remaining;
   braid_http_chunked_decoder_t dec;
   bool keep_alive, idle, connected, doomed, aborting, got_bytes;
+  bool paused; /* the caller paused a streamed body */
 };
 
 struct hc_pool {
@@ -354,9 +355,18 @@ static void hc_timer_cb(braid_timer_t *t, void *arg) {
   (void)t;
   hc_conn *k = arg;
   if (k->call != NULL)
-    hc_conn_fail(k, BRAID_ETIMEDOUT, "timed out waiting for the response");
+    hc_conn_fail(k, BRAID_ETIMEDOUT,
+                 k->rstate == HC_BODY ? "the response body stalled"
+                                      : "timed out waiting for the response");
   else if (k->t != NULL)
     braid_transport_close(k->t); /* idle too long */
+}
+
+/* While a body arrives, the connection's timer measures silence. */
+static void hc_body_timer(hc_conn *k) {
+  uint64_t to = k->c->o.body_timeout;
+  if (to != UINT64_MAX && !k->paused)
+    hc_timer_arm(k->c->r, &k->timer, to, hc_timer_cb, k);
 }
 
 static void hc_call_write_body_now(braid_http_call_t *call) {
@@ -396,6 +406,7 @@ static void hc_conn_send(hc_conn *k) {
   k->len = 0;
   k->got_bytes = false;
   k->keep_alive = false;
+  k->paused = false;
   memset(&k->dec, 0, sizeof k->dec);
   braid_transport_resume_reading(k->t);
   braid_transport_write(k->t, call->head, call->head_len);
@@ -586,8 +597,7 @@ static bool hc_got_head(hc_conn *k, size_t n) {
   k->remaining = ps->content_length;
   k->keep_alive = ps->keep_alive;
   k->rstate = HC_BODY;
-  if (braid_timer_active(&k->timer))
-    braid_timer_cancel(&k->timer);
+  hc_body_timer(k);
   if (call->waiting_continue) {
     /* A final answer instead of 100: the body is not sent (RFC 9110
      * section 10.1.1), and the server may still be waiting for it, so
@@ -665,6 +675,7 @@ static void hc_data(braid_protocol_t *pr, const void *data, size_t n) {
   }
   k->got_bytes = true;
   if (k->rstate == HC_BODY) {
+    hc_body_timer(k);
     hc_body(k, data, n);
     return;
   }
@@ -914,6 +925,8 @@ int braid_http_client_create(braid_reactor_t *r,
     o->response_timeout = 60 * HC_SEC;
   if (o->idle_timeout == 0)
     o->idle_timeout = 60 * HC_SEC;
+  if (o->body_timeout == 0)
+    o->body_timeout = 60 * HC_SEC;
   if (o->continue_timeout == 0)
     o->continue_timeout = HC_SEC;
   if (o->max_per_host == 0)
@@ -1235,13 +1248,22 @@ int braid_http_call_finish(braid_http_call_t *call) {
 int braid_http_call_pause(braid_http_call_t *call) {
   if (call == NULL || call->conn == NULL || call->conn->t == NULL)
     return BRAID_EINVAL;
-  return braid_transport_pause_reading(call->conn->t);
+  hc_conn *k = call->conn;
+  k->paused = true;
+  /* Silence is the caller's choice now, not the server's fault. */
+  if (k->rstate == HC_BODY && braid_timer_active(&k->timer))
+    braid_timer_cancel(&k->timer);
+  return braid_transport_pause_reading(k->t);
 }
 
 int braid_http_call_resume(braid_http_call_t *call) {
   if (call == NULL || call->conn == NULL || call->conn->t == NULL)
     return BRAID_EINVAL;
-  return braid_transport_resume_reading(call->conn->t);
+  hc_conn *k = call->conn;
+  k->paused = false;
+  if (k->rstate == HC_BODY)
+    hc_body_timer(k);
+  return braid_transport_resume_reading(k->t);
 }
 
 int braid_http_call_abort(braid_http_call_t *call) {
