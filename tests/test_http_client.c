@@ -263,6 +263,7 @@ static void t_get_and_reuse(void **st) {
   assert_int_equal(o.code, 0);
   assert_int_equal(o.resp->status, 404);
   assert_int_equal(o.resp->body_len, 0);
+  assert_string_equal(o.resp->body, ""); /* never NULL when buffered */
   assert_true(o.resp->reused_connection);
   oc_clear(&o);
 
@@ -715,6 +716,42 @@ static void t_reactor_destroy_in_flight(void **st) {
   f.pending->ops->connection_lost(f.pending, BRAID_ECANCELED);
   for (size_t i = 0; i < f.nmt; i++)
     braid_memory_transport_destroy(f.mt[i]);
+}
+
+/* An errback that destroys the client, run from deep inside it. */
+static braid_http_client_t *destroy_me;
+
+static void eb_destroy(braid_deferred_t *d, braid_result_t *res, void *arg) {
+  oc_err(d, res, arg);
+  braid_http_client_destroy(destroy_me);
+  destroy_me = NULL;
+}
+
+static void t_destroy_from_callback(void **st) {
+  (void)st;
+  braid_http_client_options opts = {0};
+  opts.max_per_host = 1;
+  fx f;
+  fx_init(&f, &opts);
+  outcome o1, o2, o3;
+  get(&f, "http://h/", &o1);
+  braid_deferred_t *d;
+  assert_int_equal(
+      braid_http_request(f.c, "GET", "http://h/", NULL, 0, NULL, 0, &d), 0);
+  memset(&o2, 0, sizeof o2);
+  braid_deferred_add_callbacks(d, oc_ok, &o2, eb_destroy, &o2);
+  get(&f, "http://h/", &o3); /* queued behind o2 */
+  destroy_me = f.c;
+  f.c = NULL;
+  /* The connection drops; the queued call gets the slot, its connect
+   * fails at once, and its errback destroys the client mid-kick. */
+  f.refuse = BRAID_ECONNREFUSED;
+  braid_memory_transport_lose(f.mt[0], BRAID_ECONNRESET);
+  assert_int_equal(o1.code, BRAID_ECONNRESET);
+  assert_int_equal(o2.code, BRAID_ECONNREFUSED);
+  assert_int_equal(o3.code, BRAID_ECANCELED);
+  assert_null(destroy_me);
+  fx_done(&f);
 }
 
 static void t_client_destroy_in_flight(void **st) {
@@ -1694,6 +1731,7 @@ int main(void) {
       cmocka_unit_test(t_cancel),
       cmocka_unit_test(t_reactor_destroy_in_flight),
       cmocka_unit_test(t_client_destroy_in_flight),
+      cmocka_unit_test(t_destroy_from_callback),
       cmocka_unit_test(t_stream_response),
       cmocka_unit_test(t_stream_request_body),
       cmocka_unit_test(t_stream_request_flow),

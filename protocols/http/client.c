@@ -566,9 +566,12 @@ static bool hc_got_head(hc_conn *k, size_t n) {
   size_t nh = ps->num_headers;
   braid_http_client_response_t *resp = braid_calloc(1, sizeof *resp);
   char *blk = braid_malloc(nh * sizeof(braid_http_header_t) + n + 1);
-  if (resp == NULL || blk == NULL) {
+  /* A buffered body is never NULL, even when empty. */
+  char *body = call->streaming ? NULL : braid_calloc(1, 1);
+  if (resp == NULL || blk == NULL || (!call->streaming && body == NULL)) {
     braid_free(resp);
     braid_free(blk);
+    braid_free(body);
     hc_conn_fail(k, BRAID_ENOMEM, NULL);
     return false;
   }
@@ -587,6 +590,7 @@ static bool hc_got_head(hc_conn *k, size_t n) {
   resp->reason = HC_REBASE(ps->reason);
 #undef HC_REBASE
   resp->head_ = blk;
+  resp->body = body;
   resp->headers = hs;
   resp->num_headers = nh;
   resp->status = ps->status;
@@ -785,9 +789,13 @@ static void hc_lost(braid_protocol_t *pr, int reason) {
   braid_free(k->buf);
   braid_free(k->hdrs);
   braid_free(k);
-  c->nconns--;
+  /* The pool's count already dropped, so a waiting call can have the
+   * slot; the client's count drops last, so that a callback run by the
+   * kick (a connect error) that destroys the client cannot free it under
+   * us. */
   if (!c->closing)
     hc_pool_kick(p);
+  c->nconns--;
   hc_client_maybe_free(c);
 }
 
