@@ -24,15 +24,21 @@
  * braid_http_client_response_free); take it with braid_result_take() to
  * keep it past the chain.
  *
- * Errors errback with braid-domain failures: BRAID_EINVAL (bad URL or
- * arguments), BRAID_ENOTSUP (https: braid has no TLS yet),
- * BRAID_ECONNREFUSED and other connect errors,
- * BRAID_ENOTFOUND (name does not resolve), BRAID_ETIMEDOUT (connect or
- * response-head timeout), BRAID_EPROTO (malformed response, an
- * unasked-for 101 Switching Protocols, or the connection ended before the
- * response did), BRAID_ELIMIT (a head or body
- * limit), BRAID_ECANCELED (deferred cancelled, client destroyed),
+ * Errors: argument errors are returned at once (BRAID_EINVAL for a bad
+ * URL, method or header; BRAID_ENOTSUP for https://, because braid has no
+ * TLS yet). Everything else errbacks the deferred with a braid-domain
+ * failure: BRAID_ECONNREFUSED and other connect errors, BRAID_ENOTFOUND
+ * (the name does not resolve), BRAID_ETIMEDOUT (connect, response-head or
+ * body timeout), BRAID_EPROTO (a malformed response, a 101 Switching
+ * Protocols, which nothing here can ask for, or the connection ended
+ * before the response did), BRAID_ELIMIT (a head or body limit),
+ * BRAID_ECANCELED (deferred cancelled, client destroyed),
  * BRAID_ECONNABORTED / BRAID_ECONNRESET (connection lost).
+ *
+ * Lifetime: destroy the client before the reactor, or let
+ * braid_reactor_destroy() free it (then never call destroy). Idle pooled
+ * connections keep braid_reactor_run() from returning, as any open
+ * connection does: destroy the client, or stop the reactor, when done.
  *
  * Cancelling the deferred before it fired aborts the request; its
  * connection, if it had one, is aborted too and never reused.
@@ -106,10 +112,11 @@ int braid_http_client_create(braid_reactor_t *r,
                              const braid_http_client_options *opts,
                              braid_http_client_t **out);
 
-/* Abort every connection, errback every request still waiting with
+/* Abort every connection, errback every request still in progress with
  * BRAID_ECANCELED, and free the client (at once, or once the connection
- * attempts still resolving a name have ended). Destroying the reactor
- * without calling this does the same; do not call it afterwards. */
+ * attempts still resolving a name have ended). May be called from the
+ * client's own callbacks. Destroying the reactor without calling this does
+ * the same; do not call it afterwards. */
 void braid_http_client_destroy(braid_http_client_t *c);
 
 /* Connections, for tests and statistics: open (busy, idle or connecting)
@@ -147,7 +154,7 @@ braid_http_client_response_header(const braid_http_client_response_t *resp,
 /* Streaming handlers. data: a piece of the body, valid during the call.
  * end: called once after the deferred succeeded: status 0 when the body is
  * complete, else the BRAID_E* reason it was cut short. The call handle is
- * freed after end returns. */
+ * freed after end returns (do not abort it from there). */
 typedef struct braid_http_body_handlers {
   void (*body_data)(braid_http_call_t *call, const void *data, size_t len,
                     void *user);
@@ -155,8 +162,8 @@ typedef struct braid_http_body_handlers {
   /* Flow control of a streamed request body (optional): the connection's
    * write queue passed its high-water mark (paused = true: stop calling
    * braid_http_call_write) or drained again (false). Pieces written before
-   * the connection is up are held in memory without limit: wait for the
-   * first resume, or keep them small. */
+   * the connection is up (or while waiting for 100 Continue) are held in
+   * memory without a limit, so keep those few. */
   void (*body_writable)(braid_http_call_t *call, bool paused, void *user);
   void *user;
 } braid_http_body_handlers;
@@ -165,7 +172,9 @@ typedef struct braid_http_request_options {
   const char *method; /* NULL = "GET" */
   const char *url;    /* http://host[:port][/path][?query] */
   /* Extra header fields. Host, Content-Length, Transfer-Encoding and
-   * Connection are set by the client and must not be given here. */
+   * Connection belong to the client (framing and pooling): giving one is
+   * BRAID_EINVAL, as is a name that is not a token or a value with CR, LF
+   * or another control character. */
   const braid_http_header_t *headers;
   size_t num_headers;
   /* A whole body (copied), sent with Content-Length. */
