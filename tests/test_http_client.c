@@ -1705,6 +1705,25 @@ static void t_interop_nginx(void **st) {
   snprintf(url, sizeof url, "http://127.0.0.1:%u/nope", (unsigned)port);
   fetch_check(&x, url, 404, NULL, 0, true);
   assert_int_equal(braid_http_client_open_connections(x.c), 1);
+  /* Twenty at once: six connections (the default cap), the rest queued,
+   * every answer whole. */
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/big.bin", (unsigned)port);
+  outcome many[20];
+  for (int i = 0; i < 20; i++) {
+    braid_deferred_t *d;
+    assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
+                     0);
+    oc_watch(d, &many[i]);
+  }
+  assert_true(braid_http_client_open_connections(x.c) <= 6);
+  for (int i = 0; i < 20; i++) {
+    real_wait(&x, &many[i]);
+    assert_int_equal(many[i].code, 0);
+    assert_int_equal(many[i].resp->body_len, 2 * 1024 * 1024 + 3);
+    assert_memory_equal(many[i].resp->body, big, 2 * 1024 * 1024 + 3);
+    oc_clear(&many[i]);
+  }
+  assert_int_equal(braid_http_client_open_connections(x.c), 6);
   real_done(&x);
   stop(pid);
   free(big);
