@@ -189,9 +189,6 @@ static void t_bad_args(void **st) {
   fx_init(&f, NULL);
   braid_deferred_t *d;
   assert_int_equal(
-      braid_http_request(f.c, "GET", "https://h/", NULL, 0, NULL, 0, &d),
-      BRAID_ENOTSUP);
-  assert_int_equal(
       braid_http_request(f.c, "GET", "gopher://h/", NULL, 0, NULL, 0, &d),
       BRAID_EINVAL);
   assert_int_equal(

@@ -24,9 +24,14 @@
  * braid_http_client_response_free); take it with braid_result_take() to
  * keep it past the chain.
  *
+ * https:// runs over braid's TLS layer (braid/tls.h): the server's
+ * certificate is verified (options.tls_ca_file, else the system's CAs) and
+ * its name checked against the URL's host; a refused certificate errbacks
+ * with BRAID_EPROTO. In a build without TLS, https requests errback with
+ * BRAID_ENOTSUP.
+ *
  * Errors: argument errors are returned at once (BRAID_EINVAL for a bad
- * URL, method or header; BRAID_ENOTSUP for https://, because braid has no
- * TLS yet). Everything else errbacks the deferred with a braid-domain
+ * URL, method or header). Everything else errbacks the deferred with a braid-domain
  * failure: BRAID_ECONNREFUSED and other connect errors, BRAID_ENOTFOUND
  * (the name does not resolve), BRAID_ETIMEDOUT (connect, response-head or
  * body timeout), BRAID_EPROTO (a malformed response, a 101 Switching
@@ -106,6 +111,9 @@ typedef struct braid_http_client_options {
   braid_http_connect_cb connect; /* NULL: TCP via the thread-pool resolver */
   void *connect_arg;
   const char *user_agent; /* NULL: "braid/<version>"; "" = none */
+  const char *tls_ca_file; /* https: PEM file of trusted CAs; NULL: the
+                              system's. The server's name is always
+                              checked against the URL's host. */
 } braid_http_client_options;
 
 int braid_http_client_create(braid_reactor_t *r,
@@ -194,7 +202,7 @@ typedef struct braid_http_request_options {
 
 /* The buffered shortcut: method, url, extra headers, a whole body (or
  * NULL, 0). *out gets a deferred that fires with the response. Argument
- * errors (NULL, bad URL, https) are returned at once; everything else is
+ * errors (NULL, bad URL) are returned at once; everything else is
  * the deferred's errback. */
 int braid_http_request(braid_http_client_t *c, const char *method,
                        const char *url, const braid_http_header_t *headers,

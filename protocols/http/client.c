@@ -83,6 +83,7 @@ struct hc_pool {
   hc_pool *next;
   char host[256];
   uint16_t port;
+  bool https; /* connections run TLS (never shared with plain http) */
   hc_conn *conns;
   size_t nconns, nidle;
   braid_http_call_t *qhead, *qtail;
@@ -842,6 +843,39 @@ static int hc_default_connect(braid_reactor_t *r, const char *host,
   return braid_endpoint_connect(r, desc, p, NULL, 0);
 }
 
+/* Append `v` to an endpoint description, escaping ':' and '\\'. */
+static void hc_ep_escape(char *out, size_t size, size_t *len, const char *v) {
+  for (; *v != '\0' && *len + 3 < size; v++) {
+    if (*v == ':' || *v == '\\')
+      out[(*len)++] = '\\';
+    out[(*len)++] = *v;
+  }
+  out[*len] = '\0';
+}
+
+/* https: a TLS client endpoint (braid/tls.h) verifies the server's
+ * certificate against the system's CAs (or opts.tls_ca_file) and its name
+ * against the URL's host, and offers ALPN "http/1.1". Without TLS in this
+ * build the endpoint layer answers BRAID_ENOTSUP. */
+static int hc_tls_connect(braid_http_client_t *c, hc_pool *p,
+                          braid_protocol_t *proto) {
+  char desc[BRAID_ENDPOINT_HOST_MAX * 3 + 128];
+  size_t len = 0;
+  desc[0] = '\0';
+  hc_ep_escape(desc, sizeof desc, &len, "tls");
+  len += (size_t)snprintf(desc + len, sizeof desc - len, ":host=");
+  hc_ep_escape(desc, sizeof desc, &len, p->host);
+  len += (size_t)snprintf(desc + len, sizeof desc - len,
+                          ":port=%u:alpn=http/1.1:timeout=%.3f",
+                          (unsigned)p->port,
+                          (double)c->o.connect_timeout / 1e9);
+  if (c->o.tls_ca_file != NULL && len + 8 < sizeof desc) {
+    len += (size_t)snprintf(desc + len, sizeof desc - len, ":caFile=");
+    hc_ep_escape(desc, sizeof desc, &len, c->o.tls_ca_file);
+  }
+  return braid_endpoint_connect(c->r, desc, proto, NULL, 0);
+}
+
 static int hc_conn_open(hc_pool *p, braid_http_call_t *call) {
   braid_http_client_t *c = call->c;
   hc_conn *k = braid_calloc(1, sizeof *k);
@@ -868,8 +902,9 @@ static int hc_conn_open(hc_pool *p, braid_http_call_t *call) {
   braid_http_connect_cb fn =
       c->o.connect != NULL ? c->o.connect : hc_default_connect;
   /* connection_made may run inside this call. */
-  int rc = fn(c->r, p->host, p->port, c->o.connect_timeout, &k->proto,
-              c->o.connect_arg);
+  int rc = p->https ? hc_tls_connect(c, p, &k->proto)
+                    : fn(c->r, p->host, p->port, c->o.connect_timeout,
+                         &k->proto, c->o.connect_arg);
   if (rc < 0) {
     /* No callback will come: undo. */
     if (k->prev != NULL)
@@ -1011,15 +1046,16 @@ static void hc_canceller(braid_deferred_t *d, void *arg) {
 }
 
 static hc_pool *hc_pool_get(braid_http_client_t *c, const char *host,
-                            uint16_t port) {
+                            uint16_t port, bool https) {
   for (hc_pool *p = c->pools; p != NULL; p = p->next)
-    if (p->port == port && strcmp(p->host, host) == 0)
+    if (p->port == port && p->https == https && strcmp(p->host, host) == 0)
       return p;
   hc_pool *p = braid_calloc(1, sizeof *p);
   if (p == NULL)
     return NULL;
   snprintf(p->host, sizeof p->host, "%s", host);
   p->port = port;
+  p->https = https;
   p->next = c->pools;
   c->pools = p;
   return p;
@@ -1127,8 +1163,6 @@ int braid_http_request_ex(braid_http_client_t *c,
   int rc = braid_http_url_parse(&u, o->url);
   if (rc < 0)
     return rc;
-  if (u.https)
-    return BRAID_ENOTSUP; /* braid has no TLS yet */
   braid_http_call_t *call = braid_calloc(1, sizeof *call);
   if (call == NULL)
     return BRAID_ENOMEM;
@@ -1152,7 +1186,7 @@ int braid_http_request_ex(braid_http_client_t *c,
     rc = hc_buf_append(&call->body, &call->body_len, &call->body_cap, o->body,
                        o->body_len);
   if (rc == 0) {
-    call->pool = hc_pool_get(c, u.host, u.port);
+    call->pool = hc_pool_get(c, u.host, u.port, u.https);
     if (call->pool == NULL)
       rc = BRAID_ENOMEM;
   }
