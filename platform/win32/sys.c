@@ -242,3 +242,21 @@ int braid__translate_sys_error(int e) {
     return BRAID_EUNKNOWN;
   }
 }
+
+/* Interface names for IPv6 multicast. Windows names interfaces by GUID;
+ * braid accepts the numeric index there ("12"), which is what
+ * if_nametoindex would give, without pulling in iphlpapi. */
+int braid__if_index(const char *name, unsigned *index) {
+  unsigned v = 0;
+  if (name == NULL || *name == '\0')
+    return BRAID_ENOENT;
+  for (const char *p = name; *p != '\0'; p++) {
+    if (*p < '0' || *p > '9' || v > 429496729u)
+      return BRAID_ENOENT;
+    v = v * 10u + (unsigned)(*p - '0');
+  }
+  if (v == 0)
+    return BRAID_ENOENT;
+  *index = v;
+  return 0;
+}
