@@ -7,6 +7,7 @@
 #include "braid/deferred.h"
 #include "braid/error.h"
 #include "braid/failure.h"
+#include "braid/http.h"
 #include "braid/http_parser.h"
 #include "braid/log.h"
 #include "braid/reactor.h"
