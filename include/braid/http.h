@@ -39,8 +39,10 @@
  *     braid_http_read_body(); then it arrives in pieces (Content-Length and
  *     chunked alike, decoded), then one `end` call. "Expect: 100-continue"
  *     is answered with "100 Continue" at that moment, not before. A body
- *     larger than max_body ends with BRAID_ELIMIT and a 413 is sent if no
- *     response started. A handler that responds without reading the body
+ *     larger than max_body (declared in Content-Length) is refused with
+ *     413 before the handler runs; a chunked one that grows past it ends
+ *     with BRAID_ELIMIT, and the handler should answer 413 (the
+ *     connection closes after that response). A handler that responds without reading the body
  *     gets it discarded (the connection stays usable), except after an
  *     unanswered 100-continue or over max_body, where the connection is
  *     closed after the response.
@@ -103,6 +105,9 @@ typedef struct braid_http_server_options {
   braid_http_limits_t limits; /* head limits (zero: the parser's) */
   const char *server_name; /* "Server:" value; NULL: "braid" */
   bool no_access_log;      /* do not log one line per request */
+  bool no_sendfile;        /* always read files into memory (nginx's
+                              "sendfile off": for file systems where the
+                              kernel's copy misbehaves, and for tests) */
 } braid_http_server_options;
 
 typedef void (*braid_http_handler_cb)(braid_http_req_t *req, void *arg);

@@ -1018,6 +1018,10 @@ static void file_pump(braid_http_req_t *q) {
   }
 }
 
+static int c_no_sendfile(const braid_http_req_t *q) {
+  return q->c->srv->opts.no_sendfile;
+}
+
 int braid_http_sendfile(braid_http_req_t *q, int fd, uint64_t offset,
                         uint64_t len, braid_http_file_cb done, void *arg) {
   int rc = req_check(q);
@@ -1041,35 +1045,20 @@ int braid_http_sendfile(braid_http_req_t *q, int fd, uint64_t offset,
     conn_kick(q->c);
     return 0;
   }
-  braid_transport_t *t = q->c->t;
-  if (len <= SIZE_MAX) {
-    char hdr[24];
-    size_t hn = 0;
-    if (q->chunked)
-      hn = (size_t)snprintf(hdr, sizeof hdr, "%llx\r\n",
-                            (unsigned long long)len);
+  /* sendfile for Content-Length bodies; chunked ones are pumped so that
+   * each piece gets its own chunk header. */
+  if (len <= SIZE_MAX && !q->chunked && !c_no_sendfile(q)) {
     q->fstate = FILE_SENDING;
-    if (hn > 0)
-      braid_transport_write(t, hdr, hn);
-    rc = braid_transport_sendfile(t, fd, offset, (size_t)len, file_release,
-                                  q);
+    rc = braid_transport_sendfile(q->c->t, fd, offset, (size_t)len,
+                                  file_release, q);
     if (rc == 0) {
       q->sent += len;
       q->fleft = 0;
-      if (q->chunked)
-        braid_transport_write(t, "\r\n", 2);
       return 0;
     }
-    if (rc != BRAID_ENOTSUP) {
-      q->fstate = FILE_NONE;
+    q->fstate = FILE_NONE;
+    if (rc != BRAID_ENOTSUP)
       return rc;
-    }
-    /* No sendfile here: a chunk header already went out, so the pieces
-     * must not be framed again. */
-    if (hn > 0) {
-      q->fstate = FILE_NONE;
-      return BRAID_ENOTSUP; /* cannot happen: header only when chunked */
-    }
   }
   q->fstate = FILE_PUMPING;
   file_pump(q);
