@@ -787,7 +787,10 @@ static int req_check(braid_http_req_t *q) {
     return BRAID_EINVAL;
   if (q->finished)
     return BRAID_EALREADY;
-  if (q->c == NULL || q->c->closing)
+  /* A failed connection swallows writes until connection_lost: tell the
+   * producer now, so it does not generate the rest of its body for
+   * nothing. */
+  if (q->c == NULL || q->c->closing || braid_transport_closed(q->c->t))
     return BRAID_ECLOSED;
   return 0;
 }
@@ -984,7 +987,7 @@ static void file_release(void *data, void *arg) {
 /* The fallback: read pieces while the transport takes them. */
 static void file_pump(braid_http_req_t *q) {
   while (q->fstate == FILE_PUMPING && q->c != NULL && !q->c->wpaused &&
-         !q->c->closing) {
+         !q->c->closing && !braid_transport_closed(q->c->t)) {
     if (q->fleft == 0) {
       q->fstate = FILE_DONE;
       conn_kick(q->c);
