@@ -176,6 +176,8 @@ static const char web_usage[] =
     "  --no-listing           404 for folders without index.html\n"
     "  --hello                also answer /hello with \"hello, world\" from\n"
     "                         memory (for benchmarks)\n"
+    "  --echo                 also answer POST /echo by streaming the request\n"
+    "                         body back (for interop tests and demos)\n"
     "  --header-timeout SEC   time allowed for a request head (default 10)\n"
     "  --idle-timeout SEC     keep-alive and stall timeout (default 60)\n"
     "  --no-log               no access log\n"
@@ -197,6 +199,49 @@ static void web_hello(braid_http_req_t *req, void *arg) {
   (void)arg;
   static const braid_http_field_t f[1] = {{"Content-Type", "text/plain"}};
   braid_http_respond(req, 200, f, 1, "hello, world\n", 13);
+}
+
+/* POST /echo: the request body streams back as it arrives (chunked), so
+ * an upload of any size costs the server one read buffer. The body is
+ * asked for at once, which answers "Expect: 100-continue". */
+typedef struct web_echo {
+  int started;
+} web_echo;
+
+static void web_echo_data(braid_http_req_t *req, const void *d, size_t n,
+                          void *arg) {
+  web_echo *x = arg;
+  if (!x->started) {
+    static const braid_http_field_t f[1] = {
+        {"Content-Type", "application/octet-stream"}};
+    x->started = 1;
+    braid_http_start(req, 200, f, 1, BRAID_HTTP_LENGTH_UNKNOWN);
+  }
+  braid_http_write(req, d, n);
+}
+
+static void web_echo_end(braid_http_req_t *req, int status, void *arg) {
+  web_echo *x = arg;
+  if (x->started)
+    braid_http_finish(req);
+  else if (status == BRAID_ELIMIT)
+    braid_http_respond(req, 413, NULL, 0, "too large\n", 10);
+  else if (status < 0)
+    braid_http_respond(req, 400, NULL, 0, "bad body\n", 9);
+  else
+    braid_http_respond(req, 200, NULL, 0, NULL, 0);
+  free(x);
+}
+
+static const braid_http_body_ops web_echo_ops = {web_echo_data, web_echo_end};
+
+static void web_echo_h(braid_http_req_t *req, void *arg) {
+  (void)arg;
+  web_echo *x = calloc(1, sizeof *x);
+  if (x == NULL || braid_http_read_body(req, &web_echo_ops, x) < 0) {
+    free(x);
+    braid_http_respond(req, 500, NULL, 0, NULL, 0);
+  }
 }
 
 typedef struct web_stop {
@@ -226,7 +271,7 @@ static int web_seconds(const char *v, uint64_t *out) {
 static int cmd_web(int argc, char **argv) {
   const char *path = ".";
   const char *listen[MAX_LISTEN];
-  int nlisten = 0, quiet = 0, hello = 0;
+  int nlisten = 0, quiet = 0, hello = 0, echo = 0;
   braid_http_server_options so = {0};
   braid_http_static_options sto = {0};
   for (int i = 0; i < argc; i++) {
@@ -259,6 +304,8 @@ static int cmd_web(int argc, char **argv) {
       sto.no_listing = true;
     } else if (strcmp(a, "--hello") == 0) {
       hello = 1;
+    } else if (strcmp(a, "--echo") == 0) {
+      echo = 1;
     } else if (strcmp(a, "--no-log") == 0) {
       so.no_access_log = true;
     } else if (strcmp(a, "--quiet") == 0) {
@@ -291,6 +338,8 @@ static int cmd_web(int argc, char **argv) {
   rc = braid_http_server_create(r, &so, &srv);
   if (rc == 0 && hello)
     rc = braid_http_route(srv, "GET", "/hello", web_hello, NULL);
+  if (rc == 0 && echo)
+    rc = braid_http_route(srv, "POST", "/echo", web_echo_h, NULL);
   if (rc == 0)
     rc = braid_http_route(srv, NULL, "/", braid_http_static_handler, st);
   int status = 0;

@@ -28,6 +28,8 @@
 #include <sys/eventfd.h>
 #endif
 #if BRAID_HAVE_SENDFILE
+#include <pthread.h>
+#include <signal.h>
 #include <sys/sendfile.h>
 #endif
 
@@ -396,7 +398,7 @@ static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
  * user memory. Like a write, the op completes when every byte is sent. */
 #if BRAID_HAVE_SENDFILE
 #define BRAID__POSIX_CAP_SENDFILE BRAID__CAP_SENDFILE
-static intptr_t braid__try_sendfile(braid__sock *s, braid__op *op) {
+static intptr_t braid__try_sendfile_(braid__sock *s, braid__op *op) {
   while (op->u.sendfile.len > 0) {
     off_t off = (off_t)op->u.sendfile.offset;
     /* Linux sends at most 0x7ffff000 bytes per call. */
@@ -419,6 +421,25 @@ static intptr_t braid__try_sendfile(braid__sock *s, braid__op *op) {
     op->u.sendfile.done += (size_t)w;
   }
   return (intptr_t)op->u.sendfile.done;
+}
+
+/* sendfile(2) has no MSG_NOSIGNAL: writing to a connection the peer reset
+ * raises SIGPIPE, which kills an application that did not ignore it. Block
+ * it around the call and swallow the one the call raised. */
+static intptr_t braid__try_sendfile(braid__sock *s, braid__op *op) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  intptr_t st = braid__try_sendfile_(s, op);
+  if (st == BRAID_EPIPE && !sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    struct timespec zero = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+      sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return st;
 }
 #else
 #define BRAID__POSIX_CAP_SENDFILE 0

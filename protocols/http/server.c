@@ -25,6 +25,7 @@
 #define HTTP_READ_MAX (64u * 1024u)   /* bytes buffered past a head */
 #define HTTP_FILE_PIECE (64u * 1024u) /* fallback file read size */
 #define HTTP_MAX_HEADERS 100
+#define HTTP_SENDFILE_MIN (32u * 1024u) /* smaller files are read */
 #define HTTP_MAX_LISTENERS 8
 
 typedef struct conn conn;
@@ -1049,8 +1050,10 @@ int braid_http_sendfile(braid_http_req_t *q, int fd, uint64_t offset,
     return 0;
   }
   /* sendfile for Content-Length bodies; chunked ones are pumped so that
-   * each piece gets its own chunk header. */
-  if (len <= SIZE_MAX && !q->chunked && !c_no_sendfile(q)) {
+   * each piece gets its own chunk header. Small files are read: one pread
+   * and a write cost less than the sendfile op's bookkeeping. */
+  if (len >= HTTP_SENDFILE_MIN && len <= SIZE_MAX && !q->chunked &&
+      !c_no_sendfile(q)) {
     q->fstate = FILE_SENDING;
     rc = braid_transport_sendfile(q->c->t, fd, offset, (size_t)len,
                                   file_release, q);
