@@ -22,8 +22,8 @@ typedef struct braid__chunk {
   size_t off, len, cap; /* pending bytes are data[off..len) */
   braid_release_cb release; /* zero-copy chunk: give data back */
   void *rarg;
-  int file;      /* a file chunk (sendfile): data is NULL and the pending
-                    bytes are the file's [foff + off, foff + len); else -1 */
+  int file; /* a file chunk (sendfile): data is NULL and the pending
+               bytes are the file's [foff + off, foff + len); else -1 */
   uint64_t foff;
 } braid__chunk;
 
@@ -411,9 +411,9 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
 
 /* Only where the I/O layer has BRAID__OP_SENDFILE; otherwise the caller
  * reads the file itself (BRAID_ENOTSUP). */
-static int braid__stream_sendfile(braid_transport_t *t, int fd,
-                                  uint64_t offset, size_t len,
-                                  braid_release_cb release, void *arg) {
+static int braid__stream_sendfile(braid_transport_t *t, int fd, uint64_t offset,
+                                  size_t len, braid_release_cb release,
+                                  void *arg) {
   braid__stream *s = BRAID__S(t);
   if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE))
     return BRAID_ENOTSUP;

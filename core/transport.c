@@ -110,8 +110,8 @@ int braid_transport_sendfile(braid_transport_t *t, int fd, uint64_t offset,
 }
 
 bool braid_transport_closed(const braid_transport_t *t) {
-  return t == NULL ||
-         (t->state & (BRAID__T_DEAD | BRAID__T_CLOSING | BRAID__T_WR_SHUT)) != 0;
+  return t == NULL || (t->state & (BRAID__T_DEAD | BRAID__T_CLOSING |
+                                   BRAID__T_WR_SHUT)) != 0;
 }
 
 int braid_transport_close(braid_transport_t *t) {

@@ -34,7 +34,9 @@ static void sleep_ms(unsigned ms) {
     ;
 }
 
-static uint64_t now_ms(void) { return braid_hrtime() / 1000000u; }
+static uint64_t now_ms(void) {
+  return braid_hrtime() / 1000000u;
+}
 
 /* ------------------------------------------------------------------------
  * A blocking HTTP client for the client thread
@@ -99,7 +101,9 @@ static int cl_send(cl *c, const void *data, size_t len) {
   return 0;
 }
 
-static int cl_sends(cl *c, const char *s) { return cl_send(c, s, strlen(s)); }
+static int cl_sends(cl *c, const char *s) {
+  return cl_send(c, s, strlen(s));
+}
 
 /* More bytes into c->buf; 0 on EOF, -1 on error or timeout. */
 static int cl_fill(cl *c) {
@@ -421,12 +425,13 @@ static void env_start(env *e, const braid_http_server_options *o) {
   snprintf(e->dir, sizeof e->dir, "/tmp/braid-http-test-XXXXXX");
   assert_non_null(mkdtemp(e->dir));
   assert_int_equal(braid_http_static_create(e->dir, NULL, &e->st), 0);
-  assert_int_equal(
-      braid_http_route(e->srv, NULL, "/files", braid_http_static_handler, e->st),
-      0);
+  assert_int_equal(braid_http_route(e->srv, NULL, "/files",
+                                    braid_http_static_handler, e->st),
+                   0);
   char err[128];
-  assert_int_equal(braid_http_server_listen(
-                       e->srv, "tcp:port=0:interface=127.0.0.1", err, sizeof err),
+  assert_int_equal(braid_http_server_listen(e->srv,
+                                            "tcp:port=0:interface=127.0.0.1",
+                                            err, sizeof err),
                    0);
   braid_addr_t a;
   assert_int_equal(braid_http_server_addr(e->srv, &a), 0);
@@ -572,7 +577,8 @@ static const char *const bad_requests[] = {
     "GARBAGE\r\n\r\n",
     "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n",
     "GET /hello HTTP/1.1\r\n\r\n", /* no Host */
-    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, "
+    "chunked\r\n\r\n",
     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
     "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n",
     "DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -656,9 +662,10 @@ static void c_bodies(env *e) {
   cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
                "hello there");
   cl_resp(&c, &e->res[0], 0);
-  cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\n"
-               "Transfer-Encoding: chunked\r\n\r\n"
-               "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n");
+  cl_sends(&c,
+           "POST /echo HTTP/1.1\r\nHost: x\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n"
+           "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-T: 1\r\n\r\n");
   cl_resp(&c, &e->res[1], 0);
   /* Expect: 100-continue: the 100 comes before we send the body. */
   cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
@@ -878,7 +885,8 @@ static void t_static(void **st) {
     assert_int_equal(e.res[0].status, 200);
     assert_int_equal(e.res[0].body_len, BIG);
     assert_memory_equal(e.res[0].body, big, BIG);
-    assert_true(has_header(&e.res[0], "Content-Type: application/octet-stream"));
+    assert_true(
+        has_header(&e.res[0], "Content-Type: application/octet-stream"));
     assert_true(has_header(&e.res[0], "Accept-Ranges: bytes"));
     assert_int_equal(e.res[1].status, 206);
     assert_int_equal(e.res[1].body_len, 1000);
@@ -907,10 +915,14 @@ static void t_static(void **st) {
 
 static void c_traversal(env *e) {
   static const char *const targets[] = {
-      "/files/../secret.txt",     "/files/%2e%2e/secret.txt",
-      "/files/%2E%2E%2fsecret.txt", "/files/a%00.txt",
-      "/files/sub",               "/files/sub/",
-      "/files/no-such-file",      "/files/link",
+      "/files/../secret.txt",
+      "/files/%2e%2e/secret.txt",
+      "/files/%2E%2E%2fsecret.txt",
+      "/files/a%00.txt",
+      "/files/sub",
+      "/files/sub/",
+      "/files/no-such-file",
+      "/files/link",
   };
   for (int i = 0; i < 8; i++) {
     cl c;
@@ -1001,8 +1013,8 @@ static void route_tag(braid_http_req_t *req, void *arg) {
 }
 
 static void c_routes(env *e) {
-  static const char *const targets[] = {"/api", "/api/v1/x", "/apix",
-                                        "/api/v2", "/", "/other/y"};
+  static const char *const targets[] = {"/api",    "/api/v1/x", "/apix",
+                                        "/api/v2", "/",         "/other/y"};
   cl c;
   if (cl_open(&c, e->port, 0) < 0)
     return;
@@ -1017,8 +1029,8 @@ static void t_routes(void **st) {
   env_start(&e, NULL);
   assert_int_equal(braid_http_route(e.srv, NULL, "/", route_tag, "root"), 0);
   assert_int_equal(braid_http_route(e.srv, "GET", "/api", route_tag, "api"), 0);
-  assert_int_equal(
-      braid_http_route(e.srv, "GET", "/api/v1/", route_tag, "v1"), 0);
+  assert_int_equal(braid_http_route(e.srv, "GET", "/api/v1/", route_tag, "v1"),
+                   0);
   assert_int_equal(braid_http_route(e.srv, "GET", "/api", route_tag, "dup"),
                    BRAID_EEXIST);
   assert_int_equal(braid_http_route(e.srv, "GET", "nope", route_tag, "x"),

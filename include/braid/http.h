@@ -42,9 +42,9 @@
  *     larger than max_body (declared in Content-Length) is refused with
  *     413 before the handler runs; a chunked one that grows past it ends
  *     with BRAID_ELIMIT, and the handler should answer 413 (the
- *     connection closes after that response). A handler that responds without reading the body
- *     gets it discarded (the connection stays usable), except after an
- *     unanswered 100-continue or over max_body, where the connection is
+ *     connection closes after that response). A handler that responds without
+ * reading the body gets it discarded (the connection stays usable), except
+ * after an unanswered 100-continue or over max_body, where the connection is
  *     closed after the response.
  *   - A response is complete (braid_http_respond) or streamed
  *     (braid_http_start, braid_http_write..., braid_http_finish). A
@@ -99,15 +99,15 @@ typedef struct braid_http_field {
 #define BRAID_HTTP_LENGTH_UNKNOWN UINT64_MAX
 
 typedef struct braid_http_server_options {
-  uint64_t header_timeout; /* ns; 0: 10 s */
-  uint64_t idle_timeout;   /* ns; 0: 60 s */
-  uint64_t max_body;       /* request body bytes; 0: 16 MiB */
+  uint64_t header_timeout;    /* ns; 0: 10 s */
+  uint64_t idle_timeout;      /* ns; 0: 60 s */
+  uint64_t max_body;          /* request body bytes; 0: 16 MiB */
   braid_http_limits_t limits; /* head limits (zero: the parser's) */
-  const char *server_name; /* "Server:" value; NULL: "braid" */
-  bool no_access_log;      /* do not log one line per request */
-  bool no_sendfile;        /* always read files into memory (nginx's
-                              "sendfile off": for file systems where the
-                              kernel's copy misbehaves, and for tests) */
+  const char *server_name;    /* "Server:" value; NULL: "braid" */
+  bool no_access_log;         /* do not log one line per request */
+  bool no_sendfile;           /* always read files into memory (nginx's
+                                 "sendfile off": for file systems where the
+                                 kernel's copy misbehaves, and for tests) */
 } braid_http_server_options;
 
 typedef void (*braid_http_handler_cb)(braid_http_req_t *req, void *arg);
@@ -183,8 +183,7 @@ void *braid_http_req_user(const braid_http_req_t *req);
 
 typedef struct braid_http_body_ops {
   /* A piece of the body, valid only during the call. */
-  void (*data)(braid_http_req_t *req, const void *data, size_t len,
-               void *arg);
+  void (*data)(braid_http_req_t *req, const void *data, size_t len, void *arg);
   /* The body ended: 0 when complete, BRAID_ELIMIT over max_body,
    * BRAID_EPROTO for bad chunked framing, BRAID_ETIMEDOUT, or the
    * connection's error. Called once. After an error the handler should

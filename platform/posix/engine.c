@@ -402,8 +402,8 @@ static intptr_t braid__try_sendfile_(braid__sock *s, braid__op *op) {
   while (op->u.sendfile.len > 0) {
     off_t off = (off_t)op->u.sendfile.offset;
     /* Linux sends at most 0x7ffff000 bytes per call. */
-    size_t ask = op->u.sendfile.len < 0x7ffff000u ? op->u.sendfile.len
-                                                  : 0x7ffff000u;
+    size_t ask =
+        op->u.sendfile.len < 0x7ffff000u ? op->u.sendfile.len : 0x7ffff000u;
     ssize_t w = sendfile(s->fd, op->u.sendfile.file, &off, ask);
     if (w < 0) {
       if (errno == EINTR)

@@ -73,13 +73,13 @@ struct conn {
   braid_timer_t timer, kick;
   int tstate;
   int depth;
-  int lost;         /* connection_lost ran */
-  int closing;      /* close or abort asked */
-  int rpaused;      /* reading paused on the transport */
-  int wpaused;      /* the transport asked us to stop producing */
-  int lost_reason;  /* set by our own aborts (timeouts) */
-  int aborted;      /* abort asked */
-  int lingering;    /* output shut down, input drained until EOF */
+  int lost;        /* connection_lost ran */
+  int closing;     /* close or abort asked */
+  int rpaused;     /* reading paused on the transport */
+  int wpaused;     /* the transport asked us to stop producing */
+  int lost_reason; /* set by our own aborts (timeouts) */
+  int aborted;     /* abort asked */
+  int lingering;   /* output shut down, input drained until EOF */
   /* The body of the current (or just finished) request. */
   int bmode;
   braid_http_body_kind_t bkind;
@@ -137,40 +137,74 @@ static void req_free(braid_http_req_t *q);
 
 const char *braid_http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 206: return "Partial Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed";
-  case 426: return "Upgrade Required";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 411:
+    return "Length Required";
+  case 412:
+    return "Precondition Failed";
+  case 413:
+    return "Content Too Large";
+  case 414:
+    return "URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 416:
+    return "Range Not Satisfiable";
+  case 417:
+    return "Expectation Failed";
+  case 426:
+    return "Upgrade Required";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
   }
   return "";
 }
@@ -219,13 +253,16 @@ int braid_http_date_parse(const char *s, size_t len, int64_t *out) {
   char wd[16], mon[4];
   int d, y, hh, mm, ss, n = 0;
   /* IMF-fixdate, RFC 850, asctime (RFC 9110 section 5.6.7). */
-  if (sscanf(b, "%3s, %2d %3s %4d %2d:%2d:%2d GMT%n", wd, &d, mon, &y, &hh,
-             &mm, &ss, &n) == 7 && n == (int)len) {
+  if (sscanf(b, "%3s, %2d %3s %4d %2d:%2d:%2d GMT%n", wd, &d, mon, &y, &hh, &mm,
+             &ss, &n) == 7 &&
+      n == (int)len) {
   } else if (sscanf(b, "%15[A-Za-z], %2d-%3s-%2d %2d:%2d:%2d GMT%n", wd, &d,
-                    mon, &y, &hh, &mm, &ss, &n) == 7 && n == (int)len) {
+                    mon, &y, &hh, &mm, &ss, &n) == 7 &&
+             n == (int)len) {
     y += y < 70 ? 2000 : 1900;
   } else if (sscanf(b, "%3s %3s %2d %2d:%2d:%2d %4d%n", wd, mon, &d, &hh, &mm,
-                    &ss, &y, &n) == 7 && n == (int)len) {
+                    &ss, &y, &n) == 7 &&
+             n == (int)len) {
   } else {
     return BRAID_EINVAL;
   }
@@ -233,8 +270,8 @@ int braid_http_date_parse(const char *s, size_t len, int64_t *out) {
   if (m < 0 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 || hh < 0 ||
       mm < 0 || ss < 0)
     return BRAID_EINVAL;
-  *out = days_from_civil(y, (unsigned)m + 1, (unsigned)d) * 86400 +
-         hh * 3600 + mm * 60 + ss;
+  *out = days_from_civil(y, (unsigned)m + 1, (unsigned)d) * 86400 + hh * 3600 +
+         mm * 60 + ss;
   return 0;
 }
 
@@ -416,8 +453,7 @@ static void conn_kick(conn *c) {
  * ------------------------------------------------------------------------ */
 
 static void access_log(braid_http_server_t *s, conn *c,
-                       const braid_http_req_t *q, int status,
-                       uint64_t bytes) {
+                       const braid_http_req_t *q, int status, uint64_t bytes) {
   if (s->opts.no_access_log)
     return;
   char peer[80] = "-";
@@ -442,9 +478,9 @@ static void access_log(braid_http_server_t *s, conn *c,
   struct tm tm;
   gmtime_r(&now, &tm);
   char when[40];
-  snprintf(when, sizeof when, "%02d/%s/%04d:%02d:%02d:%02d +0000",
-           tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
-           tm.tm_min, tm.tm_sec);
+  snprintf(when, sizeof when, "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
+           months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+           tm.tm_sec);
   /* The request line is escaped: a log line must stay one line and must
    * not let a client forge quotes (CVE-2009-4487 style log injection). */
   char line[512];
@@ -492,8 +528,8 @@ static braid_http_req_t *req_new(conn *c, const braid_http_request_t *pr,
   q->r = c->srv->r;
   q->ffd = -1;
   q->head = braid_malloc(n + 1);
-  q->hdrs = braid_malloc((pr->num_headers ? pr->num_headers : 1) *
-                         sizeof *q->hdrs);
+  q->hdrs =
+      braid_malloc((pr->num_headers ? pr->num_headers : 1) * sizeof *q->hdrs);
   if (q->head == NULL || q->hdrs == NULL) {
     req_free(q);
     return NULL;
@@ -725,8 +761,8 @@ static int status_has_body(int status) {
 
 /* Compose the head into a new buffer. */
 static char *head_build(braid_http_req_t *q, int status,
-                        const braid_http_field_t *f, size_t nf,
-                        uint64_t length, size_t *outlen) {
+                        const braid_http_field_t *f, size_t nf, uint64_t length,
+                        size_t *outlen) {
   conn *c = q->c;
   braid_http_server_t *s = c->srv;
   size_t need = 256 + strlen(s->server_name);
@@ -742,8 +778,8 @@ static char *head_build(braid_http_req_t *q, int status,
   /* Keep-alive only when both sides can frame the next message. */
   bool keep = q->keep_alive && !s->destroyed && !q->close_after;
   if (c->bmode != BODY_NONE && q->bstate == 0 &&
-      (q->expect || (c->bkind == BRAID_HTTP_BODY_LENGTH &&
-                     c->bleft > s->opts.max_body)))
+      (q->expect ||
+       (c->bkind == BRAID_HTTP_BODY_LENGTH && c->bleft > s->opts.max_body)))
     keep = false; /* the body was never asked for and cannot be skipped */
   q->no_body = !status_has_body(status);
   if (!q->no_body && length == BRAID_HTTP_LENGTH_UNKNOWN) {
@@ -755,21 +791,18 @@ static char *head_build(braid_http_req_t *q, int status,
   if (q->is_head)
     q->no_body = true;
   q->close_after = !keep;
-  size_t o = (size_t)snprintf(h, need, "HTTP/1.1 %d %s\r\nDate: %s\r\n",
-                              status, braid_http_reason(status),
-                              server_date(s));
+  size_t o = (size_t)snprintf(h, need, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                              braid_http_reason(status), server_date(s));
   if (s->server_name[0] != '\0')
     o += (size_t)snprintf(h + o, need - o, "Server: %s\r\n", s->server_name);
   for (size_t i = 0; i < nf; i++)
-    o += (size_t)snprintf(h + o, need - o, "%s: %s\r\n", f[i].name,
-                          f[i].value);
+    o += (size_t)snprintf(h + o, need - o, "%s: %s\r\n", f[i].name, f[i].value);
   if (status_has_body(status)) {
     if (length != BRAID_HTTP_LENGTH_UNKNOWN)
       o += (size_t)snprintf(h + o, need - o, "Content-Length: %llu\r\n",
                             (unsigned long long)length);
     else if (q->chunked)
-      o += (size_t)snprintf(h + o, need - o,
-                            "Transfer-Encoding: chunked\r\n");
+      o += (size_t)snprintf(h + o, need - o, "Transfer-Encoding: chunked\r\n");
   }
   if (!keep)
     o += (size_t)snprintf(h + o, need - o, "Connection: close\r\n");
@@ -797,8 +830,7 @@ static int req_check(braid_http_req_t *q) {
 }
 
 int braid_http_start(braid_http_req_t *q, int status,
-                     const braid_http_field_t *f, size_t nf,
-                     uint64_t length) {
+                     const braid_http_field_t *f, size_t nf, uint64_t length) {
   int rc = req_check(q);
   if (rc < 0)
     return rc;
@@ -828,8 +860,7 @@ static int body_out(braid_http_req_t *q, const void *data, size_t len,
     braid_free(owned);
     return 0;
   }
-  if (q->length != BRAID_HTTP_LENGTH_UNKNOWN &&
-      (q->sent + len > q->length)) {
+  if (q->length != BRAID_HTTP_LENGTH_UNKNOWN && (q->sent + len > q->length)) {
     braid_free(owned);
     return BRAID_ERANGE;
   }
@@ -876,8 +907,8 @@ int braid_http_write(braid_http_req_t *q, const void *data, size_t len) {
 static void req_done(braid_http_req_t *q);
 
 int braid_http_respond(braid_http_req_t *q, int status,
-                       const braid_http_field_t *f, size_t nf,
-                       const void *body, size_t len) {
+                       const braid_http_field_t *f, size_t nf, const void *body,
+                       size_t len) {
   int rc = req_check(q);
   if (rc < 0) {
     if (rc == BRAID_ECLOSED)
@@ -1226,7 +1257,9 @@ static void conn_process(conn *c) {
 }
 
 /* conn embeds its protocol first, so the protocol pointer is the conn. */
-static conn *conn_of(braid_protocol_t *p) { return (conn *)(void *)p; }
+static conn *conn_of(braid_protocol_t *p) {
+  return (conn *)(void *)p;
+}
 
 static void conn_made(braid_protocol_t *p, braid_transport_t *t) {
   conn *c = conn_of(p);
@@ -1449,8 +1482,7 @@ int braid_http_server_create(braid_reactor_t *r,
 }
 
 int braid_http_route(braid_http_server_t *s, const char *method,
-                     const char *prefix, braid_http_handler_cb cb,
-                     void *arg) {
+                     const char *prefix, braid_http_handler_cb cb, void *arg) {
   if (s == NULL || prefix == NULL || prefix[0] != '/' || cb == NULL)
     return BRAID_EINVAL;
   for (size_t i = 0; i < s->nroutes; i++) {
@@ -1546,15 +1578,21 @@ braid_http_view_t braid_http_req_method(const braid_http_req_t *q) {
 braid_http_view_t braid_http_req_target(const braid_http_req_t *q) {
   return q->target;
 }
-const char *braid_http_req_path(const braid_http_req_t *q) { return q->path; }
-const char *braid_http_req_rest(const braid_http_req_t *q) { return q->rest; }
+const char *braid_http_req_path(const braid_http_req_t *q) {
+  return q->path;
+}
+const char *braid_http_req_rest(const braid_http_req_t *q) {
+  return q->rest;
+}
 braid_http_view_t braid_http_req_query(const braid_http_req_t *q) {
   return q->query;
 }
 int braid_http_req_minor_version(const braid_http_req_t *q) {
   return q->minor;
 }
-bool braid_http_req_is_head(const braid_http_req_t *q) { return q->is_head; }
+bool braid_http_req_is_head(const braid_http_req_t *q) {
+  return q->is_head;
+}
 
 braid_http_view_t braid_http_req_header(const braid_http_req_t *q,
                                         const char *name) {
@@ -1592,4 +1630,6 @@ braid_reactor_t *braid_http_req_reactor(const braid_http_req_t *q) {
 void braid_http_req_set_user(braid_http_req_t *q, void *user) {
   q->user = user;
 }
-void *braid_http_req_user(const braid_http_req_t *q) { return q->user; }
+void *braid_http_req_user(const braid_http_req_t *q) {
+  return q->user;
+}

@@ -63,8 +63,8 @@ void braid_http_static_destroy(braid_http_static_t *s) {
 
 static void plain(braid_http_req_t *req, int status) {
   char body[64];
-  int n = snprintf(body, sizeof body, "%d %s\n", status,
-                   braid_http_reason(status));
+  int n =
+      snprintf(body, sizeof body, "%d %s\n", status, braid_http_reason(status));
   braid_http_field_t f[2] = {{"Content-Type", "text/plain; charset=utf-8"},
                              {"Allow", "GET, HEAD"}};
   braid_http_respond(req, status, f, status == 405 ? 2 : 1, body, (size_t)n);
@@ -97,18 +97,31 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s) {
+  sb_put(b, s, strlen(s));
+}
 
 /* Names are data: escape them for HTML text and attributes. */
 static void sb_html(sbuf *b, const char *s) {
   for (; *s; s++) {
     switch (*s) {
-    case '&': sb_str(b, "&amp;"); break;
-    case '<': sb_str(b, "&lt;"); break;
-    case '>': sb_str(b, "&gt;"); break;
-    case '"': sb_str(b, "&quot;"); break;
-    case '\'': sb_str(b, "&#39;"); break;
-    default: sb_put(b, s, 1);
+    case '&':
+      sb_str(b, "&amp;");
+      break;
+    case '<':
+      sb_str(b, "&lt;");
+      break;
+    case '>':
+      sb_str(b, "&gt;");
+      break;
+    case '"':
+      sb_str(b, "&quot;");
+      break;
+    case '\'':
+      sb_str(b, "&#39;");
+      break;
+    default:
+      sb_put(b, s, 1);
     }
   }
 }
@@ -237,7 +250,8 @@ static int etag_match(braid_http_view_t v, const char *etag) {
   size_t i = 0;
   size_t el = strlen(etag);
   while (i < v.len) {
-    while (i < v.len && (v.ptr[i] == ' ' || v.ptr[i] == '\t' || v.ptr[i] == ','))
+    while (i < v.len &&
+           (v.ptr[i] == ' ' || v.ptr[i] == '\t' || v.ptr[i] == ','))
       i++;
     size_t start = i;
     while (i < v.len && v.ptr[i] != ',')
