@@ -26,6 +26,10 @@
 #define HTTP_FILE_PIECE (64u * 1024u) /* fallback file read size */
 #define HTTP_MAX_HEADERS 100
 #define HTTP_SENDFILE_MIN (32u * 1024u) /* smaller files are read */
+/* A sendfile is queued in pieces: each written piece is progress that
+ * restarts the stall timeout, so a long download of a large file is never
+ * mistaken for a client that stopped reading. */
+#define HTTP_SENDFILE_PIECE (1024u * 1024u)
 #define HTTP_MAX_LISTENERS 8
 
 typedef struct conn conn;
@@ -60,7 +64,7 @@ enum { BODY_NONE, BODY_HELD, BODY_DELIVER, BODY_DISCARD };
 enum { TM_NONE, TM_IDLE, TM_HEAD, TM_ACTIVE, TM_LINGER };
 #define HTTP_LINGER BRAID_SEC(2)
 /* braid_http_sendfile progress. */
-enum { FILE_NONE, FILE_SENDING, FILE_PUMPING, FILE_DONE };
+enum { FILE_NONE, FILE_SENDING, FILE_MORE, FILE_PUMPING, FILE_DONE };
 
 struct conn {
   braid_protocol_t p;
@@ -432,8 +436,13 @@ static void timer_set(conn *c, int st, int restart) {
     return;
   const braid_http_server_options *o = &c->srv->opts;
   uint64_t d = st == TM_HEAD ? o->header_timeout : o->idle_timeout;
-  if (st == TM_LINGER && d > HTTP_LINGER)
-    d = HTTP_LINGER;
+  if (st == TM_LINGER)
+    d = HTTP_LINGER; /* time for the client to read what we sent */
+  /* Inside an I/O callback the reactor's cached clock is the one from
+   * before the poller's wait, which may have blocked for a long time: a
+   * deadline from it would fire early (at once, after an idle second).
+   * Refresh it (a vDSO call). */
+  braid_reactor_update_time(c->srv->r);
   braid_timer_start(c->srv->r, &c->timer, d, timer_cb, c);
 }
 
@@ -1011,9 +1020,28 @@ int braid_http_finish(braid_http_req_t *q) {
 static void file_release(void *data, void *arg) {
   (void)data;
   braid_http_req_t *q = arg;
-  q->fstate = FILE_DONE;
+  q->fstate = q->fleft > 0 && q->fstatus == 0 ? FILE_MORE : FILE_DONE;
   if (q->c != NULL)
     conn_kick(q->c);
+}
+
+/* Queue the next piece of a sendfile body. */
+static int file_send_piece(braid_http_req_t *q) {
+  size_t n =
+      q->fleft < HTTP_SENDFILE_PIECE ? (size_t)q->fleft : HTTP_SENDFILE_PIECE;
+  uint64_t off = q->foff;
+  /* Account first: the release may run inside the call. */
+  q->fstate = FILE_SENDING;
+  q->foff += n;
+  q->fleft -= n;
+  q->sent += n;
+  int rc = braid_transport_sendfile(q->c->t, q->ffd, off, n, file_release, q);
+  if (rc < 0) {
+    q->foff -= n;
+    q->fleft += n;
+    q->sent -= n;
+  }
+  return rc;
 }
 
 /* The fallback: read pieces while the transport takes them. */
@@ -1085,14 +1113,9 @@ int braid_http_sendfile(braid_http_req_t *q, int fd, uint64_t offset,
    * and a write cost less than the sendfile op's bookkeeping. */
   if (len >= HTTP_SENDFILE_MIN && len <= SIZE_MAX && !q->chunked &&
       !c_no_sendfile(q)) {
-    q->fstate = FILE_SENDING;
-    rc = braid_transport_sendfile(q->c->t, fd, offset, (size_t)len,
-                                  file_release, q);
-    if (rc == 0) {
-      q->sent += len;
-      q->fleft = 0;
+    rc = file_send_piece(q);
+    if (rc == 0)
       return 0;
-    }
     q->fstate = FILE_NONE;
     if (rc != BRAID_ENOTSUP)
       return rc;
@@ -1180,6 +1203,18 @@ static void conn_process(conn *c) {
       q->guard--;
       if (q->finished && q->fstate == FILE_NONE)
         req_done(q);
+      continue;
+    }
+    if (q != NULL && q->fstate == FILE_MORE) {
+      if (c->tstate == TM_ACTIVE)
+        timer_set(c, TM_ACTIVE, 1);
+      if (c->closing || braid_transport_closed(c->t)) {
+        q->fstatus = BRAID_ECLOSED;
+        q->fstate = FILE_DONE;
+      } else if (file_send_piece(q) < 0) {
+        q->fstatus = BRAID_EIO;
+        q->fstate = FILE_DONE;
+      }
       continue;
     }
     if (q != NULL && q->fstate == FILE_PUMPING && !c->wpaused) {
