@@ -577,8 +577,8 @@ static const char *const bad_requests[] = {
     "GARBAGE\r\n\r\n",
     "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n",
     "GET /hello HTTP/1.1\r\n\r\n", /* no Host */
-    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, "
-    "chunked\r\n\r\n",
+    ("POST /echo HTTP/1.1\r\nHost: x\r\n"
+     "Transfer-Encoding: gzip, chunked\r\n\r\n"),
     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
     "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n",
     "DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n",
