@@ -38,8 +38,12 @@ typedef int braid__fd;
 
 typedef struct braid_reactor braid_reactor_t;
 
-/* submit() returns this when the op will complete through its callback. */
-#define BRAID__PENDING 1
+/* submit() returns this when the op will complete through its callback.
+ * It must be a value no completion can have: it was 1, so a read or
+ * write of exactly one byte that completed inline looked pending, its
+ * data was never delivered and the socket never read or wrote again (a
+ * client typing a request one byte at a time hung the HTTP server). */
+#define BRAID__PENDING INTPTR_MIN
 
 /* A buffer for scatter/gather writes. */
 typedef struct braid__buf {

@@ -284,12 +284,15 @@ static void slow_h(braid_http_req_t *req, void *arg) {
 /* Echo: streams the request body back, chunked, as it arrives. */
 typedef struct echo {
   int started;
+  int count_only;
   env *e;
 } echo;
 
 static void echo_data(braid_http_req_t *req, const void *d, size_t n,
                       void *arg) {
   echo *x = arg;
+  if (x->count_only)
+    return; /* /echo?count: answer at the end only */
   if (!x->started) {
     x->started = 1;
     braid_http_start(req, 200, NULL, 0, BRAID_HTTP_LENGTH_UNKNOWN);
@@ -316,6 +319,7 @@ static const braid_http_body_ops echo_ops = {echo_data, echo_end};
 static void echo_h(braid_http_req_t *req, void *arg) {
   echo *x = calloc(1, sizeof *x);
   x->e = arg;
+  x->count_only = braid_http_req_query(req).ptr != NULL;
   braid_http_read_body(req, &echo_ops, x);
 }
 
@@ -681,7 +685,7 @@ static void c_bodies(env *e) {
   cl_close(&c);
   /* A chunked body over max_body: the handler answers 413. */
   if (cl_open(&c, e->port, 0) == 0) {
-    cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+    cl_sends(&c, "POST /echo?count HTTP/1.1\r\nHost: x\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n");
     char chunk[1100];
     snprintf(chunk, sizeof chunk, "400\r\n");
@@ -752,6 +756,34 @@ static void c_slowloris(env *e) {
     e->flags[2] = (int)(now_ms() - t);
     cl_close(&c);
   }
+}
+
+/* A head that arrives one byte per segment, in time: every 1-byte read
+ * must be delivered (a 1-byte inline completion once looked "pending"). */
+static void c_bytewise(env *e) {
+  cl c;
+  if (cl_open(&c, e->port, 0) < 0)
+    return;
+  const char *head = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int k = 0; k < 2; k++) {
+    for (size_t i = 0; head[i] != '\0'; i++) {
+      cl_send(&c, head + i, 1);
+      sleep_ms(3);
+    }
+    cl_resp(&c, &e->res[k], 0);
+  }
+  cl_close(&c);
+}
+
+static void t_bytewise(void **st) {
+  (void)st;
+  env e;
+  env_start(&e, NULL);
+  env_run(&e, c_bytewise);
+  assert_int_equal(e.res[0].status, 200);
+  assert_string_equal(e.res[0].body, "hello, world\n");
+  assert_int_equal(e.res[1].status, 200);
+  env_end(&e);
 }
 
 static void t_timeouts(void **st) {
@@ -1046,17 +1078,12 @@ static void t_routes(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_helpers),
-      cmocka_unit_test(t_keepalive),
-      cmocka_unit_test(t_pipeline),
-      cmocka_unit_test(t_versions),
-      cmocka_unit_test(t_errors),
-      cmocka_unit_test(t_limits),
-      cmocka_unit_test(t_bodies),
-      cmocka_unit_test(t_timeouts),
-      cmocka_unit_test(t_flow_control),
-      cmocka_unit_test(t_static),
-      cmocka_unit_test(t_traversal_listing),
+      cmocka_unit_test(t_helpers),  cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_pipeline), cmocka_unit_test(t_versions),
+      cmocka_unit_test(t_errors),   cmocka_unit_test(t_limits),
+      cmocka_unit_test(t_bodies),   cmocka_unit_test(t_bytewise),
+      cmocka_unit_test(t_timeouts), cmocka_unit_test(t_flow_control),
+      cmocka_unit_test(t_static),   cmocka_unit_test(t_traversal_listing),
       cmocka_unit_test(t_routes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
