@@ -74,13 +74,21 @@ typedef void (*braid__close_cb)(braid__sock *s);
 #define BRAID__OPF_TRY 0x1u /* WRITE: write what the kernel takes now and
                                return that count inline (maybe 0); never
                                pending. Completion platforms that cannot
-                               write synchronously return 0. */
+                               write synchronously return 0.
+                               SENDTO: the same; a datagram goes whole or
+                               not at all, so the result is its size or 0
+                               (do not TRY an empty datagram). */
 
 #define BRAID__OPF_DEFER 0x2u /* never complete inline: complete from the
                                  next wait(), even if ready now. For
                                  submits made inside another op's
                                  callback where an inline completion
                                  would nest callbacks (resume_reading). */
+
+#define BRAID__OPF_TRUNCATED 0x4u /* RECVFROM, set by the platform on
+                                     completion: the datagram was larger
+                                     than the buffer and its tail was
+                                     discarded (MSG_TRUNC). */
 
 struct braid__op {
   braid__op_cb cb;
@@ -157,7 +165,19 @@ enum braid__sockopt {
   BRAID__SO_V6ONLY,
   BRAID__SO_NODELAY,
   BRAID__SO_KEEPALIVE, /* value: idle seconds, 0 = off */
-  BRAID__SO_BROADCAST
+  BRAID__SO_BROADCAST,
+  /* Datagram sockets. The engine finds the socket's family itself. */
+  BRAID__SO_RCVBUF,         /* bytes */
+  BRAID__SO_SNDBUF,         /* bytes */
+  BRAID__SO_MULTICAST_TTL,  /* IPv4 TTL / IPv6 hop limit, 0..255 */
+  BRAID__SO_MULTICAST_LOOP  /* 1: a host's own multicast is looped back */
+};
+
+/* Operations of sock_mcast. */
+enum braid__mcast_op {
+  BRAID__MC_JOIN = 1, /* join `group` on the interface */
+  BRAID__MC_LEAVE,    /* leave it */
+  BRAID__MC_IF        /* send multicast through the interface (group NULL) */
 };
 
 /* The ops table. One per I/O implementation: the POSIX readiness engine
@@ -201,6 +221,16 @@ typedef struct braid__io_ops {
   int (*sock_name)(braid__sock *s, int peer, struct sockaddr *a, int *len);
   /* A BRAID__SO_* option. */
   int (*sock_setopt)(braid__sock *s, int opt, int value);
+  /* Read a BRAID__SO_* option back (BRAID__SO_BROADCAST,
+   * BRAID__SO_RCVBUF, BRAID__SO_SNDBUF, BRAID__SO_MULTICAST_TTL,
+   * BRAID__SO_MULTICAST_LOOP). */
+  int (*sock_getopt)(braid__sock *s, int opt, int *value);
+  /* Multicast (braid__mcast_op) on a datagram socket of `family`. The
+   * interface is `iface4` for IPv4 (NULL: the kernel's choice) and
+   * `ifindex` for IPv6 (0: the kernel's choice). */
+  int (*sock_mcast)(braid__sock *s, int op, int family,
+                    const struct sockaddr *group,
+                    const struct sockaddr *iface4, unsigned ifindex);
   /* Shut down the writing side (FIN). */
   int (*sock_shutdown)(braid__sock *s);
   /* Submit an op on s: returns BRAID__PENDING or the inline status. */
@@ -216,6 +246,10 @@ typedef struct braid__io_ops {
 
 /* The I/O implementations built into this library. */
 extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+
+/* The index of the network interface called `name` ("lo", "eth0"), or
+ * BRAID_ENOENT. */
+int braid__if_index(const char *name, unsigned *index);
 
 /* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
 int braid__translate_sys_error(int syserr);

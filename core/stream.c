@@ -388,8 +388,16 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
   }
   if (release != NULL) {
     braid__chunk *c = braid_malloc(sizeof *c);
+    if (c == NULL && done > 0) {
+      /* Part of the message is on the wire and the rest cannot be queued:
+       * the byte stream is broken, so the connection fails rather than
+       * the caller being told nothing was sent. */
+      release((void *)iov[0].base, arg);
+      braid__stream_fail(s, BRAID_ENOMEM);
+      return 0;
+    }
     if (c == NULL)
-      return BRAID_ENOMEM; /* NB: bytes before `done` were sent */
+      return BRAID_ENOMEM; /* nothing was sent; the caller keeps the data */
     c->next = NULL;
     c->data = (char *)iov[0].base;
     c->off = done;
@@ -402,6 +410,10 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     t->queued += total - done;
   } else {
     int rc = braid__stream_copy(s, iov, n, done);
+    if (rc < 0 && done > 0) {
+      braid__stream_fail(s, rc); /* as above: the stream is broken */
+      return 0;
+    }
     if (rc < 0)
       return rc;
   }

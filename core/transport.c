@@ -109,11 +109,6 @@ int braid_transport_sendfile(braid_transport_t *t, int fd, uint64_t offset,
   return rc;
 }
 
-bool braid_transport_closed(const braid_transport_t *t) {
-  return t == NULL || (t->state & (BRAID__T_DEAD | BRAID__T_CLOSING |
-                                   BRAID__T_WR_SHUT)) != 0;
-}
-
 int braid_transport_close(braid_transport_t *t) {
   if (t == NULL)
     return BRAID_EINVAL;
@@ -197,6 +192,10 @@ int braid_transport_set_write_limits(braid_transport_t *t, size_t high,
   braid__transport_filled(t);
   braid__transport_drained(t);
   return 0;
+}
+
+bool braid_transport_closing(const braid_transport_t *t) {
+  return t == NULL || (t->state & (BRAID__T_CLOSING | BRAID__T_DEAD)) != 0;
 }
 
 size_t braid_transport_write_queued(const braid_transport_t *t) {

@@ -162,8 +162,8 @@ static void snap_res(struct snap *s, int r, const braid_http_response_t *q,
 static void snap_eq(const struct snap *a, const struct snap *b,
                     const char *what, size_t k) {
   if (memcmp(a, b, sizeof *a) != 0) {
-    print_error("%s: split at %zu: r=%d/%d status=%d/%d\n", what, k, a->r,
-                b->r, a->status, b->status);
+    print_error("%s: split at %zu: r=%d/%d status=%d/%d\n", what, k, a->r, b->r,
+                a->status, b->status);
     fail();
   }
 }
@@ -411,7 +411,8 @@ static void t_header_values(void **st) {
   assert_true(view_is(q.headers[4].value, "v\tw"));
   assert_true(view_is(q.headers[5].value, "caf\xc3\xa9 \xff"));
   assert_true(view_is(q.headers[6].name, "x-LOWER-upper"));
-  assert_true(view_is(q.headers[7].value, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"));
+  assert_true(
+      view_is(q.headers[7].value, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"));
   assert_true(view_is(q.headers[8].name, "!#$%&'*+-.^_`|~09azAZ"));
 }
 
@@ -445,8 +446,7 @@ static void t_keep_alive(void **st) {
   } cases[] = {
       {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1, true},
       {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 1, false},
-      {"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, CLOSE\r\n\r\n", 1,
-       false},
+      {"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, CLOSE\r\n\r\n", 1, false},
       {"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n"
        "Connection: close\r\n\r\n",
        1, false},
@@ -510,8 +510,7 @@ static void t_leading_empty_lines(void **st) {
   assert_true(view_is(q.method, "GET"));
   static const char m4[] = "\r\n\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
   assert_int_equal(req1(S(m4), &q, NULL), (int)sizeof m4 - 1);
-  reject(S("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), NULL,
-         400);
+  reject(S("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), NULL, 400);
   reject(S("\r\rGET / HTTP/1.1\r\nHost: a\r\n\r\n"), NULL, 400);
   braid_http_limits_t strict = {0, 0, 0, BRAID_HTTP_STRICT_CRLF};
   reject(S("\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), &strict, 400);
@@ -566,11 +565,16 @@ static void t_content_length(void **st) {
     assert_true(q.content_length == ok[i].cl);
   }
   static const char *bad[] = {
-      "Content-Length: abc",     "Content-Length: -1",
-      "Content-Length: +5",      "Content-Length: 1 2",
-      "Content-Length: 0x10",    "Content-Length:",
-      "Content-Length: 42, 43",  "Content-Length: 42,",
-      "Content-Length: ,42",     "Content-Length: 18446744073709551616",
+      "Content-Length: abc",
+      "Content-Length: -1",
+      "Content-Length: +5",
+      "Content-Length: 1 2",
+      "Content-Length: 0x10",
+      "Content-Length:",
+      "Content-Length: 42, 43",
+      "Content-Length: 42,",
+      "Content-Length: ,42",
+      "Content-Length: 18446744073709551616",
       "Content-Length: 99999999999999999999999",
       "Content-Length: 4\r\nContent-Length: 5",
       "Content-Length: 1.0",
@@ -622,8 +626,7 @@ static void t_transfer_encoding(void **st) {
     reject(m, (size_t)n, NULL, bad[i].status);
   }
   /* HTTP/1.0 has no transfer codings (RFC 9112 section 6.1). */
-  reject(S("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), NULL,
-         400);
+  reject(S("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), NULL, 400);
 }
 
 static void t_expect_upgrade_host(void **st) {
@@ -651,8 +654,9 @@ static void t_expect_upgrade_host(void **st) {
                                "Upgrade: websocket\r\n\r\n";
   assert_int_equal(req1(S(noconn), &q, NULL), (int)sizeof noconn - 1);
   assert_null(q.upgrade.ptr);
-  static const char up10[] = "GET /chat HTTP/1.0\r\n"
-                             "Upgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+  static const char up10[] =
+      "GET /chat HTTP/1.0\r\n"
+      "Upgrade: websocket\r\nConnection: upgrade\r\n\r\n";
   assert_int_equal(req1(S(up10), &q, NULL), (int)sizeof up10 - 1);
   assert_null(q.upgrade.ptr);
 
@@ -741,7 +745,8 @@ static void t_limits(void **st) {
   braid_http_request_t q;
   braid_http_limits_t lim = {32, 64, 3, 0};
   /* 32 bytes of request line: fits. */
-  static const char fit[] = "GET /012345678901234567 HTTP/1.1\r\nHost: a\r\n\r\n";
+  static const char fit[] =
+      "GET /012345678901234567 HTTP/1.1\r\nHost: a\r\n\r\n";
   assert_int_equal(req1(S(fit), &q, &lim), (int)sizeof fit - 1);
   /* One more: the target is what is too long. */
   reject(S("GET /0123456789012345678 HTTP/1.1\r\nHost: a\r\n\r\n"), &lim, 414);
@@ -775,7 +780,8 @@ static void t_limits(void **st) {
   reject(m, (size_t)n, &lim2, 431);
 
   /* Header count: 3 fit, 4 do not. */
-  static const char three[] = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+  static const char three[] =
+      "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
   assert_int_equal(req1(S(three), &q, &lim), (int)sizeof three - 1);
   reject(S("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), &lim,
          431);
@@ -786,9 +792,8 @@ static void t_limits(void **st) {
   assert_int_equal(check_req(S(three), NULL, 2, &s), BRAID_HTTP_ERROR);
   assert_int_equal(s.status, 431);
   memset(&q, 0, sizeof q); /* no array at all */
-  assert_int_equal(braid_http_parse_request(S("GET / HTTP/1.0\r\n\r\n"), &q,
-                                            NULL),
-                   18);
+  assert_int_equal(
+      braid_http_parse_request(S("GET / HTTP/1.0\r\n\r\n"), &q, NULL), 18);
   assert_int_equal(braid_http_parse_request(S(three), &q, NULL),
                    BRAID_HTTP_ERROR);
   assert_int_equal(q.error_status, 431);
@@ -860,8 +865,8 @@ static void t_responses(void **st) {
        "Not Found", BRAID_HTTP_BODY_CHUNKED, 0, true},
       {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 200, "OK",
        BRAID_HTTP_BODY_UNTIL_CLOSE, 0, false},
-      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 200,
-       "OK", BRAID_HTTP_BODY_CHUNKED, 0, true},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 200, "OK",
+       BRAID_HTTP_BODY_CHUNKED, 0, true},
       {"HTTP/1.1 200 OK\r\n\r\n", 200, "OK", BRAID_HTTP_BODY_UNTIL_CLOSE, 0,
        false},
       {"HTTP/1.1 204 No Content\r\n\r\n", 204, "No Content",
@@ -903,8 +908,7 @@ static void t_responses(void **st) {
   assert_int_equal(check_res_flags(S(cl), true, false, &s), (int)sizeof cl - 1);
   assert_int_equal(s.body, BRAID_HTTP_BODY_NONE);
   assert_true(s.cl == 5);
-  assert_int_equal(check_res_flags(S(cl), false, true, &s),
-                   (int)sizeof cl - 1);
+  assert_int_equal(check_res_flags(S(cl), false, true, &s), (int)sizeof cl - 1);
   assert_int_equal(s.body, BRAID_HTTP_BODY_NONE);
   static const char e407[] = "HTTP/1.1 407 Auth\r\nContent-Length: 5\r\n\r\n";
   assert_int_equal(check_res_flags(S(e407), false, true, &s),
@@ -1060,8 +1064,7 @@ static void t_chunked_valid(void **st) {
       {"5 ; a=b ;c=\"d e\"\r\nhello\r\n0\t;x\r\n\r\n", "hello", ""},
       {"5\r\nhe\r\nl\r\n0\r\n\r\n", "he\r\nl", ""},
       {"3\r\nabc\r\n0\r\nX-Trailer: v\r\nChecksum:\t1 2\r\n\r\n", "abc", ""},
-      {"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n", "abc",
-       "GET / HTTP/1.1\r\n"},
+      {"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n", "abc", "GET / HTTP/1.1\r\n"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     size_t n = strlen(cases[i].m);
@@ -1105,30 +1108,30 @@ static void t_chunked_invalid(void **st) {
   (void)st;
   static struct dres d;
   static const char *bad[] = {
-      "\r\n",                                /* no size */
-      "g\r\n",                               /* not hex */
-      "-5\r\nhello\r\n0\r\n\r\n",            /* sign */
-      "0x5\r\nhello\r\n0\r\n\r\n",           /* prefix */
-      "5\nhello\r\n0\r\n\r\n",               /* bare LF after size */
-      "5\r\rhello\r\n0\r\n\r\n",             /* bare CR after size */
-      "5\r\nhelloX\r\n0\r\n\r\n",            /* data too long */
-      "5\r\nhello\n0\r\n\r\n",               /* bare LF after data */
-      "5\r\nhello\rX0\r\n\r\n",              /* bare CR after data */
-      "00000000000000005\r\nhello\r\n",      /* 17 digits */
-      "10000000000000000\r\n",               /* overflow */
-      "5 \r\nhello\r\n0\r\n\r\n",            /* BWS without extension */
-      "5;a\nb\r\nhello\r\n0\r\n\r\n",        /* LF inside an extension */
-      "5;a\rb\r\nhello\r\n0\r\n\r\n",        /* CR inside an extension */
-      "5;a\x01\r\nhello\r\n0\r\n\r\n",       /* control in an extension */
-      "0\r\nX: y\r\n z\r\n\r\n",             /* obs-fold in trailers */
-      "0\r\nX : y\r\n\r\n",                  /* space before colon */
-      "0\r\n: y\r\n\r\n",                    /* empty name */
-      "0\r\nX: y\nZ: w\r\n\r\n",             /* bare LF in trailers */
-      "0\r\nX: y\x7f\r\n\r\n",               /* DEL in a trailer */
-      "0\r\nNoColon\r\n\r\n",                /* no colon */
-      "0\r\n\n",                             /* bare LF at the end */
-      "0\r\n\rX",                            /* bare CR at the end */
-      " 5\r\nhello\r\n0\r\n\r\n",            /* leading space */
+      "\r\n",                           /* no size */
+      "g\r\n",                          /* not hex */
+      "-5\r\nhello\r\n0\r\n\r\n",       /* sign */
+      "0x5\r\nhello\r\n0\r\n\r\n",      /* prefix */
+      "5\nhello\r\n0\r\n\r\n",          /* bare LF after size */
+      "5\r\rhello\r\n0\r\n\r\n",        /* bare CR after size */
+      "5\r\nhelloX\r\n0\r\n\r\n",       /* data too long */
+      "5\r\nhello\n0\r\n\r\n",          /* bare LF after data */
+      "5\r\nhello\rX0\r\n\r\n",         /* bare CR after data */
+      "00000000000000005\r\nhello\r\n", /* 17 digits */
+      "10000000000000000\r\n",          /* overflow */
+      "5 \r\nhello\r\n0\r\n\r\n",       /* BWS without extension */
+      "5;a\nb\r\nhello\r\n0\r\n\r\n",   /* LF inside an extension */
+      "5;a\rb\r\nhello\r\n0\r\n\r\n",   /* CR inside an extension */
+      "5;a\x01\r\nhello\r\n0\r\n\r\n",  /* control in an extension */
+      "0\r\nX: y\r\n z\r\n\r\n",        /* obs-fold in trailers */
+      "0\r\nX : y\r\n\r\n",             /* space before colon */
+      "0\r\n: y\r\n\r\n",               /* empty name */
+      "0\r\nX: y\nZ: w\r\n\r\n",        /* bare LF in trailers */
+      "0\r\nX: y\x7f\r\n\r\n",          /* DEL in a trailer */
+      "0\r\nNoColon\r\n\r\n",           /* no colon */
+      "0\r\n\n",                        /* bare LF at the end */
+      "0\r\n\rX",                       /* bare CR at the end */
+      " 5\r\nhello\r\n0\r\n\r\n",       /* leading space */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     if (check_chunked(bad[i], strlen(bad[i]), NULL, &d) != BRAID_HTTP_ERROR) {
@@ -1188,8 +1191,28 @@ static void t_chunked_limits(void **st) {
   assert_int_equal(check_chunked(m, 1036, NULL, &d), BRAID_HTTP_ERROR);
 }
 
-/* Regression inputs found by the fuzzers live here (see tests/fuzz). */
-static void t_fuzz_regressions(void **st) { (void)st; }
+/* Regression inputs found by the fuzzers (tests/fuzz). */
+static void t_fuzz_regressions(void **st) {
+  (void)st;
+  struct snap s;
+  /* An invalid header line with no empty line after it: the first resume
+   * hint only looked for the end of the head, so byte-by-byte input said
+   * INCOMPLETE where a fresh parse said 400. */
+  reject(S("\r\nGET * HTTP/1.0\nConion: keep-GET * HTTP/1.0\nCo0\n"), NULL,
+         400);
+  assert_int_equal(check_res(S("HTTP/1.1 101 Switching Protocols\r\n"
+                               "Upgrade: websocket\r\n"
+                               "Connection:\xabupgrade\r0\r\n"),
+                             &s),
+                   BRAID_HTTP_ERROR);
+  assert_int_equal(s.status, 400);
+  /* The same for a Content-Length that differs from an earlier one, and
+   * for one header too many, with the head unfinished. */
+  reject(S("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n"),
+         NULL, 400);
+  braid_http_limits_t three = {0, 0, 3, 0};
+  reject(S("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\n"), &three, 431);
+}
 
 int main(void) {
   const struct CMUnitTest tests[] = {

@@ -3,6 +3,7 @@
 #define BRAID_BRAID_H
 
 #include "braid/alloc.h"
+#include "braid/basic.h"
 #include "braid/endpoint.h"
 #include "braid/deferred.h"
 #include "braid/error.h"
@@ -14,6 +15,7 @@
 #include "braid/resolve.h"
 #include "braid/transport.h"
 #include "braid/threadpool.h"
+#include "braid/udp.h"
 #include "braid/version.h"
 
 #endif

@@ -30,21 +30,21 @@
  * must agree byte for byte, and every real client sends CRLF there.
  *
  * Re-parsing: like picohttpparser, a head parser that returned
- * BRAID_HTTP_INCOMPLETE parses again from the first byte on the next call,
- * so the views always point into the buffer of the latest call (the caller
- * may move or grow its buffer between calls). To keep byte-at-a-time input
- * linear rather than quadratic, the request/response struct remembers how
- * far it has looked for the end of the head (private fields, reset by every
- * call that does not return BRAID_HTTP_INCOMPLETE). When the same struct is
- * passed again, only the new bytes are scanned until the empty line that
- * ends the head arrives or a size limit is crossed; then the whole head is
- * parsed once. The result is identical to a fresh parse of the same bytes;
- * the only visible difference is that a syntax error in an unfinished head
- * is reported when the head ends (or a limit is crossed) instead of as soon
- * as the bad byte arrives. Rules for using the hint: the bytes already
- * passed must not change, and a struct must not be reused for a different
- * connection after BRAID_HTTP_INCOMPLETE without zero-filling it (or calling
- * with headers/headers_cap reset through braid_http_request_reset()).
+ * BRAID_HTTP_INCOMPLETE parses again from the first byte once the head is
+ * complete, so the views always point into the buffer of the latest call
+ * (the caller may move or grow its buffer between calls). To keep
+ * byte-at-a-time input linear rather than quadratic, the request/response
+ * struct remembers how far the last call got (private fields, cleared by
+ * every call that does not return BRAID_HTTP_INCOMPLETE): in the start line,
+ * how far it has looked for the LF; in the header section, which lines it
+ * has already judged, how many there were and the Content-Length so far.
+ * The next call with the same struct only judges the new lines, with the
+ * same code, and parses the whole head (storing the views) once it is
+ * complete or wrong. The answer is exactly that of a fresh parse of the
+ * same bytes, errors included, at any split (the tests and fuzzers check
+ * this). Rules: the bytes already passed must not change, the limits must
+ * stay the same, and a struct that returned BRAID_HTTP_INCOMPLETE must be
+ * reset (braid_http_request_reset) before it is used on other input.
  */
 #ifndef BRAID_HTTP_PARSER_H
 #define BRAID_HTTP_PARSER_H
@@ -108,12 +108,17 @@ typedef struct braid_http_limits {
   unsigned flags;
 } braid_http_limits_t;
 
-/* Private: where the last BRAID_HTTP_INCOMPLETE call stopped looking for
- * the end of the head. All zero means "no hint". */
+/* Private: where the last BRAID_HTTP_INCOMPLETE call stopped, so the next
+ * call can carry on from there. All zero means "no hint". */
 struct braid_http__hint {
-  size_t pos_;   /* resume the scan here */
+  size_t pos_;   /* start line: scan for LF from here; headers: the start
+                    of the unfinished line */
   size_t len_;   /* the length passed to that call */
-  size_t limit_; /* parse in full once the input is longer than this */
+  size_t limit_; /* start line: parse in full once the input is longer */
+  size_t hs_;    /* headers: where the header section starts */
+  size_t nh_;    /* headers: complete header lines so far */
+  uint64_t cl_;  /* headers: Content-Length so far, if have_cl_ */
+  bool have_cl_;
   unsigned char phase_; /* 0 none, 1 in the start line, 2 in the headers */
 };
 
@@ -133,10 +138,10 @@ typedef struct braid_http_request {
   size_t num_headers;
   braid_http_body_kind_t body_kind; /* NONE, LENGTH or CHUNKED */
   uint64_t content_length;          /* when body_kind == LENGTH */
-  bool keep_alive;      /* the connection may carry another request after
-                           this one: HTTP/1.1 unless "Connection: close",
-                           HTTP/1.0 only with "Connection: keep-alive" */
-  bool expect_continue; /* "Expect: 100-continue" in HTTP/1.1 */
+  bool keep_alive;           /* the connection may carry another request after
+                                this one: HTTP/1.1 unless "Connection: close",
+                                HTTP/1.0 only with "Connection: keep-alive" */
+  bool expect_continue;      /* "Expect: 100-continue" in HTTP/1.1 */
   braid_http_view_t host;    /* the Host value ({NULL,0} if absent, which
                                 only HTTP/1.0 allows) */
   braid_http_view_t upgrade; /* the Upgrade value when the request asks for
@@ -169,8 +174,8 @@ typedef struct braid_http_response {
   size_t num_headers;
   braid_http_body_kind_t body_kind; /* any of the four */
   uint64_t content_length;
-  bool keep_alive;                  /* false for UNTIL_CLOSE bodies */
-  braid_http_view_t upgrade;        /* Upgrade value of a 101 response */
+  bool keep_alive;           /* false for UNTIL_CLOSE bodies */
+  braid_http_view_t upgrade; /* Upgrade value of a 101 response */
 
   /* Out on BRAID_HTTP_ERROR: what is wrong, as the status a server would
    * use (400, 431, 501, 505); useful for logging, or 502 in a proxy. */

@@ -182,10 +182,10 @@ int braid_transport_set_keepalive(braid_transport_t *t, bool on,
 int braid_transport_set_write_limits(braid_transport_t *t, size_t high,
                                      size_t low);
 
-/* True once the connection failed or close/abort was asked: writes are
- * then dropped (or refused), so a producer should stop (Twisted's
- * transport.disconnecting). connection_lost follows. */
-bool braid_transport_closed(const braid_transport_t *t);
+/* Whether the transport is going away: close or abort was called, or the
+ * connection failed (Twisted's `disconnecting`). No more data_received
+ * follows, so a protocol parsing a chunk stops at the first true. */
+bool braid_transport_closing(const braid_transport_t *t);
 
 /* Bytes queued and not yet written. */
 size_t braid_transport_write_queued(const braid_transport_t *t);

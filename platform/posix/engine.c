@@ -339,17 +339,28 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   return err == 0 ? 0 : braid__translate_sys_error(err);
 }
 
+/* recvmsg rather than recvfrom: msg_flags says MSG_TRUNC when the datagram
+ * did not fit, on Linux, the BSDs and macOS alike (only Linux also takes
+ * MSG_TRUNC as an input flag). */
 static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
   braid__engine *e = s->reactor->io_state;
   int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
-  void *base = shared ? e->rbuf : op->u.read.base;
-  size_t blen = shared ? e->rbuf_len : op->u.read.len;
+  struct iovec iov;
+  iov.iov_base = shared ? e->rbuf : op->u.read.base;
+  iov.iov_len = shared ? e->rbuf_len : op->u.read.len;
+  op->flags &= ~BRAID__OPF_TRUNCATED;
   for (;;) {
-    socklen_t len = op->addr != NULL ? (socklen_t)op->addrlen : 0;
-    ssize_t n = recvfrom(s->fd, base, blen, 0, op->addr,
-                         op->addr ? &len : NULL);
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_name = op->addr;
+    mh.msg_namelen = op->addr != NULL ? (socklen_t)op->addrlen : 0;
+    ssize_t n = recvmsg(s->fd, &mh, 0);
     if (n >= 0) {
-      op->addrlen = (int)len;
+      op->addrlen = (int)mh.msg_namelen;
+      if (mh.msg_flags & MSG_TRUNC)
+        op->flags |= BRAID__OPF_TRUNCATED;
       if (shared) {
         op->u.read.base = e->rbuf;
         op->u.read.len = e->rbuf_len;
@@ -606,6 +617,10 @@ static void braid__run_queue(braid__sock *s, int reads) {
     braid__op *op = reads ? s->rq_ : s->wq_;
     if (op == NULL)
       break;
+    /* Deferred by a callback of this pass: the ready list runs it, so the
+     * pass ends here and other sockets get their turn. */
+    if ((op->flags & BRAID__OPF_DEFER) && (s->flags_ & BRAID__F_ON_READY))
+      break;
     intptr_t st = braid__try(s, op);
     if (st == BRAID_EAGAIN) {
       s->events_ &= ~bit;
@@ -814,6 +829,8 @@ static int braid__posix_sock_name(braid__sock *s, int peer,
   return 0;
 }
 
+static int braid__dgram_opt(braid__sock *s, int opt, int *value, int set);
+
 static int braid__setopt(int fd, int level, int name, int value) {
   if (setsockopt(fd, level, name, &value, sizeof value) < 0)
     return braid__translate_sys_error(errno);
@@ -836,6 +853,11 @@ static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
     return braid__setopt(s->fd, IPPROTO_TCP, TCP_NODELAY, value);
   case BRAID__SO_BROADCAST:
     return braid__setopt(s->fd, SOL_SOCKET, SO_BROADCAST, value);
+  case BRAID__SO_RCVBUF:
+  case BRAID__SO_SNDBUF:
+  case BRAID__SO_MULTICAST_TTL:
+  case BRAID__SO_MULTICAST_LOOP:
+    return braid__dgram_opt(s, opt, &value, 1);
   case BRAID__SO_KEEPALIVE: {
     int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
     if (rc < 0 || value <= 0)
@@ -850,6 +872,128 @@ static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
   }
   }
   return BRAID_EINVAL;
+}
+
+/* ------------------------------------------------------------------------
+ * Datagram socket options and multicast
+ * ------------------------------------------------------------------------ */
+
+static int braid__sock_family(braid__sock *s) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0)
+    return braid__translate_sys_error(errno);
+  return ss.ss_family;
+}
+
+/* IPv4's IP_MULTICAST_TTL and IP_MULTICAST_LOOP take an int on Linux but
+ * an unsigned char on the BSDs and macOS (Linux accepts both). */
+#ifdef __linux__
+typedef int braid__mc4_t;
+#else
+typedef unsigned char braid__mc4_t;
+#endif
+
+/* Set (set = 1) or get the datagram options of sock_setopt/sock_getopt. */
+static int braid__dgram_opt(braid__sock *s, int opt, int *value, int set) {
+  int level, name, v6 = 0;
+  switch (opt) {
+  case BRAID__SO_BROADCAST:
+    level = SOL_SOCKET;
+    name = SO_BROADCAST;
+    break;
+  case BRAID__SO_RCVBUF:
+    level = SOL_SOCKET;
+    name = SO_RCVBUF;
+    break;
+  case BRAID__SO_SNDBUF:
+    level = SOL_SOCKET;
+    name = SO_SNDBUF;
+    break;
+  case BRAID__SO_MULTICAST_TTL:
+  case BRAID__SO_MULTICAST_LOOP: {
+    int fam = braid__sock_family(s);
+    if (fam < 0)
+      return fam;
+    if (fam != AF_INET && fam != AF_INET6)
+      return BRAID_EAFNOSUPPORT;
+    v6 = fam == AF_INET6;
+    level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+    if (opt == BRAID__SO_MULTICAST_TTL)
+      name = v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL;
+    else
+      name = v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP;
+    break;
+  }
+  default:
+    return BRAID_EINVAL;
+  }
+  int rc;
+  if (level == IPPROTO_IP) {
+    braid__mc4_t c = (braid__mc4_t)*value;
+    socklen_t len = sizeof c;
+    rc = set ? setsockopt(s->fd, level, name, &c, len)
+             : getsockopt(s->fd, level, name, &c, &len);
+    if (rc == 0 && !set)
+      *value = (int)c;
+  } else {
+    int v = *value;
+    socklen_t len = sizeof v;
+    rc = set ? setsockopt(s->fd, level, name, &v, len)
+             : getsockopt(s->fd, level, name, &v, &len);
+    if (rc == 0 && !set)
+      *value = v;
+  }
+  return rc < 0 ? braid__translate_sys_error(errno) : 0;
+}
+
+static int braid__posix_sock_getopt(braid__sock *s, int opt, int *value) {
+  *value = 0;
+  return braid__dgram_opt(s, opt, value, 0);
+}
+
+/* ip_mreq (interface by address) for IPv4, which every system has;
+ * ipv6_mreq (interface by index) for IPv6. */
+static int braid__posix_sock_mcast(braid__sock *s, int op, int family,
+                                   const struct sockaddr *group,
+                                   const struct sockaddr *iface4,
+                                   unsigned ifindex) {
+  int rc;
+  if (family == AF_INET) {
+    struct in_addr ifa;
+    ifa.s_addr = htonl(INADDR_ANY);
+    if (iface4 != NULL)
+      ifa = ((const struct sockaddr_in *)iface4)->sin_addr;
+    if (op == BRAID__MC_IF) {
+      rc = setsockopt(s->fd, IPPROTO_IP, IP_MULTICAST_IF, &ifa, sizeof ifa);
+    } else {
+      struct ip_mreq mr;
+      memset(&mr, 0, sizeof mr);
+      mr.imr_multiaddr = ((const struct sockaddr_in *)group)->sin_addr;
+      mr.imr_interface = ifa;
+      rc = setsockopt(s->fd, IPPROTO_IP,
+                      op == BRAID__MC_JOIN ? IP_ADD_MEMBERSHIP
+                                           : IP_DROP_MEMBERSHIP,
+                      &mr, sizeof mr);
+    }
+  } else if (family == AF_INET6) {
+    if (op == BRAID__MC_IF) {
+      rc = setsockopt(s->fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex,
+                      sizeof ifindex);
+    } else {
+      struct ipv6_mreq mr;
+      memset(&mr, 0, sizeof mr);
+      mr.ipv6mr_multiaddr = ((const struct sockaddr_in6 *)group)->sin6_addr;
+      mr.ipv6mr_interface = ifindex;
+      rc = setsockopt(s->fd, IPPROTO_IPV6,
+                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP
+                                           : IPV6_LEAVE_GROUP,
+                      &mr, sizeof mr);
+    }
+  } else {
+    return BRAID_EAFNOSUPPORT;
+  }
+  return rc < 0 ? braid__translate_sys_error(errno) : 0;
 }
 
 static int braid__posix_sock_shutdown(braid__sock *s) {
@@ -885,6 +1029,8 @@ const braid__io_ops braid__posix_io = {
     .sock_listen = braid__posix_sock_listen,
     .sock_name = braid__posix_sock_name,
     .sock_setopt = braid__posix_sock_setopt,
+    .sock_getopt = braid__posix_sock_getopt,
+    .sock_mcast = braid__posix_sock_mcast,
     .sock_shutdown = braid__posix_sock_shutdown,
     .submit = braid__posix_submit,
     .cancel = braid__posix_cancel,

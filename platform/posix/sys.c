@@ -1,6 +1,7 @@
 /* POSIX primitives core needs: the clock, a mutex, threads, and errno
  * translation. */
 #include <errno.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <time.h>
@@ -126,4 +127,12 @@ int braid__translate_sys_error(int e) {
   default:
     return BRAID_EUNKNOWN;
   }
+}
+
+int braid__if_index(const char *name, unsigned *index) {
+  unsigned i = if_nametoindex(name);
+  if (i == 0)
+    return BRAID_ENOENT;
+  *index = i;
+  return 0;
 }

@@ -23,14 +23,14 @@
 #define MAX_SIZE_DIGITS 16
 
 enum {
-  ST_SIZE = 0,   /* hex digits of chunk-size (the zero-filled state) */
-  ST_SIZE_WS,    /* BWS after the size, before ';' */
-  ST_EXT,        /* chunk extensions up to CR */
-  ST_SIZE_LF,    /* LF after the size line's CR */
-  ST_DATA,       /* chunk data: remaining_ bytes to go */
-  ST_DATA_CR,    /* CR after the data */
-  ST_DATA_LF,    /* LF after the data */
-  ST_TRAILER,    /* start of a trailer line, or of the final CRLF */
+  ST_SIZE = 0, /* hex digits of chunk-size (the zero-filled state) */
+  ST_SIZE_WS,  /* BWS after the size, before ';' */
+  ST_EXT,      /* chunk extensions up to CR */
+  ST_SIZE_LF,  /* LF after the size line's CR */
+  ST_DATA,     /* chunk data: remaining_ bytes to go */
+  ST_DATA_CR,  /* CR after the data */
+  ST_DATA_LF,  /* LF after the data */
+  ST_TRAILER,  /* start of a trailer line, or of the final CRLF */
   ST_TRAILER_NAME,
   ST_TRAILER_VALUE,
   ST_TRAILER_LF, /* LF ending a trailer line */

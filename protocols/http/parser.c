@@ -61,8 +61,13 @@ struct cfg {
 /* Where an incomplete parse stopped, for the resume hint. */
 struct progress {
   unsigned char phase;
-  size_t pos;   /* the quick scan may start here */
-  size_t limit; /* a full parse is due once the input is longer */
+  size_t pos;   /* start line: look for its LF from here; headers: the
+                   start of the unfinished line */
+  size_t limit; /* start line: parse in full once the input is longer */
+  size_t hs;    /* headers: where the header section starts */
+  size_t nh;    /* headers: lines parsed so far */
+  uint64_t cl;  /* headers: Content-Length so far */
+  bool have_cl;
 };
 
 /* What the header lines say about framing and the connection. */
@@ -83,13 +88,16 @@ struct headers_out {
   braid_http_header_t *arr;
   size_t max;
   size_t n;
+  bool dry; /* validate and count only (the resume hint's scan) */
 };
 
 static size_t sat_add(size_t a, size_t b) {
   return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
-static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+static size_t min_size(size_t a, size_t b) {
+  return a < b ? a : b;
+}
 
 static size_t pick(size_t v, size_t dflt) {
   if (v == 0)
@@ -123,7 +131,9 @@ static bool eq_ci(const char *s, size_t n, const char *lit, size_t litlen) {
 
 #define EQ_CI(s, n, lit) eq_ci((s), (n), lit, sizeof(lit) - 1)
 
-static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+static bool is_ows(char c) {
+  return c == ' ' || c == '\t';
+}
 
 /* Iterate over the comma-separated elements of a field value (RFC 9110
  * section 5.6.1), each with its surrounding whitespace removed. Empty
@@ -298,13 +308,13 @@ static int find_line(const char *buf, size_t len, size_t ls, size_t max,
   return 1;
 }
 
-/* The header lines, from `i` to the empty line. Returns the index after
- * the empty line, or -1 / -2. */
-static long parse_fields(const char *buf, size_t len, size_t hs,
+/* The header lines, from `i` (the start of a line in the header section
+ * that starts at `hs`) to the empty line. Returns the index after the empty
+ * line, or -1 / -2. */
+static long parse_fields(const char *buf, size_t len, size_t hs, size_t i,
                          const struct cfg *c, struct headers_out *h,
                          struct fields *f, int *status, struct progress *pr) {
   size_t hend = sat_add(hs, c->max_hdr_bytes);
-  size_t i = hs;
   for (;;) {
     /* Every byte of the header section must lie below hend; the head
      * still needs at least one more byte, so reaching hend is final. */
@@ -383,23 +393,29 @@ static long parse_fields(const char *buf, size_t len, size_t hs,
     size_t ve = ce;
     while (ve > vs && is_ows(buf[ve - 1]))
       ve--;
-    braid_http_header_t *hd = &h->arr[h->n++];
-    hd->name.ptr = buf + i;
-    hd->name.len = p - i;
-    hd->value.ptr = buf + vs;
-    hd->value.len = ve - vs;
-    int st = note_field(f, hd->name, hd->value);
+    braid_http_header_t hd;
+    hd.name.ptr = buf + i;
+    hd.name.len = p - i;
+    hd.value.ptr = buf + vs;
+    hd.value.len = ve - vs;
+    if (!h->dry)
+      h->arr[h->n] = hd;
+    h->n++;
+    int st = note_field(f, hd.name, hd.value);
     if (st != 0) {
       *status = st;
       return BRAID_HTTP_ERROR;
     }
     i = n + 1;
   }
-  /* Incomplete. The LF before `i` ends the previous line: if the head
-   * ends, the quick scan will find that LF followed by an empty line. */
+  /* Incomplete: everything before `i` has been judged, and the state
+   * needed to judge the rest is the line count and Content-Length. */
   pr->phase = PHASE_HEADERS;
-  pr->pos = i - 1;
-  pr->limit = hend - 1;
+  pr->pos = i;
+  pr->hs = hs;
+  pr->nh = h->n;
+  pr->cl = f->cl;
+  pr->have_cl = f->have_cl;
   return BRAID_HTTP_INCOMPLETE;
 }
 
@@ -452,7 +468,7 @@ static long parse_request_head(const char *buf, size_t len,
       i++;
     } else if (buf[i] == '\r') {
       if (i + 1 >= len) {
-        set_start_progress(pr, i, c);
+        pr->phase = PHASE_NONE; /* a CR that may yet be bare */
         return BRAID_HTTP_INCOMPLETE;
       }
       if (buf[i + 1] != '\n') {
@@ -466,7 +482,9 @@ static long parse_request_head(const char *buf, size_t len,
   }
   size_t ls = i, lf = 0, ce = 0;
   if (ls >= len) {
-    set_start_progress(pr, ls, c);
+    /* Only empty lines so far: the next byte may be a CR that turns out
+     * bare. They are few (MAX_LEADING_EMPTY), so no hint is needed. */
+    pr->phase = PHASE_NONE;
     return BRAID_HTTP_INCOMPLETE;
   }
   int r = find_line(buf, len, ls, c->max_line, c->strict, &lf, &ce);
@@ -508,9 +526,9 @@ static long parse_request_head(const char *buf, size_t len,
     return BRAID_HTTP_ERROR;
   }
 
-  struct headers_out h = {req->headers, min_size(req->headers_cap,
-                                                 c->max_headers), 0};
-  long end = parse_fields(buf, len, lf + 1, c, &h, f, status, pr);
+  struct headers_out h = {req->headers,
+                          min_size(req->headers_cap, c->max_headers), 0, false};
+  long end = parse_fields(buf, len, lf + 1, lf + 1, c, &h, f, status, pr);
   req->num_headers = h.n;
   return end;
 }
@@ -545,45 +563,53 @@ static int request_framing(braid_http_request_t *req, const struct fields *f) {
   return 0;
 }
 
-/* Whether a full parse is due, or the new bytes cannot have finished the
- * head (then the hint is advanced). */
+/* Whether a full parse is due. If not, the input is still incomplete,
+ * exactly as a full parse would find it, and the hint has been advanced
+ * over the new bytes: in the start line by looking for its LF, in the
+ * header section by judging each new line as the full parse would (without
+ * storing it), from the line count and Content-Length saved in the hint.
+ * Either way each byte is looked at once before the head is complete. */
 static bool hint_wants_parse(struct braid_http__hint *h, const char *buf,
-                             size_t len) {
-  if (h->phase_ == PHASE_NONE || len < h->len_ || h->pos_ > h->len_ ||
-      len > h->limit_)
+                             size_t len, const struct cfg *c,
+                             size_t headers_cap) {
+  if (h->phase_ == PHASE_NONE || len < h->len_ || h->pos_ > h->len_)
     return true;
-  size_t i = h->pos_;
-  while (i < len) {
-    const char *nl = memchr(buf + i, '\n', len - i);
-    if (nl == NULL) {
-      i = len;
-      break;
-    }
-    i = (size_t)(nl - buf);
-    if (h->phase_ == PHASE_START_LINE)
-      return true; /* the start line is complete: parse it now */
-    if (i + 1 >= len)
-      break;
-    /* A line starting with LF or CR is the end of the head or an error
-     * (bare CR); one starting with SP or HTAB is an error (obs-fold). All
-     * are worth a full parse now; each happens at most twice per head (a
-     * lone CR at the end of the input, then again with the byte after). */
-    char next = buf[i + 1];
-    if (next == '\n' || next == '\r' || next == ' ' || next == '\t')
+  if (h->phase_ == PHASE_START_LINE) {
+    if (len > h->limit_ || memchr(buf + h->pos_, '\n', len - h->pos_))
       return true;
-    i++;
+    h->pos_ = h->len_ = len;
+    return false;
   }
-  h->pos_ = i;
+  struct headers_out hd = {NULL, min_size(headers_cap, c->max_headers), h->nh_,
+                           true};
+  struct fields f;
+  struct progress pr;
+  int status = 0;
+  memset(&f, 0, sizeof f);
+  f.cl = h->cl_;
+  f.have_cl = h->have_cl_;
+  if (parse_fields(buf, len, h->hs_, h->pos_, c, &hd, &f, &status, &pr) !=
+      BRAID_HTTP_INCOMPLETE)
+    return true;
+  h->pos_ = pr.pos;
   h->len_ = len;
+  h->nh_ = pr.nh;
+  h->cl_ = pr.cl;
+  h->have_cl_ = pr.have_cl;
   return false;
 }
 
 static void hint_set(struct braid_http__hint *h, const struct progress *pr,
                      size_t len) {
+  memset(h, 0, sizeof *h);
   h->phase_ = pr->phase;
   h->pos_ = pr->pos;
   h->len_ = len;
   h->limit_ = pr->limit;
+  h->hs_ = pr->hs;
+  h->nh_ = pr->nh;
+  h->cl_ = pr->cl;
+  h->have_cl_ = pr->have_cl;
 }
 
 void braid_http_request_reset(braid_http_request_t *req) {
@@ -608,15 +634,16 @@ void braid_http_response_reset(braid_http_response_t *res) {
 int braid_http_parse_request(const char *buf, size_t len,
                              braid_http_request_t *req,
                              const braid_http_limits_t *lim) {
-  if (!hint_wants_parse(&req->hint_, buf, len))
+  struct cfg c;
+  load_cfg(&c, lim);
+  if (!hint_wants_parse(&req->hint_, buf, len, &c, req->headers_cap))
     return BRAID_HTTP_INCOMPLETE;
   braid_http_request_reset(req);
 
-  struct cfg c;
   struct fields f;
-  struct progress pr = {0, 0, 0};
+  struct progress pr;
   int status = 0;
-  load_cfg(&c, lim);
+  memset(&pr, 0, sizeof pr);
   memset(&f, 0, sizeof f);
   long r = parse_request_head(buf, len, req, &c, &f, &status, &pr);
   if (r == BRAID_HTTP_INCOMPLETE) {
@@ -638,9 +665,9 @@ int braid_http_parse_request(const char *buf, size_t len,
  * ------------------------------------------------------------------------ */
 
 static long parse_response_head(const char *buf, size_t len,
-                                braid_http_response_t *res,
-                                const struct cfg *c, struct fields *f,
-                                int *status, struct progress *pr) {
+                                braid_http_response_t *res, const struct cfg *c,
+                                struct fields *f, int *status,
+                                struct progress *pr) {
   size_t lf = 0, ce = 0;
   if (len == 0) {
     set_start_progress(pr, 0, c);
@@ -697,9 +724,9 @@ static long parse_response_head(const char *buf, size_t len,
   res->reason.ptr = buf + rs;
   res->reason.len = ce - rs;
 
-  struct headers_out h = {res->headers, min_size(res->headers_cap,
-                                                 c->max_headers), 0};
-  long end = parse_fields(buf, len, lf + 1, c, &h, f, status, pr);
+  struct headers_out h = {res->headers,
+                          min_size(res->headers_cap, c->max_headers), 0, false};
+  long end = parse_fields(buf, len, lf + 1, lf + 1, c, &h, f, status, pr);
   res->num_headers = h.n;
   return end;
 }
@@ -743,15 +770,16 @@ static int response_framing(braid_http_response_t *res,
 int braid_http_parse_response(const char *buf, size_t len,
                               braid_http_response_t *res,
                               const braid_http_limits_t *lim) {
-  if (!hint_wants_parse(&res->hint_, buf, len))
+  struct cfg c;
+  load_cfg(&c, lim);
+  if (!hint_wants_parse(&res->hint_, buf, len, &c, res->headers_cap))
     return BRAID_HTTP_INCOMPLETE;
   braid_http_response_reset(res);
 
-  struct cfg c;
   struct fields f;
-  struct progress pr = {0, 0, 0};
+  struct progress pr;
   int status = 0;
-  load_cfg(&c, lim);
+  memset(&pr, 0, sizeof pr);
   memset(&f, 0, sizeof f);
   long r = parse_response_head(buf, len, res, &c, &f, &status, &pr);
   if (r == BRAID_HTTP_INCOMPLETE) {

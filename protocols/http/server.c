@@ -833,7 +833,7 @@ static int req_check(braid_http_req_t *q) {
   /* A failed connection swallows writes until connection_lost: tell the
    * producer now, so it does not generate the rest of its body for
    * nothing. */
-  if (q->c == NULL || q->c->closing || braid_transport_closed(q->c->t))
+  if (q->c == NULL || q->c->closing || braid_transport_closing(q->c->t))
     return BRAID_ECLOSED;
   return 0;
 }
@@ -1047,7 +1047,7 @@ static int file_send_piece(braid_http_req_t *q) {
 /* The fallback: read pieces while the transport takes them. */
 static void file_pump(braid_http_req_t *q) {
   while (q->fstate == FILE_PUMPING && q->c != NULL && !q->c->wpaused &&
-         !q->c->closing && !braid_transport_closed(q->c->t)) {
+         !q->c->closing && !braid_transport_closing(q->c->t)) {
     if (q->fleft == 0) {
       q->fstate = FILE_DONE;
       conn_kick(q->c);
@@ -1208,7 +1208,7 @@ static void conn_process(conn *c) {
     if (q != NULL && q->fstate == FILE_MORE) {
       if (c->tstate == TM_ACTIVE)
         timer_set(c, TM_ACTIVE, 1);
-      if (c->closing || braid_transport_closed(c->t)) {
+      if (c->closing || braid_transport_closing(c->t)) {
         q->fstatus = BRAID_ECLOSED;
         q->fstate = FILE_DONE;
       } else if (file_send_piece(q) < 0) {
