@@ -27,6 +27,7 @@
 
 #include "braid/braid.h"
 #include "braid/http.h"
+#include "braid/testing.h"
 
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -1076,15 +1077,207 @@ static void t_routes(void **st) {
   env_end(&e);
 }
 
+/* ------------------------------------------------------------------------
+ * The same server over the memory transport with a manual clock:
+ * deterministic timeouts, flow control and the access log.
+ * ------------------------------------------------------------------------ */
+
+typedef struct logcap {
+  char lines[8][256];
+  int n;
+} logcap;
+
+static void log_capture(void *arg, braid_log_level level, const char *domain,
+                        const char *msg) {
+  logcap *lc = arg;
+  if (strcmp(domain, "access") == 0 && level == BRAID_LOG_INFO && lc->n < 8)
+    snprintf(lc->lines[lc->n++], sizeof lc->lines[0], "%s", msg);
+}
+
+typedef struct menv {
+  env e; /* handlers take an env */
+  braid_memory_transport_t *mt;
+  logcap log;
+} menv;
+
+static void menv_start(menv *m, const braid_http_server_options *o) {
+  memset(m, 0, sizeof *m);
+  assert_int_equal(braid_testing_reactor_create(&m->e.r), 0);
+  braid_reactor_set_log(m->e.r, log_capture, &m->log);
+  assert_int_equal(braid_http_server_create(m->e.r, o, &m->e.srv), 0);
+  env *e = &m->e;
+  assert_int_equal(braid_http_route(e->srv, "GET", "/hello", hello, e), 0);
+  assert_int_equal(braid_http_route(e->srv, "GET", "/slow", slow_h, e), 0);
+  assert_int_equal(braid_http_route(e->srv, "POST", "/echo", echo_h, e), 0);
+  assert_int_equal(braid_http_route(e->srv, "GET", "/stream", stream_h, e), 0);
+  braid_factory_t *f = braid_http_server_factory(e->srv);
+  braid_addr_t peer;
+  braid_addr_ip(&peer, "192.168.1.1", 54321);
+  braid_protocol_t *p = f->build(f, &peer);
+  assert_non_null(p);
+  assert_int_equal(braid_memory_transport_create(e->r, p, &m->mt), 0);
+}
+
+static void menv_end(menv *m) {
+  braid_memory_transport_destroy(m->mt);
+  braid_http_server_destroy(m->e.srv);
+  assert_int_equal(braid_reactor_destroy(m->e.r), 0);
+}
+
+static int mfeed(menv *m, const char *s) {
+  return braid_memory_transport_feed(m->mt, s, strlen(s));
+}
+
+/* The value buffer as a C string (it is not NUL-terminated). */
+static const char *mvalue(menv *m) {
+  static char copy[1 << 16];
+  size_t len;
+  const void *v = braid_memory_transport_value(m->mt, &len);
+  if (len >= sizeof copy)
+    len = sizeof copy - 1;
+  memcpy(copy, v, len);
+  copy[len] = '\0';
+  return copy;
+}
+
+static void t_mem_pipeline_log(void **st) {
+  (void)st;
+  menv m;
+  menv_start(&m, NULL);
+  /* Two requests in one feed, the first answered later: nothing of the
+   * second may appear before the first. */
+  mfeed(&m, "GET /slow?one HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_string_equal(mvalue(&m), "");
+  assert_true(braid_memory_transport_reading_paused(m.mt));
+  braid_clock_advance(m.e.r, BRAID_MSEC(60));
+  braid_clock_advance(m.e.r, 0);
+  const char *v = mvalue(&m);
+  const char *one = strstr(v, "\r\n\r\none");
+  const char *hello = strstr(v, "hello, world\n");
+  assert_non_null(one);
+  assert_non_null(hello);
+  assert_true(one < hello);
+  assert_int_equal(m.log.n, 2);
+  /* 192.168.1.1 - - [22/Nov/2026:03:23:05 +0000] "GET /slow?one HTTP/1.1" 200 3
+   */
+  assert_non_null(strstr(m.log.lines[0], "192.168.1.1 - - ["));
+  assert_non_null(
+      strstr(m.log.lines[0], " +0000] \"GET /slow?one HTTP/1.1\" 200 3"));
+  assert_non_null(strstr(m.log.lines[1], "\"GET /hello HTTP/1.1\" 200 13"));
+  /* A quote in the target cannot forge a log field. */
+  mfeed(&m, "GET /hello?a\"b HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_int_equal(m.log.n, 3);
+  assert_non_null(strstr(m.log.lines[2], "/hello?a\\x22b"));
+  assert_false(braid_memory_transport_disconnected(m.mt, NULL));
+  menv_end(&m);
+}
+
+static void t_mem_timeouts(void **st) {
+  (void)st;
+  menv m;
+  braid_http_server_options o = {0};
+  o.header_timeout = BRAID_SEC(10);
+  o.idle_timeout = BRAID_SEC(60);
+  menv_start(&m, &o);
+  /* The head timeout runs from the first byte and more bytes do not
+   * restart it. */
+  mfeed(&m, "GET /hello HT");
+  braid_clock_advance(m.e.r, BRAID_SEC(5));
+  mfeed(&m, "TP/1.1\r\n");
+  braid_clock_advance(m.e.r, BRAID_SEC(4));
+  mfeed(&m, "Host: x\r\n");
+  assert_string_equal(mvalue(&m), "");
+  braid_clock_advance(m.e.r, BRAID_MSEC(1001));
+  assert_non_null(strstr(mvalue(&m), "HTTP/1.1 408 Request Timeout\r\n"));
+  assert_non_null(strstr(mvalue(&m), "Connection: close\r\n"));
+  assert_true(braid_memory_transport_write_shut(m.mt) ||
+              braid_memory_transport_closing(m.mt));
+  menv_end(&m);
+
+  /* Idle keep-alive: closed silently after idle_timeout, not before. */
+  menv_start(&m, &o);
+  mfeed(&m, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  braid_memory_transport_clear(m.mt);
+  braid_clock_advance(m.e.r, BRAID_SEC(59));
+  assert_false(braid_memory_transport_closing(m.mt));
+  braid_clock_advance(m.e.r, BRAID_SEC(2));
+  assert_true(braid_memory_transport_closing(m.mt) ||
+              braid_memory_transport_disconnected(m.mt, NULL));
+  assert_string_equal(mvalue(&m), "");
+  menv_end(&m);
+}
+
+static void t_mem_flow(void **st) {
+  (void)st;
+  menv m;
+  menv_start(&m, NULL);
+  braid_memory_transport_set_consumer_blocked(m.mt, true);
+  mfeed(&m, "GET /stream?4000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  /* The producer stopped at the transport's window: memory is bounded by
+   * the high-water mark plus one piece, not by the body. */
+  assert_int_equal(m.e.pauses, 1);
+  size_t q =
+      braid_transport_write_queued(braid_memory_transport_transport(m.mt));
+  assert_true(q <= 64u * 1024u + 16384u + 512u);
+  assert_true(m.e.produced < 100000);
+  /* The peer reads slowly: production follows. */
+  size_t total = 0;
+  for (int i = 0; i < 10000 && !(m.e.produced == 4000000 && q == 0); i++) {
+    braid_memory_transport_drain(m.mt, 50000);
+    size_t len;
+    braid_memory_transport_value(m.mt, &len);
+    total += len;
+    braid_memory_transport_clear(m.mt);
+    q = braid_transport_write_queued(braid_memory_transport_transport(m.mt));
+    assert_true(q <= 64u * 1024u + 16384u + 512u);
+  }
+  assert_int_equal(m.e.produced, 4000000);
+  assert_true(total > 4000000); /* body plus head */
+  assert_true(m.e.resumes >= 1);
+  assert_int_equal(m.e.wrote_while_paused, 0);
+  /* A second stream, and the peer drops mid-way: `closed` runs once. */
+  mfeed(&m, "GET /stream?4000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
+  assert_int_equal(m.e.closed_calls, 1);
+  menv_end(&m);
+}
+
+static void t_mem_continue(void **st) {
+  (void)st;
+  menv m;
+  menv_start(&m, NULL);
+  /* A handler that never reads the body: no 100, the response says
+   * close, and the connection ends after it. */
+  mfeed(&m, "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n");
+  const char *v = mvalue(&m);
+  assert_null(strstr(v, "100 Continue"));
+  assert_non_null(strstr(v, "405")); /* /hello is GET only */
+  menv_end(&m);
+
+  menv_start(&m, NULL);
+  mfeed(&m, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n");
+  assert_string_equal(mvalue(&m), "HTTP/1.1 100 Continue\r\n\r\n");
+  mfeed(&m, "ab");
+  mfeed(&m, "cde");
+  v = mvalue(&m);
+  assert_non_null(strstr(v, "\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"));
+  menv_end(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_helpers),  cmocka_unit_test(t_keepalive),
-      cmocka_unit_test(t_pipeline), cmocka_unit_test(t_versions),
-      cmocka_unit_test(t_errors),   cmocka_unit_test(t_limits),
-      cmocka_unit_test(t_bodies),   cmocka_unit_test(t_bytewise),
-      cmocka_unit_test(t_timeouts), cmocka_unit_test(t_flow_control),
-      cmocka_unit_test(t_static),   cmocka_unit_test(t_traversal_listing),
-      cmocka_unit_test(t_routes),
+      cmocka_unit_test(t_helpers),      cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_pipeline),     cmocka_unit_test(t_versions),
+      cmocka_unit_test(t_errors),       cmocka_unit_test(t_limits),
+      cmocka_unit_test(t_bodies),       cmocka_unit_test(t_bytewise),
+      cmocka_unit_test(t_timeouts),     cmocka_unit_test(t_flow_control),
+      cmocka_unit_test(t_static),       cmocka_unit_test(t_traversal_listing),
+      cmocka_unit_test(t_routes),       cmocka_unit_test(t_mem_pipeline_log),
+      cmocka_unit_test(t_mem_timeouts), cmocka_unit_test(t_mem_flow),
+      cmocka_unit_test(t_mem_continue),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
