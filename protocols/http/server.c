@@ -1129,8 +1129,8 @@ int braid_http_sendfile(braid_http_req_t *q, int fd, uint64_t offset,
  * Connections
  * ------------------------------------------------------------------------ */
 
-/* Read only when somebody wants the bytes: the next head, or a body that
- * is being delivered or skipped. */
+/* Read when somebody wants the bytes: the next head, a body that is being
+ * delivered or skipped, or (bounded) what follows a request in progress. */
 static void conn_update(conn *c) {
   if (c->lost || c->closing)
     return;
@@ -1138,7 +1138,12 @@ static void conn_update(conn *c) {
   if (c->req == NULL)
     want = c->bmode == BODY_DISCARD || c->bmode == BODY_NONE;
   else
-    want = (c->bmode == BODY_DELIVER && !c->req->bpaused);
+    /* While a handler works on a request whose body is in, keep reading
+     * (pipelined requests are buffered, up to the limit below): that is
+     * how a reset from a client that gave up is noticed, and the handler
+     * told through `closed`, instead of when its answer is written. */
+    want = (c->bmode == BODY_DELIVER && !c->req->bpaused) ||
+           c->bmode == BODY_NONE;
   /* Never buffer more than one read past what can be consumed. */
   if (c->req != NULL && c->len >= HTTP_READ_MAX)
     want = 0;
