@@ -22,9 +22,10 @@
  *
  * One request at a time: a connection parses the next request only after
  * the current response is finished, so pipelined requests are answered in
- * order by construction (Twisted's HTTPChannel does the same). Reading
- * pauses while a request is being answered, so a client that pipelines
- * without reading cannot grow the server's memory.
+ * order by construction (Twisted's HTTPChannel does the same). While a
+ * request is being answered the connection reads on (so a reset is
+ * noticed) until 64 KiB of later requests are buffered, then pauses, so a
+ * client that pipelines without reading cannot grow the server's memory.
  *
  * Request lifetime: a braid_http_req_t is valid from the handler call until
  * braid_http_finish() (or braid_http_respond(), which finishes) returns.
