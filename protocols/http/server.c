@@ -402,6 +402,8 @@ static void conn_fail(conn *c, int status, const braid_http_req_t *q) {
                    "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
                    status, reason, server_date(c->srv), c->srv->server_name,
                    blen, body);
+  if (n < 0 || (size_t)n >= sizeof buf)
+    n = (int)sizeof buf - 1; /* cannot happen: server_name <= 128 bytes */
   write_raw(c, buf, (size_t)n);
   access_log(c->srv, c, q, status, (uint64_t)blen);
   conn_close(c);
@@ -1507,7 +1509,8 @@ int braid_http_server_create(braid_reactor_t *r,
   if (s->opts.max_body == 0)
     s->opts.max_body = 16u * 1024u * 1024u;
   s->server_name = dupstr(s->opts.server_name ? s->opts.server_name : "braid");
-  if (s->server_name == NULL || !field_ok(s->server_name)) {
+  if (s->server_name == NULL || !field_ok(s->server_name) ||
+      strlen(s->server_name) > 128) {
     int rc = s->server_name == NULL ? BRAID_ENOMEM : BRAID_EINVAL;
     braid_free(s->server_name);
     braid_free(s);
