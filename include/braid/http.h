@@ -104,7 +104,8 @@ typedef struct braid_http_server_options {
   uint64_t idle_timeout;      /* ns; 0: 60 s */
   uint64_t max_body;          /* request body bytes; 0: 16 MiB */
   braid_http_limits_t limits; /* head limits (zero: the parser's) */
-  const char *server_name;    /* "Server:" value; NULL: "braid" */
+  const char *server_name;    /* "Server:" value (at most 128 bytes); NULL:
+                                 "braid"; "" sends no Server field */
   bool no_access_log;         /* do not log one line per request */
   bool no_sendfile;           /* always read files into memory (nginx's
                                  "sendfile off": for file systems where the
