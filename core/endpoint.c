@@ -1,6 +1,7 @@
 /* Endpoint description strings (see braid/endpoint.h). */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +51,18 @@ static int braid__ep_split(const char *desc, char *type, size_t typelen,
     braid__ep_part *part = &parts[(*nparts)++];
     char buf[BRAID__EP_PART_MAX];
     size_t len = 0;
+    /* Where the first unescaped '=' is: escapes are resolved while
+     * copying, so looking for '=' afterwards could not tell "k=v" from
+     * "k\=v" (a positional value that contains '='). */
+    size_t eqpos = SIZE_MAX;
     while (*p != '\0' && *p != ':') {
       char c = *p++;
       if (c == '\\') {
         if (*p == '\0')
           return braid__ep_error(err, errlen, "trailing '\\' in '%s'", desc);
         c = *p++;
+      } else if (c == '=' && eqpos == SIZE_MAX) {
+        eqpos = len;
       }
       if (len + 1 >= sizeof buf)
         return braid__ep_error(err, errlen, "part %d too long in '%s'",
@@ -63,13 +70,16 @@ static int braid__ep_split(const char *desc, char *type, size_t typelen,
       buf[len++] = c;
     }
     buf[len] = '\0';
-    /* key=value, unless the '=' was escaped (then it is positional) */
-    char *eq = strchr(buf, '=');
-    if (eq != NULL && (size_t)(eq - buf) < sizeof part->key) {
-      size_t klen = (size_t)(eq - buf);
-      memcpy(part->key, buf, klen);
-      part->key[klen] = '\0';
-      memcpy(part->value, eq + 1, len - klen); /* includes the NUL */
+    if (eqpos != SIZE_MAX) {
+      if (eqpos == 0) /* an empty key would read as a positional value */
+        return braid__ep_error(err, errlen, "missing option name before "
+                               "'=' in '%s'", desc);
+      if (eqpos >= sizeof part->key)
+        return braid__ep_error(err, errlen, "option name '%.*s' too long in "
+                               "'%s'", (int)eqpos, buf, desc);
+      memcpy(part->key, buf, eqpos);
+      part->key[eqpos] = '\0';
+      memcpy(part->value, buf + eqpos + 1, len - eqpos); /* with the NUL */
     } else {
       part->key[0] = '\0';
       memcpy(part->value, buf, len + 1);
@@ -80,7 +90,8 @@ static int braid__ep_split(const char *desc, char *type, size_t typelen,
 
 static int braid__ep_uint(const char *s, unsigned long max,
                           unsigned long *out) {
-  if (*s == '\0' || *s == '-' || *s == '+')
+  /* strtoul would also take leading blanks and a sign. */
+  if (*s < '0' || *s > '9')
     return -1;
   char *end;
   errno = 0;

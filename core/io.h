@@ -143,6 +143,8 @@ struct braid__sock {
   braid__op *wq_tail_;
   braid__sock *next_closing_; /* platform's: close list / ready list */
   int pidx_;         /* platform's: poller slot */
+  int err_;          /* platform's: the socket error a poller reported
+                        with a hang-up (kqueue's fflags on EV_EOF) */
 };
 
 /* Capabilities (branch on these, never on platform names). */
@@ -166,6 +168,8 @@ enum braid__sockopt {
   BRAID__SO_NODELAY,
   BRAID__SO_KEEPALIVE, /* value: idle seconds, 0 = off */
   BRAID__SO_BROADCAST,
+  BRAID__SO_LINGER0, /* value 1: close() resets the connection (TCP RST)
+                       instead of a FIN after the queued bytes */
   /* Datagram sockets. The engine finds the socket's family itself. */
   BRAID__SO_RCVBUF,         /* bytes */
   BRAID__SO_SNDBUF,         /* bytes */

@@ -40,6 +40,7 @@ typedef struct braid__stream {
   braid_timer_t ctimer; /* connect timeout */
   int reason;           /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out;
+  uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
 struct braid_listener {
@@ -52,6 +53,7 @@ struct braid_listener {
   braid_timer_t backoff;
   uint64_t backoff_ns;
   uint8_t accepting, closing;
+  uint8_t tcp; /* an IP listener (its connections are TCP) */
 };
 
 static const braid__transport_vt braid__stream_vt;
@@ -461,6 +463,12 @@ static int braid__stream_close(braid_transport_t *t, int how) {
   switch (how) {
   case BRAID__ABORT:
     s->reason = BRAID_ECONNABORTED;
+    /* A plain close() would send a FIN, and the peer would take the
+     * truncated output for a complete reply. Abort means the peer must
+     * see a reset (Twisted's abortConnection, libuv's uv_tcp_close_reset),
+     * so linger 0 first. Best effort: the close happens anyway. */
+    if (s->tcp)
+      (void)t->reactor->io->sock_setopt(&s->sock, BRAID__SO_LINGER0, 1);
     braid__stream_shut(s);
     return 0;
   case BRAID__CLOSE:
@@ -508,6 +516,12 @@ static int braid__stream_sockopt(braid_transport_t *t, int opt, int on,
   braid__stream *s = BRAID__S(t);
   if (s->closed)
     return BRAID_ECLOSED;
+  /* TCP options on a Unix socket: the kernel refuses TCP_NODELAY, but
+   * Linux accepts SO_KEEPALIVE on any socket, so "keepalive off" would
+   * succeed and "on" would half-apply before TCP_KEEPIDLE failed. Answer
+   * for every option and every OS alike, as documented. */
+  if (!s->tcp)
+    return BRAID_ENOTSUP;
   const braid__io_ops *io = t->reactor->io;
   if (opt == BRAID__T_NODELAY)
     return io->sock_setopt(&s->sock, BRAID__SO_NODELAY, on);
@@ -597,6 +611,7 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     return 1;
   }
   braid__handle_add(r, &s->h, braid__stream_abort_h);
+  s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
   braid__transport_init(&s->t, &braid__stream_vt, r, p);
   if (p == NULL) {
@@ -658,6 +673,7 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
     return BRAID_ENOMEM;
   l->r = r;
   l->f = f;
+  l->tcp = fam != AF_UNIX;
   const braid__io_ops *io = r->io;
   int rc = io->sock_open(r, &l->sock, fam, SOCK_STREAM);
   if (rc < 0) {
@@ -762,6 +778,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
   braid__transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;
+  s->tcp = fam != AF_UNIX;
   if (opts != NULL && opts->bind != NULL) {
     rc = io->sock_bind(&s->sock, braid__addr_csa(opts->bind),
                        (int)opts->bind->len_);
@@ -780,9 +797,20 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
   intptr_t st = io->submit(&s->sock, &s->wop);
   if (st == BRAID__PENDING) {
     s->writing = 1;
-    if (opts != NULL && opts->timeout > 0)
-      braid_timer_start(r, &s->ctimer, opts->timeout, braid__connect_timeout,
-                        s);
+    if (opts != NULL && opts->timeout > 0) {
+      /* Timers count from the loop's cached time, which is as old as the
+       * last iteration: a connect started after a long stretch of work
+       * outside the loop would time out early (or at once). The timeout
+       * is promised from this call, so add the staleness. A manual clock
+       * is left alone: tests move it by hand. */
+      uint64_t delay = opts->timeout;
+      if (!(r->flags & BRAID_REACTOR_MANUAL_CLOCK)) {
+        uint64_t now = braid__hrtime();
+        if (now > r->now && delay + (now - r->now) > delay)
+          delay += now - r->now;
+      }
+      braid_timer_start(r, &s->ctimer, delay, braid__connect_timeout, s);
+    }
     return 0;
   }
   /* Completed at once (Unix sockets usually do): report it from the loop,

@@ -19,6 +19,8 @@
 
 #include "braid/braid.h"
 
+#include "barrier.h"
+
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0)
@@ -288,7 +290,7 @@ static void t_callback_stops_sibling(void **st) {
 }
 
 typedef struct two_loops {
-  pthread_barrier_t ready;
+  test_barrier ready;
   watch w[2];
   int run_rc[2];
   int create_rc[2], start_rc[2];
@@ -310,7 +312,7 @@ static void *signal_loop(void *arg) {
   if (r != NULL)
     tl->start_rc[la->i] = braid_signal_start(r, &w->s, SIGUSR1, watch_cb, w);
   /* Both watchers exist before the signal is sent. */
-  pthread_barrier_wait(&tl->ready);
+  test_barrier_wait(&tl->ready);
   if (r == NULL)
     return NULL;
   tl->run_rc[la->i] = braid_reactor_run(r);
@@ -323,17 +325,17 @@ static void t_two_reactors_two_threads(void **st) {
   two_loops tl;
   memset(&tl, 0, sizeof tl);
   tl.run_rc[0] = tl.run_rc[1] = 1;
-  assert_int_equal(pthread_barrier_init(&tl.ready, NULL, 3), 0);
+  assert_int_equal(test_barrier_init(&tl.ready, 3), 0);
   pthread_t th[2];
   loop_arg la[2] = {{&tl, 0}, {&tl, 1}};
   for (int i = 0; i < 2; i++)
     assert_int_equal(pthread_create(&th[i], NULL, signal_loop, &la[i]), 0);
-  pthread_barrier_wait(&tl.ready);
+  test_barrier_wait(&tl.ready);
   /* One delivery to the process; both reactors must see it. */
   assert_int_equal(kill(getpid(), SIGUSR1), 0);
   for (int i = 0; i < 2; i++)
     assert_int_equal(pthread_join(th[i], NULL), 0);
-  pthread_barrier_destroy(&tl.ready);
+  test_barrier_destroy(&tl.ready);
   for (int i = 0; i < 2; i++) {
     assert_int_equal(tl.create_rc[i], 0);
     assert_int_equal(tl.start_rc[i], 0);

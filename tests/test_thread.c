@@ -13,6 +13,8 @@
 
 #include "braid/braid.h"
 
+#include "barrier.h"
+
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0)
@@ -34,7 +36,7 @@ enum { NTHREADS = 8, NCALLS = 20000 };
 typedef struct storm {
   braid_reactor_t *r;
   pthread_t loop_thread;
-  pthread_barrier_t go;
+  test_barrier go;
   atomic_int errors;
   /* Loop-thread only: */
   uint8_t seen[NTHREADS][NCALLS];
@@ -76,7 +78,7 @@ typedef struct storm_worker {
 
 static void *storm_thread(void *arg) {
   storm_worker *w = arg;
-  pthread_barrier_wait(&w->s->go);
+  test_barrier_wait(&w->s->go);
   for (int i = 0; i < NCALLS; i++)
     if (braid_call_from_thread(w->s->r, storm_cb, STORM_ARG(w->th, i)) != 0)
       atomic_fetch_add(&w->s->errors, 1);
@@ -95,7 +97,7 @@ static void t_call_from_thread_storm(void **st) {
   /* The hold keeps run() alive while the threads have not called yet;
    * the last call releases it and run() returns. */
   braid_reactor_hold(s->r);
-  assert_int_equal(pthread_barrier_init(&s->go, NULL, NTHREADS + 1), 0);
+  assert_int_equal(test_barrier_init(&s->go, NTHREADS + 1), 0);
   pthread_t th[NTHREADS];
   storm_worker w[NTHREADS];
   for (int i = 0; i < NTHREADS; i++) {
@@ -103,7 +105,7 @@ static void t_call_from_thread_storm(void **st) {
     assert_int_equal(pthread_create(&th[i], NULL, storm_thread, &w[i]), 0);
   }
   /* Release the workers together, then run while they call. */
-  pthread_barrier_wait(&s->go);
+  test_barrier_wait(&s->go);
   assert_int_equal(braid_reactor_run(s->r), 0);
   for (int i = 0; i < NTHREADS; i++)
     assert_int_equal(pthread_join(th[i], NULL), 0);
@@ -120,7 +122,7 @@ static void t_call_from_thread_storm(void **st) {
         fail_msg("call (%d, %d) ran %d times", t, i, s->seen[t][i]);
   }
   assert_int_equal(braid_reactor_destroy(s->r), 0);
-  pthread_barrier_destroy(&s->go);
+  test_barrier_destroy(&s->go);
   free(s);
 }
 

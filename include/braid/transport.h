@@ -156,7 +156,8 @@ int braid_transport_sendfile(braid_transport_t *t, int fd, uint64_t offset,
 int braid_transport_close(braid_transport_t *t);
 
 /* Drop the connection now, discarding queued output (Twisted's
- * abortConnection). connection_lost(BRAID_ECONNABORTED) follows. */
+ * abortConnection). On TCP the peer sees a reset (RST), not an orderly
+ * end of input. connection_lost(BRAID_ECONNABORTED) follows. */
 int braid_transport_abort(braid_transport_t *t);
 
 /* Shut down the writing side after the queue drains (TCP FIN); keep

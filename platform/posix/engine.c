@@ -119,6 +119,10 @@ static void braid__wake_close(braid__engine *e) {
 
 static void braid__posix_wakeup(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
+  if (e->poller_wakes) {
+    e->poller->wake(e);
+    return;
+  }
   uint64_t one = 1;
   /* EAGAIN means the counter or pipe is already non-empty: the loop will
    * wake anyway. */
@@ -139,6 +143,21 @@ static void braid__wake_drain(braid__engine *e) {
     break;
   }
   braid__reactor_wakeup_drain(e->r);
+}
+
+void braid__engine_woken(braid__engine *e) {
+  braid__reactor_wakeup_drain(e->r);
+}
+
+/* Open the wakeup descriptor and register it with the poller. */
+static int braid__wake_start(braid__engine *e) {
+  int rc = braid__wake_open(e);
+  if (rc < 0)
+    return rc;
+  rc = e->poller->add(e, &e->wake);
+  if (rc < 0)
+    braid__wake_close(e);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -170,15 +189,11 @@ static int braid__posix_init(braid_reactor_t *r, const char *name) {
   int rc = p->init(e);
   if (rc < 0)
     goto fail;
-  rc = braid__wake_open(e);
-  if (rc < 0)
+  /* A poller with its own wakeup needs no descriptor until a signal is
+   * watched (signal handlers can only write(2); see signal.c). */
+  if (!e->poller_wakes && (rc = braid__wake_start(e)) < 0)
     goto fail_poller;
-  rc = p->add(e, &e->wake);
-  if (rc < 0)
-    goto fail_wake;
   return 0;
-fail_wake:
-  braid__wake_close(e);
 fail_poller:
   p->destroy(e);
 fail:
@@ -190,8 +205,10 @@ fail:
 
 static void braid__posix_destroy(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
-  e->poller->del(e, &e->wake);
-  braid__wake_close(e);
+  if (e->wake.fd >= 0) {
+    e->poller->del(e, &e->wake);
+    braid__wake_close(e);
+  }
   e->poller->destroy(e);
   braid_free(e->rbuf);
   braid_free(e);
@@ -212,6 +229,14 @@ static int braid__posix_backend_fd(const braid_reactor_t *r) {
  * when the op must wait for readiness.
  * ------------------------------------------------------------------------ */
 
+/* A socket error the poller reported (braid__engine_sock_error), taken
+ * once like SO_ERROR: the kernel's copy may already be gone. */
+static intptr_t braid__take_sock_error(braid__sock *s) {
+  int err = s->err_;
+  s->err_ = 0;
+  return braid__translate_sys_error(err);
+}
+
 static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   braid__engine *e = s->reactor->io_state;
   int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
@@ -219,6 +244,10 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   size_t len = shared ? e->rbuf_len : op->u.read.len;
   for (;;) {
     ssize_t n = read(s->fd, base, len);
+    /* The end of input of a connection the poller saw fail: where the
+     * poller consumed SO_ERROR (libkqueue), read() says only 0. */
+    if (n == 0 && s->err_ != 0)
+      return braid__take_sock_error(s);
     if (n >= 0) {
       if (shared) {
         op->u.read.base = e->rbuf;
@@ -336,6 +365,11 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
   s->flags_ &= ~BRAID__F_CONNECTING;
+  /* libkqueue reads SO_ERROR itself to fill in fflags, which clears it;
+   * the poller passed it on (braid__engine_sock_error). */
+  if (err == 0 && s->err_ != 0)
+    return braid__take_sock_error(s);
+  s->err_ = 0;
   return err == 0 ? 0 : braid__translate_sys_error(err);
 }
 
@@ -369,6 +403,11 @@ static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
     }
     if (errno == EINTR)
       continue;
+    /* An ICMP error on a connected datagram socket (ECONNREFUSED) that
+     * the poller consumed with SO_ERROR: report it once, as the kernel
+     * would have, and keep the socket. */
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && s->err_ != 0)
+      return braid__take_sock_error(s);
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return BRAID_EAGAIN;
     return braid__translate_sys_error(errno);
@@ -637,6 +676,10 @@ static void braid__run_queue(braid__sock *s, int reads) {
   }
 }
 
+void braid__engine_sock_error(braid__sock *s, int syserr) {
+  s->err_ = syserr; /* the latest, as SO_ERROR would hold */
+}
+
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
   if (s->flags_ & BRAID__F_CLOSING)
     return; /* closed by an earlier callback in this batch */
@@ -688,11 +731,11 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   int rc = e->poller->wait(e, timeout_ns);
   /* Deferred ops on sockets already known to be ready. Taken as a batch:
    * ops their callbacks defer wait for the next wait(). */
-  braid__sock *list = e->ready;
+  e->ready_run = e->ready;
   e->ready = NULL;
-  while (list != NULL) {
-    braid__sock *s = list;
-    list = s->next_closing_;
+  while (e->ready_run != NULL) {
+    braid__sock *s = e->ready_run;
+    e->ready_run = s->next_closing_;
     s->next_closing_ = NULL;
     s->flags_ &= ~BRAID__F_ON_READY;
     if (s->flags_ & BRAID__F_CLOSING)
@@ -766,12 +809,22 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   braid__engine *e = braid__eng(s->reactor);
   if (s->flags_ & BRAID__F_CLOSING)
     return;
+  /* The ready list and the close list share the next_closing_ link. A
+   * socket still queued as ready must leave that list before it joins the
+   * close list: it may be on e->ready, or on e->ready_run when a callback
+   * run from the ready list closes another socket queued behind it.
+   * Relinking it in place would make wait() skip the sockets queued after
+   * it (their deferred reads would never run on an edge poller) and cut
+   * the close list short (their close callbacks would never run). */
   if (s->flags_ & BRAID__F_ON_READY) {
-    for (braid__sock **p = &e->ready; *p != NULL; p = &(*p)->next_closing_)
-      if (*p == s) {
-        *p = s->next_closing_;
-        break;
-      }
+    braid__sock **lists[2] = {&e->ready, &e->ready_run};
+    for (int i = 0; i < 2; i++)
+      for (braid__sock **p = lists[i]; *p != NULL; p = &(*p)->next_closing_)
+        if (*p == s) {
+          *p = s->next_closing_;
+          i = 2;
+          break;
+        }
     s->flags_ &= ~BRAID__F_ON_READY;
   }
   s->flags_ |= BRAID__F_CLOSING;
@@ -858,6 +911,14 @@ static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
   case BRAID__SO_MULTICAST_TTL:
   case BRAID__SO_MULTICAST_LOOP:
     return braid__dgram_opt(s, opt, &value, 1);
+  case BRAID__SO_LINGER0: {
+    struct linger lg;
+    lg.l_onoff = value != 0;
+    lg.l_linger = 0;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0)
+      return braid__translate_sys_error(errno);
+    return 0;
+  }
   case BRAID__SO_KEEPALIVE: {
     int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
     if (rc < 0 || value <= 0)
@@ -1003,7 +1064,17 @@ static int braid__posix_sock_shutdown(braid__sock *s) {
 }
 
 static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
-  return braid__sig_watch(braid__eng(r), signo, on);
+  braid__engine *e = braid__eng(r);
+  /* The handler wakes reactors by write(2) to a descriptor, the only
+   * async-signal-safe way; a poller that wakes itself otherwise (kqueue's
+   * EVFILT_USER, not safe in a handler under libkqueue) gets the pipe now,
+   * and keeps it until destroy. */
+  if (on && e->wake.fd < 0) {
+    int rc = braid__wake_start(e);
+    if (rc < 0)
+      return rc;
+  }
+  return braid__sig_watch(e, signo, on);
 }
 
 static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {

@@ -61,19 +61,30 @@ typedef struct braid__poller {
   int (*wait)(braid__engine *e, int64_t timeout_ns);
   /* The pollable descriptor of the kernel object, or -1. */
   int (*fd)(const braid__engine *e);
+  /* Optional (NULL: none): the poller's own wakeup (kqueue's EVFILT_USER).
+   * Thread-safe: make a concurrent or the next wait() return; that wait()
+   * then calls braid__engine_woken(). Used only when init() set
+   * e->poller_wakes, so a poller can fall back at run time. Otherwise the
+   * engine wakes the poller through an eventfd or a pipe it registers. */
+  void (*wake)(braid__engine *e);
 } braid__poller;
 
 struct braid__engine {
   braid_reactor_t *r;
   const braid__poller *poller;
   void *pstate;
-  braid__sock wake;   /* read end of the wakeup eventfd / pipe */
-  int wake_wfd;       /* write end (same fd for an eventfd) */
+  int poller_wakes;   /* set by poller init: poller->wake() wakes it */
+  braid__sock wake;   /* read end of the wakeup eventfd / pipe; with
+                         poller_wakes, opened only for signal delivery */
+  int wake_wfd;       /* write end (same fd for an eventfd), or -1 */
   int sig_slot;       /* slot in the process signal table, or -1 */
   unsigned sig_refs;  /* signal watchers on this reactor */
   braid__sock *closing;   /* sockets whose close callback is due */
   braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
   braid__sock *ready;     /* sockets with deferred ops to retry */
+  braid__sock *ready_run; /* the part of `ready` wait() is working through;
+                             here, not in a local, so that close() can
+                             unlink a socket from it (see posix_close) */
   char *rbuf;             /* shared read buffer for READ with base NULL */
   size_t rbuf_len;
 };
@@ -81,6 +92,16 @@ struct braid__engine {
 /* Called by pollers for every ready descriptor. s may have been closed by
  * an earlier callback in the same batch: the engine checks. */
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev);
+
+/* Called by a poller with its own wakeup (poller->wake) when it fired:
+ * runs the calls queued from other threads and delivers signals. */
+void braid__engine_woken(braid__engine *e);
+
+/* Called by a poller before braid__engine_ready() when the kernel handed
+ * it the socket's pending error along with a hang-up (kqueue: fflags on
+ * EV_EOF). Where reading the event consumed SO_ERROR (libkqueue on Linux),
+ * this is the only record of why a connect failed or a connection died. */
+void braid__engine_sock_error(braid__sock *s, int syserr);
 
 /* Convert a timeout for a millisecond API (epoll_wait, poll), rounding up
  * so that a wait never ends before the timer it waits for is due. */
