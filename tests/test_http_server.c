@@ -1213,6 +1213,10 @@ static void t_mem_pipeline_log(void **st) {
   mfeed(&m, "GET /hello?a\"b HTTP/1.1\r\nHost: x\r\n\r\n");
   assert_int_equal(m.log.n, 3);
   assert_non_null(strstr(m.log.lines[2], "/hello?a\\x22b"));
+  braid_memory_transport_clear(m.mt);
+  mfeed(&m, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_non_null(strstr(mvalue(&m), "HTTP/1.1 204 No Content\r\n"));
+  m.log.n = 3;
   assert_false(braid_memory_transport_disconnected(m.mt, NULL));
   /* The client goes away while a slow answer is pending: the request
    * stays valid (a zombie) until the handler answers, which then fails

@@ -1144,8 +1144,8 @@ static void conn_update(conn *c) {
      * (pipelined requests are buffered, up to the limit below): that is
      * how a reset from a client that gave up is noticed, and the handler
      * told through `closed`, instead of when its answer is written. */
-    want = (c->bmode == BODY_DELIVER && !c->req->bpaused) ||
-           c->bmode == BODY_NONE;
+    want =
+        (c->bmode == BODY_DELIVER && !c->req->bpaused) || c->bmode == BODY_NONE;
   /* Never buffer more than one read past what can be consumed. */
   if (c->req != NULL && c->len >= HTTP_READ_MAX)
     want = 0;
@@ -1175,9 +1175,20 @@ static void dispatch(conn *c, braid_http_req_t *q) {
   braid_http_server_t *s = c->srv;
   route *rt = NULL;
   int st = req_path(q);
+  c->req = q;
+  if (st == 0 && strcmp(q->path, "*") == 0) {
+    /* "OPTIONS *" asks about the server as a whole (RFC 9110 section
+     * 9.3.7); "*" is no target for any other method. */
+    if (q->method.len == 7 && memcmp(q->method.ptr, "OPTIONS", 7) == 0)
+      braid_http_respond(q, 204, NULL, 0, NULL, 0);
+    else {
+      q->close_after = true;
+      braid_http_respond(q, 400, NULL, 0, NULL, 0);
+    }
+    return;
+  }
   if (st == 0)
     st = route_find(s, q, &rt);
-  c->req = q;
   if (st != 0) {
     braid_http_field_t f[2] = {{"Content-Type", "text/plain; charset=utf-8"},
                                {"Allow", "GET, HEAD"}};
