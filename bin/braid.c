@@ -161,6 +161,7 @@ static int cmd_echo(int argc, char **argv) {
   return serve("echo", &c, &f, "tcp:7000");
 }
 
+#ifndef _WIN32 /* the HTTP server is POSIX only for now */
 /* ------------------------------------------------------------------------
  * web: serve a folder over HTTP/1.1, like Twisted's `twist web --path`.
  * ------------------------------------------------------------------------ */
@@ -384,11 +385,15 @@ static int cmd_web(int argc, char **argv) {
   return status;
 }
 
+#endif
+
 static const char main_usage[] =
     "usage: braid COMMAND [OPTIONS]\n"
     "commands:\n"
     "  echo      an echo server (braid echo --help)\n"
+#ifndef _WIN32
     "  web       serve a folder over HTTP (braid web --help)\n"
+#endif
     "  version   print the library version\n";
 
 int main(int argc, char **argv) {
@@ -403,8 +408,10 @@ int main(int argc, char **argv) {
   }
   if (strcmp(argv[1], "echo") == 0)
     return cmd_echo(argc - 2, argv + 2);
+#ifndef _WIN32
   if (strcmp(argv[1], "web") == 0)
     return cmd_web(argc - 2, argv + 2);
+#endif
   fprintf(stderr, "braid: unknown command '%s'\n%s", argv[1], main_usage);
   return 2;
 }

@@ -5,6 +5,10 @@
  * reactor; the test then checks the record on its own thread (cmocka's
  * asserts are not thread-safe). Every test runs on the poller named by
  * BRAID_POLLER and tears everything down leak-free. */
+#ifdef _WIN32
+/* The HTTP server is POSIX only for now (see meson.build). */
+int main(void) { return 77; }
+#else
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1337,3 +1341,4 @@ int main(void) {
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
+#endif
