@@ -7,7 +7,9 @@
  * BRAID_POLLER and tears everything down leak-free. */
 #ifdef _WIN32
 /* The HTTP server is POSIX only for now (see meson.build). */
-int main(void) { return 77; }
+int main(void) {
+  return 77;
+}
 #else
 #include <errno.h>
 #include <fcntl.h>
