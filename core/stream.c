@@ -22,6 +22,9 @@ typedef struct braid__chunk {
   size_t off, len, cap; /* pending bytes are data[off..len) */
   braid_release_cb release; /* zero-copy chunk: give data back */
   void *rarg;
+  int file; /* a file chunk (sendfile): data is NULL and the pending
+               bytes are the file's [foff + off, foff + len); else -1 */
+  uint64_t foff;
 } braid__chunk;
 
 typedef struct braid__stream {
@@ -241,6 +244,8 @@ static void braid__stream_flush(braid__stream *s) {
          c = c->next) {
       if (c->len == c->off)
         continue;
+      if (c->file >= 0)
+        break; /* sent by its own op, after the bytes before it */
       s->u.wbufs[n].base = c->data + c->off;
       s->u.wbufs[n].len = c->len - c->off;
       n++;
@@ -251,6 +256,17 @@ static void braid__stream_flush(braid__stream *s) {
     s->wop.u.write.bufs = s->u.wbufs;
     s->wop.u.write.nbufs = n;
     s->wop.u.write.done = 0;
+    if (n == 0) {
+      /* The queue starts with a file chunk: let the kernel send it. */
+      braid__chunk *c = s->head;
+      while (c->len == c->off)
+        c = c->next;
+      s->wop.type = BRAID__OP_SENDFILE;
+      s->wop.u.sendfile.file = c->file;
+      s->wop.u.sendfile.offset = c->foff + c->off;
+      s->wop.u.sendfile.len = c->len - c->off;
+      s->wop.u.sendfile.done = 0;
+    }
     intptr_t st = s->t.reactor->io->submit(&s->sock, &s->wop);
     if (st == BRAID__PENDING) {
       s->writing = 1;
@@ -276,6 +292,8 @@ static braid__chunk *braid__chunk_new(size_t cap) {
   c->cap = cap;
   c->release = NULL;
   c->rarg = NULL;
+  c->file = -1;
+  c->foff = 0;
   return c;
 }
 
@@ -388,6 +406,8 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     c->len = c->cap = iov[0].len;
     c->release = release;
     c->rarg = arg;
+    c->file = -1;
+    c->foff = 0;
     braid__chunk_append(s, c);
     t->queued += total - done;
   } else {
@@ -399,6 +419,35 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     if (rc < 0)
       return rc;
   }
+  braid__stream_flush(s);
+  return 0;
+}
+
+/* Only where the I/O layer has BRAID__OP_SENDFILE; otherwise the caller
+ * reads the file itself (BRAID_ENOTSUP). */
+static int braid__stream_sendfile(braid_transport_t *t, int fd, uint64_t offset,
+                                  size_t len, braid_release_cb release,
+                                  void *arg) {
+  braid__stream *s = BRAID__S(t);
+  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE))
+    return BRAID_ENOTSUP;
+  if (s->closed) {
+    release(NULL, arg);
+    return 0;
+  }
+  braid__chunk *c = braid_malloc(sizeof *c);
+  if (c == NULL)
+    return BRAID_ENOMEM;
+  c->next = NULL;
+  c->data = NULL;
+  c->off = 0;
+  c->len = c->cap = len;
+  c->release = release;
+  c->rarg = arg;
+  c->file = fd;
+  c->foff = offset;
+  braid__chunk_append(s, c);
+  t->queued += len;
   braid__stream_flush(s);
   return 0;
 }
@@ -486,6 +535,7 @@ static const braid__transport_vt braid__stream_vt = {
     .set_reading = braid__stream_set_reading,
     .addr = braid__stream_addr,
     .sockopt = braid__stream_sockopt,
+    .sendfile = braid__stream_sendfile,
 };
 
 /* Reactor teardown with the connection still open. */

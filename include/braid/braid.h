@@ -8,6 +8,7 @@
 #include "braid/deferred.h"
 #include "braid/error.h"
 #include "braid/failure.h"
+#include "braid/http.h"
 #include "braid/http_client.h"
 #include "braid/http_parser.h"
 #include "braid/log.h"

@@ -28,6 +28,11 @@
 #if BRAID_HAVE_EVENTFD
 #include <sys/eventfd.h>
 #endif
+#if BRAID_HAVE_SENDFILE
+#include <pthread.h>
+#include <signal.h>
+#include <sys/sendfile.h>
+#endif
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on each socket */
@@ -422,6 +427,58 @@ static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
   }
 }
 
+/* Linux sendfile(2) from a regular file to a stream socket: the kernel
+ * copies page-cache pages, so a large static file never passes through
+ * user memory. Like a write, the op completes when every byte is sent. */
+#if BRAID_HAVE_SENDFILE
+#define BRAID__POSIX_CAP_SENDFILE BRAID__CAP_SENDFILE
+static intptr_t braid__try_sendfile_(braid__sock *s, braid__op *op) {
+  while (op->u.sendfile.len > 0) {
+    off_t off = (off_t)op->u.sendfile.offset;
+    /* Linux sends at most 0x7ffff000 bytes per call. */
+    size_t ask =
+        op->u.sendfile.len < 0x7ffff000u ? op->u.sendfile.len : 0x7ffff000u;
+    ssize_t w = sendfile(s->fd, op->u.sendfile.file, &off, ask);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->events_ &= ~BRAID__S_WRITABLE;
+        return BRAID_EAGAIN;
+      }
+      return braid__translate_sys_error(errno);
+    }
+    if (w == 0)
+      return BRAID_EIO; /* the file shrank under us: never spin */
+    op->u.sendfile.offset += (uint64_t)w;
+    op->u.sendfile.len -= (size_t)w;
+    op->u.sendfile.done += (size_t)w;
+  }
+  return (intptr_t)op->u.sendfile.done;
+}
+
+/* sendfile(2) has no MSG_NOSIGNAL: writing to a connection the peer reset
+ * raises SIGPIPE, which kills an application that did not ignore it. Block
+ * it around the call and swallow the one the call raised. */
+static intptr_t braid__try_sendfile(braid__sock *s, braid__op *op) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  intptr_t st = braid__try_sendfile_(s, op);
+  if (st == BRAID_EPIPE && !sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    struct timespec zero = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+      sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return st;
+}
+#else
+#define BRAID__POSIX_CAP_SENDFILE 0
+#endif
+
 static intptr_t braid__try(braid__sock *s, braid__op *op) {
   switch (op->type) {
   case BRAID__OP_READ:
@@ -436,6 +493,10 @@ static intptr_t braid__try(braid__sock *s, braid__op *op) {
     return braid__try_recvfrom(s, op);
   case BRAID__OP_SENDTO:
     return braid__try_sendto(s, op);
+#if BRAID_HAVE_SENDFILE
+  case BRAID__OP_SENDFILE:
+    return braid__try_sendfile(s, op);
+#endif
   }
   return BRAID_EINVAL;
 }
@@ -791,7 +852,7 @@ static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
-            BRAID__CAP_TRY_WRITE,
+            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,
     .poller_name = braid__posix_poller_name,
