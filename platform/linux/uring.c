@@ -976,6 +976,9 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
         errno != EAGAIN)
       return braid__translate_sys_error(errno);
   }
+  /* Callbacks (and the timers they start) see the time after the wait,
+   * not the time before it. */
+  braid_reactor_update_time(u->r);
   /* Run the completions posted so far; ones posted while their callbacks
    * run wait for the next wait(). */
   unsigned head = atomic_load_explicit(u->cq_head, memory_order_relaxed);

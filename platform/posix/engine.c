@@ -665,6 +665,13 @@ void braid__engine_sock_error(braid__sock *s, int syserr) {
 }
 
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
+  /* The first event of a batch refreshes the reactor's clock, so that
+   * callbacks (and the timers they start) see the time after the wait
+   * rather than before it, at one clock read per batch. */
+  if (!e->time_fresh) {
+    braid_reactor_update_time(e->r);
+    e->time_fresh = 1;
+  }
   if (s->flags_ & BRAID__F_CLOSING)
     return; /* closed by an earlier callback in this batch */
   if (s->flags_ & BRAID__F_WAKE) {
@@ -712,6 +719,7 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   braid__engine *e = braid__eng(r);
   if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
     timeout_ns = 0;
+  e->time_fresh = 0;
   int rc = e->poller->wait(e, timeout_ns);
   /* Deferred ops on sockets already known to be ready. Taken as a batch:
    * ops their callbacks defer wait for the next wait(). */

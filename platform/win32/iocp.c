@@ -828,6 +828,8 @@ static int braid__iocp_wait(braid_reactor_t *r, int64_t timeout_ns) {
     if (err != WAIT_TIMEOUT && err != WAIT_IO_COMPLETION)
       rc = braid__translate_sys_error((int)err);
   }
+  /* Callbacks (and the timers they start) see the time after the wait. */
+  braid_reactor_update_time(e->r);
   int woken = 0;
   for (ULONG i = 0; i < n; i++) {
     if (ents[i].lpCompletionKey == BRAID__KEY_WAKE) {
