@@ -182,7 +182,34 @@ static const char web_usage[] =
     "  --header-timeout SEC   time allowed for a request head (default 10)\n"
     "  --idle-timeout SEC     keep-alive and stall timeout (default 60)\n"
     "  --no-log               no access log\n"
+    "  --tls-cert FILE        serve https: PEM certificate chain (with\n"
+    "  --tls-key FILE         its private key; default: the same file);\n"
+    "                         tcp: endpoints become tls: ones, and the\n"
+    "                         default endpoint is tcp:8443\n"
     "  --quiet                do not print the listening addresses\n";
+
+/* "tcp:REST" -> "tls:REST:certificate=C:privateKey=K", escaping ':' and
+ * '\\' in the file names as endpoint strings want. */
+static int web_tls_endpoint(const char *ep, const char *cert, const char *key,
+                            char *out, size_t size) {
+  if (strncmp(ep, "tcp:", 4) != 0)
+    return -1;
+  size_t n = (size_t)snprintf(out, size, "tls:%s", ep + 4);
+  const char *names[2] = {":certificate=", ":privateKey="};
+  const char *vals[2] = {cert, key};
+  for (int k = 0; k < 2; k++) {
+    n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s", names[k]);
+    for (const char *v = vals[k]; *v != '\0' && n + 3 < size; v++) {
+      if (*v == ':' || *v == '\\')
+        out[n++] = '\\';
+      out[n++] = *v;
+    }
+    if (n >= size)
+      return -1;
+    out[n] = '\0';
+  }
+  return n + 1 < size ? 0 : -1;
+}
 
 static void web_log(void *arg, braid_log_level level, const char *domain,
                     const char *msg) {
@@ -273,6 +300,8 @@ static int cmd_web(int argc, char **argv) {
   const char *path = ".";
   const char *listen[MAX_LISTEN];
   int nlisten = 0, quiet = 0, hello = 0, echo = 0;
+  const char *tls_cert = NULL, *tls_key = NULL;
+  static char tls_eps[MAX_LISTEN][1024];
   braid_http_server_options so = {0};
   braid_http_static_options sto = {0};
   for (int i = 0; i < argc; i++) {
@@ -309,6 +338,12 @@ static int cmd_web(int argc, char **argv) {
       echo = 1;
     } else if (strcmp(a, "--no-log") == 0) {
       so.no_access_log = true;
+    } else if (strcmp(a, "--tls-cert") == 0 && v != NULL) {
+      tls_cert = v;
+      i++;
+    } else if (strcmp(a, "--tls-key") == 0 && v != NULL) {
+      tls_key = v;
+      i++;
     } else if (strcmp(a, "--quiet") == 0) {
       quiet = 1;
     } else {
@@ -316,8 +351,21 @@ static int cmd_web(int argc, char **argv) {
       return 2;
     }
   }
+  if (tls_key != NULL && tls_cert == NULL) {
+    fprintf(stderr, "braid web: --tls-key needs --tls-cert\n");
+    return 2;
+  }
   if (nlisten == 0)
-    listen[nlisten++] = "tcp:8080";
+    listen[nlisten++] = tls_cert != NULL ? "tcp:8443" : "tcp:8080";
+  for (int i = 0; tls_cert != NULL && i < nlisten; i++) {
+    if (web_tls_endpoint(listen[i], tls_cert, tls_key ? tls_key : tls_cert,
+                         tls_eps[i], sizeof tls_eps[i]) < 0) {
+      fprintf(stderr, "braid web: --tls-cert needs tcp: endpoints, not '%s'\n",
+              listen[i]);
+      return 2;
+    }
+    listen[i] = tls_eps[i];
+  }
   braid_http_static_t *st;
   int rc = braid_http_static_create(path, &sto, &st);
   if (rc < 0) {
@@ -361,8 +409,8 @@ static int cmd_web(int argc, char **argv) {
     char buf[128];
     if (braid_http_server_addr(srv, &a) == 0 &&
         braid_addr_format(&a, buf, sizeof buf) > 0)
-      printf("braid web: serving %s on %s (poller %s)\n", path, buf,
-             braid_reactor_poller(r));
+      printf("braid web: serving %s on %s%s (poller %s)\n", path,
+             tls_cert != NULL ? "https://" : "", buf, braid_reactor_poller(r));
   }
   if (status == 0) {
     web_stop w = {r, srv};
