@@ -13,7 +13,7 @@
 
 #include "core/transport.h"
 
-#define BRAID__WBUFS 8
+#define BRAID__WBUFS 4
 #define BRAID__CHUNK 16384u
 
 typedef struct braid__chunk {
@@ -33,13 +33,17 @@ typedef struct braid__stream {
   braid__sock sock;
   braid__op rop, wop;
   braid__chunk *head, *tail;
+  /* Writes and connecting never overlap, so they share memory: an idle
+   * connection costs less than 512 bytes of braid state. */
   union {
     braid__buf wbufs[BRAID__WBUFS]; /* the write op in flight */
-    braid_addr_t caddr;             /* the connect target */
+    struct {
+      braid_addr_t *addr;  /* the connect target (allocated) */
+      braid_timer_t timer; /* connect timeout */
+    } c;                   /* while `connecting` */
   } u;
-  braid_timer_t ctimer; /* connect timeout */
-  int reason;           /* for connection_lost */
-  uint8_t reading, writing, made, client, closed, shut, timed_out;
+  int reason; /* for connection_lost */
+  uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
   uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
@@ -83,8 +87,12 @@ static void braid__stream_closed(braid__sock *sock) {
   braid_protocol_t *p = s->t.proto;
   braid__handle_remove(&s->h);
   braid__chunks_free(s);
-  if (braid_timer_active(&s->ctimer))
-    braid_timer_cancel(&s->ctimer);
+  if (s->connecting) {
+    s->connecting = 0;
+    if (braid_timer_active(&s->u.c.timer))
+      braid_timer_cancel(&s->u.c.timer);
+    braid_free(s->u.c.addr);
+  }
   if (p != NULL && (s->made || s->client)) {
     s->t.state |= BRAID__T_DEAD;
     if (p->ops->connection_lost != NULL)
@@ -730,8 +738,13 @@ int braid_listener_close(braid_listener_t *l) {
 
 static void braid__connect_done(braid__stream *s, intptr_t st) {
   s->writing = 0;
-  if (braid_timer_active(&s->ctimer))
-    braid_timer_cancel(&s->ctimer);
+  if (s->connecting) {
+    s->connecting = 0;
+    if (braid_timer_active(&s->u.c.timer))
+      braid_timer_cancel(&s->u.c.timer);
+    braid_free(s->u.c.addr);
+    s->u.c.addr = NULL;
+  }
   if (st == BRAID_ECANCELED && s->timed_out)
     st = BRAID_ETIMEDOUT;
   if (st < 0) {
@@ -788,11 +801,19 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
       return rc;
     }
   }
-  s->u.caddr = *addr;
+  s->u.c.addr = braid_malloc(sizeof *addr);
+  if (s->u.c.addr == NULL) {
+    s->t.proto = NULL;
+    braid__stream_shut(s);
+    return BRAID_ENOMEM;
+  }
+  *s->u.c.addr = *addr;
+  s->u.c.timer = (braid_timer_t)BRAID_TIMER_INIT;
+  s->connecting = 1;
   s->wop.type = BRAID__OP_CONNECT;
   s->wop.flags = 0;
   s->wop.cb = braid__connect_cb;
-  s->wop.addr = braid__addr_sa(&s->u.caddr);
+  s->wop.addr = braid__addr_sa(s->u.c.addr);
   s->wop.addrlen = (int)addr->len_;
   intptr_t st = io->submit(&s->sock, &s->wop);
   if (st == BRAID__PENDING) {
@@ -809,7 +830,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
         if (now > r->now && delay + (now - r->now) > delay)
           delay += now - r->now;
       }
-      braid_timer_start(r, &s->ctimer, delay, braid__connect_timeout, s);
+      braid_timer_start(r, &s->u.c.timer, delay, braid__connect_timeout, s);
     }
     return 0;
   }
