@@ -141,7 +141,14 @@ enum braid__io_caps {
   BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
   BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */
-  BRAID__CAP_TRY_WRITE = 1u << 4   /* BRAID__OPF_TRY writes can succeed */
+  BRAID__CAP_TRY_WRITE = 1u << 4,  /* BRAID__OPF_TRY writes can succeed */
+  BRAID__CAP_TRY_SENDTO = 1u << 5  /* BRAID__OPF_TRY SENDTOs can succeed:
+                                      the kernel's verdict on a datagram
+                                      (sent, or EMSGSIZE, ENETUNREACH...)
+                                      comes back inline. Separate from
+                                      TRY_WRITE: a completion platform may
+                                      batch stream writes yet still send a
+                                      datagram at once. */
 };
 
 /* Options for sock_setopt. */

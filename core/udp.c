@@ -267,9 +267,12 @@ int braid_udp_sendv(braid_udp_t *u, const braid_iovec_t *iov, size_t n,
   }
   const braid__io_ops *io = u->r->io;
   /* Nothing queued: try the kernel straight from the caller's memory. An
-   * empty datagram is never tried, because TRY's "0" means "not sent". */
+   * empty datagram is never tried, because TRY's "0" means "not sent".
+   * This is also what makes the errors the kernel reports at once
+   * (EMSGSIZE, ENETUNREACH, EACCES...) this call's result, as braid/udp.h
+   * promises; a platform without TRY_SENDTO reports them through error(). */
   if (u->head == NULL && !u->writing && total > 0 && n <= BRAID__UDP_IOV &&
-      (io->caps & BRAID__CAP_TRY_WRITE)) {
+      (io->caps & BRAID__CAP_TRY_SENDTO)) {
     braid__buf bufs[BRAID__UDP_IOV];
     for (size_t i = 0; i < n; i++) {
       bufs[i].base = (void *)iov[i].base;

@@ -59,6 +59,8 @@
 #define BRAID__U_CLOSE_WAIT 0x4u /* close SQEs not queued yet (SQ full) */
 #define BRAID__U_MSHOT 0x8u      /* a multishot ACCEPT is armed */
 #define BRAID__U_MSHOT_STOP 0x10u /* ... and asked to stop */
+#define BRAID__U_DGRAM 0x20u      /* SOCK_DGRAM */
+#define BRAID__U_LISTEN 0x40u     /* listen() was called on it */
 /* braid__sock.rq_: the ACCEPT op waiting for the multishot's next
  * connection (held here, not in the kernel). */
 /* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
@@ -404,8 +406,13 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   if (op->next_ != NULL) {
     braid__umsg *m = braid__op_umsg(op);
     op->next_ = NULL;
-    if (op->type == BRAID__OP_RECVFROM && res >= 0)
+    if (op->type == BRAID__OP_RECVFROM && res >= 0) {
       op->addrlen = (int)m->mh.msg_namelen;
+      /* RECVMSG copies msg_flags back like recvmsg(2) does: MSG_TRUNC
+       * says the datagram did not fit (res is what was kept). */
+      if (m->mh.msg_flags & MSG_TRUNC)
+        op->flags |= BRAID__OPF_TRUNCATED;
+    }
     braid__ur_umsg_put(u, m);
   }
 
@@ -1016,6 +1023,47 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
  * Ops
  * ------------------------------------------------------------------------ */
 
+/* BRAID__OPF_TRY for a datagram: one non-blocking sendmsg(2) now. Unlike
+ * a stream write, a datagram send never waits for the peer and is whole
+ * or nothing, and the kernel's verdict (EMSGSIZE, ENETUNREACH, EACCES, a
+ * pending ECONNREFUSED) is what braid_udp_send() must return; an SQE would
+ * turn those into a later error() callback. EAGAIN (a full send buffer) is
+ * "not sent": core queues the datagram and submits it as an SQE. Core
+ * tries only with nothing of its own queued or in flight, so this cannot
+ * overtake an earlier datagram. */
+static intptr_t braid__ur_try_sendto(braid__sock *s, braid__op *op) {
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = (struct iovec *)(void *)op->u.write.bufs;
+  mh.msg_iovlen = op->u.write.nbufs;
+  if (op->addr != NULL && op->addrlen > 0) {
+    mh.msg_name = op->addr;
+    mh.msg_namelen = (socklen_t)op->addrlen;
+  }
+  for (;;) {
+    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return 0;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+/* CONNECT on a datagram socket only sets the default peer and its filter:
+ * connect(2) never waits, so it is done at once. Through an SQE it would
+ * take effect only at the next wait(), and until then getpeername() says
+ * ENOTCONN and sends without an address fail. */
+static intptr_t braid__ur_dgram_connect(braid__sock *s, braid__op *op) {
+  int rc;
+  do
+    rc = connect(s->fd, op->addr, (socklen_t)op->addrlen);
+  while (rc < 0 && errno == EINTR);
+  return rc == 0 ? 0 : braid__translate_sys_error(errno);
+}
+
 static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
   braid__uring *u = braid__ur(s->reactor);
   op->sock = s;
@@ -1031,8 +1079,12 @@ static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
   }
   if (op->type == BRAID__OP_SENDTO && op->u.write.nbufs > BRAID__URING_IOV_MAX)
     return BRAID_EMSGSIZE;
-  op->flags &=
-      (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL | BRAID__U_OP_POLL);
+  if (op->type == BRAID__OP_SENDTO && (op->flags & BRAID__OPF_TRY))
+    return braid__ur_try_sendto(s, op);
+  if (op->type == BRAID__OP_CONNECT && (s->flags_ & BRAID__U_DGRAM))
+    return braid__ur_dgram_connect(s, op);
+  op->flags &= (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL |
+                           BRAID__U_OP_POLL | BRAID__OPF_TRUNCATED);
   if (op->type == BRAID__OP_ACCEPT && !u->no_mshot)
     return braid__ur_accept_submit(u, s, op);
   int rc = braid__ur_prep(u, s, op);
@@ -1128,8 +1180,11 @@ static int braid__uring_sock_adopt(braid_reactor_t *r, braid__sock *s,
   s->reactor = r;
   int type = 0;
   socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0)
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
     s->flags_ |= BRAID__U_SOCKET;
+    if (type == SOCK_DGRAM)
+      s->flags_ |= BRAID__U_DGRAM;
+  }
   return 0;
 }
 
@@ -1154,7 +1209,7 @@ static unsigned braid__uring_signal_count(braid_reactor_t *r, int signo) {
 const braid__io_ops braid__uring_io = {
     .name = "uring",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_COMPLETION |
-            BRAID__CAP_EMBED_FD,
+            BRAID__CAP_EMBED_FD | BRAID__CAP_TRY_SENDTO,
     .init = braid__uring_init,
     .destroy = braid__uring_destroy,
     .poller_name = braid__uring_poller_name,
