@@ -580,14 +580,20 @@ static intptr_t holding_submit(braid__sock *s, braid__op *op) {
   return real_io->submit(s, op);
 }
 
-/* Complete the held send for real; the queue behind it flushes. */
-static void release_held(void) {
+/* Complete the held send for real; the queue behind it flushes. A
+ * readiness engine sends at once and the status is handed to the
+ * callback here; a completion platform (io_uring) may answer PENDING to
+ * any op, as io.h allows, and then calls the callback itself from wait():
+ * run the loop until the queue has drained. */
+static void release_held(braid_udp_t *u) {
   holding = 0;
   braid__op *op = held;
   held = NULL;
   intptr_t st = real_io->submit(op->sock, op);
-  assert_true(st != BRAID__PENDING);
-  op->cb(op, st);
+  if (st != BRAID__PENDING)
+    op->cb(op, st);
+  for (int i = 0; i < 1000 && braid_udp_send_queued(u) > 0; i++)
+    assert_true(braid_reactor_run_once(R, true) >= 0);
 }
 
 static void t_send_queue(void **st) {
@@ -617,14 +623,17 @@ static void t_send_queue(void **st) {
   assert_int_equal(braid_udp_send(a.u, &i, sizeof i, &ba), BRAID_ELIMIT);
   assert_int_equal(braid_udp_connect(a.u, &ba), BRAID_EBUSY);
   assert_int_equal(b.n, 0);
-  release_held();
+  b.in_order = 1;
+  release_held(a.u);
   assert_int_equal(braid_udp_send_queued(a.u), 0);
   assert_int_equal(a.nerr, 1);
   assert_int_equal(a.err[0], BRAID_EMSGSIZE);
-  b.in_order = 1;
-  b.expect = 3;
-  run_for(5000);
-  assert_false(timed_out);
+  /* Where release_held ran the loop, b may have everything already. */
+  if (b.n < 3) {
+    b.expect = 3;
+    run_for(5000);
+    assert_false(timed_out);
+  }
   assert_int_equal(b.n, 3);
   assert_true(b.in_order);
   /* Closing with a send in flight and one queued: the in-flight one is
