@@ -1160,6 +1160,15 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
   int fd;
   while ((fd = braid__ur_unpark(u, s)) >= 0)
     close(fd);
+  /* The CLOSE below runs only at the next wait(), and the socket lives on
+   * until the kernel drops the multishot ACCEPT's reference to it: a
+   * listener closed now would meanwhile still complete handshakes, so a
+   * connect made right after close() would succeed and then be reset
+   * instead of being refused, as it is after close(2) on the readiness
+   * engine. shutdown(SHUT_RD) stops listening at once (Linux: the
+   * listener leaves LISTEN, its backlog is reset, the ACCEPT fails). */
+  if (s->flags_ & BRAID__U_LISTEN)
+    (void)shutdown(s->fd, SHUT_RD);
   if (braid__ur_reserve(u, 2)) {
     braid__ur_close_queue(u, s);
   } else {
@@ -1186,6 +1195,13 @@ static int braid__uring_sock_adopt(braid_reactor_t *r, braid__sock *s,
       s->flags_ |= BRAID__U_DGRAM;
   }
   return 0;
+}
+
+static int braid__uring_sock_listen(braid__sock *s, int backlog) {
+  int rc = braid__posix_sock_listen(s, backlog);
+  if (rc == 0)
+    s->flags_ |= BRAID__U_LISTEN; /* see braid__uring_close */
+  return rc;
 }
 
 static int braid__uring_sock_open(braid_reactor_t *r, braid__sock *s,
@@ -1221,7 +1237,7 @@ const braid__io_ops braid__uring_io = {
     .sock_adopt = braid__uring_sock_adopt,
     .fd_close = braid__posix_fd_close,
     .sock_bind = braid__posix_sock_bind,
-    .sock_listen = braid__posix_sock_listen,
+    .sock_listen = braid__uring_sock_listen,
     .sock_name = braid__posix_sock_name,
     .sock_setopt = braid__posix_sock_setopt,
     .sock_getopt = braid__posix_sock_getopt,
