@@ -27,6 +27,7 @@
  * head (written by the kernel), release stores of the SQ tail and CQ head
  * (read by the kernel), and of the buffer ring's tail. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -583,6 +585,41 @@ static int braid__ur_unpark(braid__uring *u, braid__sock *s) {
   return -1;
 }
 
+/* Park a connection for the listener's next submit. */
+static int braid__ur_park(braid__uring *u, braid__sock *s, int fd) {
+  braid__parked *k = braid_malloc(sizeof *k);
+  if (k == NULL)
+    return BRAID_ENOMEM;
+  k->s = s;
+  k->fd = fd;
+  k->next = u->parked;
+  u->parked = k;
+  return 0;
+}
+
+/* RLIMIT_NOFILE as accept(2) would apply it now. The kernel reads the
+ * limit when an ACCEPT SQE is prepared, so a multishot ACCEPT, prepared
+ * once, keeps allocating under the limit of the moment it was armed: a
+ * limit lowered since would never make it fail with EMFILE. */
+static int braid__ur_over_nofile(int fd) {
+  struct rlimit rl;
+  return getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+         (rlim_t)fd >= rl.rlim_cur;
+}
+
+/* A parked connection's descriptor under the current limit: itself, or
+ * the lowest free number (as accept(2) picks one) by F_DUPFD, which fails
+ * with EMFILE while no number under the limit is free. */
+static int braid__ur_fit_nofile(int fd) {
+  if (!braid__ur_over_nofile(fd))
+    return fd;
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0)
+    return braid__translate_sys_error(errno);
+  close(fd);
+  return nfd;
+}
+
 static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
                                  uint32_t cflags) {
   if (!(cflags & IORING_CQE_F_MORE)) {
@@ -619,17 +656,21 @@ static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
     braid__ur_local_done(u, s, op, braid__translate_sys_error(-res));
     return;
   }
-  if (op == NULL) {
-    braid__parked *k = braid_malloc(sizeof *k);
-    if (k == NULL) {
+  if (op == NULL || braid__ur_over_nofile(res)) {
+    /* No op waiting, or a descriptor accept(2) could not have made under
+     * today's RLIMIT_NOFILE (see braid__ur_over_nofile). The connection
+     * cannot go back to the backlog, so it waits here, and the rest stay
+     * in the kernel's backlog. The waiting op fails with EMFILE like
+     * accept(2): core backs off and submits again, and the parked
+     * connection is handed out once a descriptor under the limit is
+     * free. */
+    if (braid__ur_park(u, s, res) < 0)
       close(res); /* the peer sees a reset; nothing else can be done */
-    } else {
-      k->s = s;
-      k->fd = res;
-      k->next = u->parked;
-      u->parked = k;
-    }
     braid__ur_mshot_stop(u, s);
+    if (op != NULL) {
+      s->rq_ = NULL;
+      braid__ur_local_done(u, s, op, BRAID_EMFILE);
+    }
     return;
   }
   s->rq_ = NULL;
@@ -645,7 +686,13 @@ static intptr_t braid__ur_accept_submit(braid__uring *u, braid__sock *s,
                                         braid__op *op) {
   int fd = braid__ur_unpark(u, s);
   if (fd >= 0) {
-    braid__ur_accept_fill(op, fd);
+    int nfd = braid__ur_fit_nofile(fd);
+    if (nfd < 0) { /* EMFILE still: it stays parked, first in line */
+      if (braid__ur_park(u, s, fd) < 0)
+        close(fd);
+      return nfd;
+    }
+    braid__ur_accept_fill(op, nfd);
     return 0;
   }
   if (s->rq_ != NULL)
