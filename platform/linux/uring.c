@@ -491,6 +491,12 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
       if (has_buf) {
         op->u.read.base = u->bufs + (size_t)bid * BRAID__URING_BUFSZ;
         op->u.read.len = BRAID__URING_BUFSZ;
+      } else if (op->u.read.base == NULL) {
+        /* An empty datagram takes no buffer from the ring, but io.h
+         * promises a buffer: never hand NULL to datagram_received (a
+         * memcpy of 0 bytes from NULL is still undefined behaviour). */
+        op->u.read.base = u->bufs;
+        op->u.read.len = 0;
       }
       break;
     case BRAID__OP_WRITE:
