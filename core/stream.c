@@ -41,7 +41,7 @@ typedef struct braid__stream {
   size_t held_len;
   uint8_t held_eof;
   braid_timer_t htimer;
-  int reason;           /* for connection_lost */
+  int reason; /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out;
   uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
@@ -496,8 +496,8 @@ static int braid__stream_set_reading(braid_transport_t *t, int on) {
   }
   if (s->held != NULL || s->held_eof) {
     if (!braid_timer_active(&s->htimer))
-      return braid_timer_start(t->reactor, &s->htimer, 0,
-                               braid__stream_held_cb, s);
+      return braid_timer_start(t->reactor, &s->htimer, 0, braid__stream_held_cb,
+                               s);
     return 0;
   }
   /* Resume may be called from inside a data_received: deferring the read

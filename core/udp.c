@@ -52,8 +52,8 @@ struct braid_udp {
   braid_addr_t peer; /* the connected peer */
   braid__dgram *head, *tail;
   size_t queued, limit;
-  braid__buf wbuf; /* the queued send in flight */
-  braid__dgram *held; /* received while paused (`to` is the sender) */
+  braid__buf wbuf;      /* the queued send in flight */
+  braid__dgram *held;   /* received while paused (`to` is the sender) */
   braid_timer_t held_t; /* delivers `held` after a resume */
   int family;
   unsigned batch; /* datagrams delivered in this pass */
