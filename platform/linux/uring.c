@@ -52,8 +52,15 @@
 #define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
 #define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
 #define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0              /* our buffer group */
-#define BRAID__URING_IOV_MAX 1024        /* UIO_MAXIOV */
+#define BRAID__URING_BGID 0              /* their buffer group */
+/* Datagrams get buffers of their own: a datagram that does not fit is
+ * truncated, and UDP payloads go up to 65507 bytes (IPv4) and 65527
+ * (IPv6), so 16 KiB chunks would cut datagrams the readiness engine's 64
+ * KiB buffer takes whole. */
+#define BRAID__URING_DNBUF 8
+#define BRAID__URING_DBUFSZ (64u * 1024u)
+#define BRAID__URING_DBGID 1
+#define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
 
 /* braid__sock.flags_ */
 #define BRAID__U_CLOSING 0x1u
@@ -104,6 +111,17 @@ typedef struct braid__parked {
   struct braid__parked *next;
 } braid__parked;
 
+/* A provided buffer ring: n buffers of size bytes, buffer group bgid. */
+typedef struct braid__ubr {
+  struct io_uring_buf_ring *br;
+  _Atomic uint16_t *tail;
+  uint16_t local;
+  uint16_t bgid;
+  unsigned n;
+  size_t size;
+  char *bufs;
+} braid__ubr;
+
 typedef struct braid__uring {
   braid_reactor_t *r;
   int fd;
@@ -119,11 +137,9 @@ typedef struct braid__uring {
   braid__aidx *cq_head, *cq_tail;
   unsigned cq_mask;
   struct io_uring_cqe *cqes;
-  /* Provided buffer ring for reads with read.base == NULL. */
-  struct io_uring_buf_ring *br;
-  _Atomic uint16_t *br_tail;
-  uint16_t br_local;
-  char *bufs;
+  /* Provided buffer rings for reads with read.base == NULL: stream
+   * chunks (READ) and datagrams (RECVFROM). */
+  braid__ubr sbr, dbr;
   /* Wakeup and signals. */
   int wake_fd;
   int sig_slot;
@@ -215,13 +231,18 @@ static struct io_uring_sqe *braid__ur_sqe(braid__uring *u) {
 
 /* Give buffer bid back to the kernel. Only addr, len and bid are written:
  * the ring's tail overlays the resv field of entry 0. */
-static void braid__ur_buf_put(braid__uring *u, unsigned bid) {
-  struct io_uring_buf *b = &u->br->bufs[u->br_local & (BRAID__URING_NBUF - 1)];
-  b->addr = (uint64_t)(uintptr_t)(u->bufs + (size_t)bid * BRAID__URING_BUFSZ);
-  b->len = BRAID__URING_BUFSZ;
+static void braid__ur_buf_put(braid__ubr *r, unsigned bid) {
+  struct io_uring_buf *b = &r->br->bufs[r->local & (r->n - 1)];
+  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * r->size);
+  b->len = (uint32_t)r->size;
   b->bid = (uint16_t)bid;
-  u->br_local++;
-  atomic_store_explicit(u->br_tail, u->br_local, memory_order_release);
+  r->local++;
+  atomic_store_explicit(r->tail, r->local, memory_order_release);
+}
+
+/* The ring an op's platform buffer comes from. */
+static braid__ubr *braid__ur_ring(braid__uring *u, const braid__op *op) {
+  return op->type == BRAID__OP_RECVFROM ? &u->dbr : &u->sbr;
 }
 
 static braid__umsg *braid__ur_umsg(braid__uring *u) {
@@ -350,9 +371,9 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
     m->mh.msg_iov = &m->iov;
     m->mh.msg_iovlen = 1;
     if (op->u.read.base == NULL) {
-      m->iov.iov_len = BRAID__URING_BUFSZ;
+      m->iov.iov_len = BRAID__URING_DBUFSZ;
       sqe->flags = IOSQE_BUFFER_SELECT;
-      sqe->buf_group = BRAID__URING_BGID;
+      sqe->buf_group = BRAID__URING_DBGID;
     } else {
       m->iov.iov_base = op->u.read.base;
       m->iov.iov_len = op->u.read.len;
@@ -489,13 +510,14 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
     case BRAID__OP_READ:
     case BRAID__OP_RECVFROM:
       if (has_buf) {
-        op->u.read.base = u->bufs + (size_t)bid * BRAID__URING_BUFSZ;
-        op->u.read.len = BRAID__URING_BUFSZ;
+        braid__ubr *ring = braid__ur_ring(u, op);
+        op->u.read.base = ring->bufs + (size_t)bid * ring->size;
+        op->u.read.len = ring->size;
       } else if (op->u.read.base == NULL) {
         /* An empty datagram takes no buffer from the ring, but io.h
          * promises a buffer: never hand NULL to datagram_received (a
          * memcpy of 0 bytes from NULL is still undefined behaviour). */
-        op->u.read.base = u->bufs;
+        op->u.read.base = braid__ur_ring(u, op)->bufs;
         op->u.read.len = 0;
       }
       break;
@@ -515,7 +537,7 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   r->depth--;
   /* The bytes were valid during the callback only. */
   if (has_buf)
-    braid__ur_buf_put(u, bid);
+    braid__ur_buf_put(braid__ur_ring(u, op), bid);
   braid__ur_sock_check(u, s);
 }
 
@@ -781,10 +803,13 @@ static void braid__ur_unmap(braid__uring *u) {
   /* The ring first: once it is gone no request can touch the buffers. */
   if (u->fd >= 0)
     close(u->fd);
-  if (u->bufs != NULL)
-    munmap(u->bufs, (size_t)BRAID__URING_NBUF * BRAID__URING_BUFSZ);
-  if (u->br != NULL)
-    munmap(u->br, BRAID__URING_NBUF * sizeof(struct io_uring_buf));
+  braid__ubr *rings[2] = {&u->sbr, &u->dbr};
+  for (int i = 0; i < 2; i++) {
+    if (rings[i]->bufs != NULL)
+      munmap(rings[i]->bufs, rings[i]->n * rings[i]->size);
+    if (rings[i]->br != NULL)
+      munmap(rings[i]->br, rings[i]->n * sizeof(struct io_uring_buf));
+  }
   if (u->sqes != NULL)
     munmap(u->sqes, u->sqes_sz);
   if (u->sq_ring != NULL)
@@ -865,38 +890,52 @@ static int braid__ur_map(braid__uring *u, const struct io_uring_params *p) {
   return 0;
 }
 
-static int braid__ur_bufs(braid__uring *u) {
-  /* The ring must be page-aligned; mmap gives that. The buffers are
-   * mapped too, so pages never written stay uncommitted. The kernel takes
-   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
-   * KiB = 1 MiB resident at most (64 x 64 KiB made a 10 MB echo leave 4
-   * MiB resident, against 64 KiB for the readiness engine's one buffer).
-   * Idle connections hold none. */
-  size_t rsz = BRAID__URING_NBUF * sizeof(struct io_uring_buf);
+static int braid__ur_ring_init(braid__uring *u, braid__ubr *r, unsigned n,
+                               size_t size, uint16_t bgid) {
+  r->n = n; /* a power of two */
+  r->size = size;
+  r->bgid = bgid;
+  size_t rsz = n * sizeof(struct io_uring_buf);
   void *br = mmap(NULL, rsz, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (br == MAP_FAILED)
     return BRAID_ENOMEM;
-  u->br = br;
-  void *bufs = mmap(NULL, (size_t)BRAID__URING_NBUF * BRAID__URING_BUFSZ,
-                    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  r->br = br;
+  void *bufs = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (bufs == MAP_FAILED)
     return BRAID_ENOMEM;
-  u->bufs = bufs;
+  r->bufs = bufs;
   struct io_uring_buf_reg reg;
   memset(&reg, 0, sizeof reg);
   reg.ring_addr = (uint64_t)(uintptr_t)br;
-  reg.ring_entries = BRAID__URING_NBUF;
-  reg.bgid = BRAID__URING_BGID;
+  reg.ring_entries = n;
+  reg.bgid = bgid;
   if (braid__ur_register(u->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
     return braid__ur_fail(u, "IORING_REGISTER_PBUF_RING (Linux 5.19)", errno);
-  u->br_tail =
+  r->tail =
       (_Atomic uint16_t *)(void *)((char *)br +
                                    offsetof(struct io_uring_buf_ring, tail));
-  u->br_local = 0;
-  for (unsigned i = 0; i < BRAID__URING_NBUF; i++)
-    braid__ur_buf_put(u, i);
+  r->local = 0;
+  for (unsigned i = 0; i < n; i++)
+    braid__ur_buf_put(r, i);
   return 0;
+}
+
+static int braid__ur_bufs(braid__uring *u) {
+  /* The rings must be page-aligned; mmap gives that. The buffers are
+   * mapped too, so pages never written stay uncommitted. The kernel takes
+   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
+   * KiB = 1 MiB resident at most for streams (64 x 64 KiB made a 10 MB
+   * echo leave 4 MiB resident, against 64 KiB for the readiness engine's
+   * one buffer), and 8 x 64 KiB = 512 KiB for datagrams, only once UDP is
+   * used. Idle sockets hold none. */
+  int rc = braid__ur_ring_init(u, &u->sbr, BRAID__URING_NBUF,
+                               BRAID__URING_BUFSZ, BRAID__URING_BGID);
+  if (rc == 0)
+    rc = braid__ur_ring_init(u, &u->dbr, BRAID__URING_DNBUF,
+                             BRAID__URING_DBUFSZ, BRAID__URING_DBGID);
+  return rc;
 }
 
 static int braid__uring_init(braid_reactor_t *r, const char *name) {
