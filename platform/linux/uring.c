@@ -52,7 +52,7 @@
 #define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
 #define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
 #define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0              /* their buffer group */
+#define BRAID__URING_BGID 0              /* the stream chunks' group */
 /* Datagrams get buffers of their own: a datagram that does not fit is
  * truncated, and UDP payloads go up to 65507 bytes (IPv4) and 65527
  * (IPv6), so 16 KiB chunks would cut datagrams the readiness engine's 64
