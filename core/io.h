@@ -157,10 +157,17 @@ enum braid__io_caps {
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
   BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */
   BRAID__CAP_TRY_WRITE = 1u << 4,  /* BRAID__OPF_TRY writes can succeed */
-  BRAID__CAP_SENDFILE = 1u << 5    /* BRAID__OP_SENDFILE: the kernel copies
+  BRAID__CAP_SENDFILE = 1u << 5,   /* BRAID__OP_SENDFILE: the kernel copies
                                       file pages to a stream socket (Linux
                                       sendfile(2)); without it, callers read
                                       the file into memory and write it */
+  BRAID__CAP_TRY_SENDTO = 1u << 6  /* BRAID__OPF_TRY SENDTOs can succeed:
+                                      the kernel's verdict on a datagram
+                                      (sent, or EMSGSIZE, ENETUNREACH...)
+                                      comes back inline. Separate from
+                                      TRY_WRITE: a completion platform may
+                                      batch stream writes yet still send a
+                                      datagram at once. */
 };
 
 /* Options for sock_setopt. */

@@ -27,6 +27,7 @@
  * head (written by the kernel), release stores of the SQ tail and CQ head
  * (read by the kernel), and of the buffer ring's tail. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -50,8 +52,15 @@
 #define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
 #define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
 #define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0              /* our buffer group */
-#define BRAID__URING_IOV_MAX 1024        /* UIO_MAXIOV */
+#define BRAID__URING_BGID 0              /* the stream chunks' group */
+/* Datagrams get buffers of their own: a datagram that does not fit is
+ * truncated, and UDP payloads go up to 65507 bytes (IPv4) and 65527
+ * (IPv6), so 16 KiB chunks would cut datagrams the readiness engine's 64
+ * KiB buffer takes whole. */
+#define BRAID__URING_DNBUF 8
+#define BRAID__URING_DBUFSZ (64u * 1024u)
+#define BRAID__URING_DBGID 1
+#define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
 
 /* braid__sock.flags_ */
 #define BRAID__U_CLOSING 0x1u
@@ -59,6 +68,8 @@
 #define BRAID__U_CLOSE_WAIT 0x4u /* close SQEs not queued yet (SQ full) */
 #define BRAID__U_MSHOT 0x8u      /* a multishot ACCEPT is armed */
 #define BRAID__U_MSHOT_STOP 0x10u /* ... and asked to stop */
+#define BRAID__U_DGRAM 0x20u      /* SOCK_DGRAM */
+#define BRAID__U_LISTEN 0x40u     /* listen() was called on it */
 /* braid__sock.rq_: the ACCEPT op waiting for the multishot's next
  * connection (held here, not in the kernel). */
 /* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
@@ -100,6 +111,17 @@ typedef struct braid__parked {
   struct braid__parked *next;
 } braid__parked;
 
+/* A provided buffer ring: n buffers of size bytes, buffer group bgid. */
+typedef struct braid__ubr {
+  struct io_uring_buf_ring *br;
+  _Atomic uint16_t *tail;
+  uint16_t local;
+  uint16_t bgid;
+  unsigned n;
+  size_t size;
+  char *bufs;
+} braid__ubr;
+
 typedef struct braid__uring {
   braid_reactor_t *r;
   int fd;
@@ -115,11 +137,9 @@ typedef struct braid__uring {
   braid__aidx *cq_head, *cq_tail;
   unsigned cq_mask;
   struct io_uring_cqe *cqes;
-  /* Provided buffer ring for reads with read.base == NULL. */
-  struct io_uring_buf_ring *br;
-  _Atomic uint16_t *br_tail;
-  uint16_t br_local;
-  char *bufs;
+  /* Provided buffer rings for reads with read.base == NULL: stream
+   * chunks (READ) and datagrams (RECVFROM). */
+  braid__ubr sbr, dbr;
   /* Wakeup and signals. */
   int wake_fd;
   int sig_slot;
@@ -211,13 +231,18 @@ static struct io_uring_sqe *braid__ur_sqe(braid__uring *u) {
 
 /* Give buffer bid back to the kernel. Only addr, len and bid are written:
  * the ring's tail overlays the resv field of entry 0. */
-static void braid__ur_buf_put(braid__uring *u, unsigned bid) {
-  struct io_uring_buf *b = &u->br->bufs[u->br_local & (BRAID__URING_NBUF - 1)];
-  b->addr = (uint64_t)(uintptr_t)(u->bufs + (size_t)bid * BRAID__URING_BUFSZ);
-  b->len = BRAID__URING_BUFSZ;
+static void braid__ur_buf_put(braid__ubr *r, unsigned bid) {
+  struct io_uring_buf *b = &r->br->bufs[r->local & (r->n - 1)];
+  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * r->size);
+  b->len = (uint32_t)r->size;
   b->bid = (uint16_t)bid;
-  u->br_local++;
-  atomic_store_explicit(u->br_tail, u->br_local, memory_order_release);
+  r->local++;
+  atomic_store_explicit(r->tail, r->local, memory_order_release);
+}
+
+/* The ring an op's platform buffer comes from. */
+static braid__ubr *braid__ur_ring(braid__uring *u, const braid__op *op) {
+  return op->type == BRAID__OP_RECVFROM ? &u->dbr : &u->sbr;
 }
 
 static braid__umsg *braid__ur_umsg(braid__uring *u) {
@@ -346,9 +371,9 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
     m->mh.msg_iov = &m->iov;
     m->mh.msg_iovlen = 1;
     if (op->u.read.base == NULL) {
-      m->iov.iov_len = BRAID__URING_BUFSZ;
+      m->iov.iov_len = BRAID__URING_DBUFSZ;
       sqe->flags = IOSQE_BUFFER_SELECT;
-      sqe->buf_group = BRAID__URING_BGID;
+      sqe->buf_group = BRAID__URING_DBGID;
     } else {
       m->iov.iov_base = op->u.read.base;
       m->iov.iov_len = op->u.read.len;
@@ -404,8 +429,13 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   if (op->next_ != NULL) {
     braid__umsg *m = braid__op_umsg(op);
     op->next_ = NULL;
-    if (op->type == BRAID__OP_RECVFROM && res >= 0)
+    if (op->type == BRAID__OP_RECVFROM && res >= 0) {
       op->addrlen = (int)m->mh.msg_namelen;
+      /* RECVMSG copies msg_flags back like recvmsg(2) does: MSG_TRUNC
+       * says the datagram did not fit (res is what was kept). */
+      if (m->mh.msg_flags & MSG_TRUNC)
+        op->flags |= BRAID__OPF_TRUNCATED;
+    }
     braid__ur_umsg_put(u, m);
   }
 
@@ -480,8 +510,15 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
     case BRAID__OP_READ:
     case BRAID__OP_RECVFROM:
       if (has_buf) {
-        op->u.read.base = u->bufs + (size_t)bid * BRAID__URING_BUFSZ;
-        op->u.read.len = BRAID__URING_BUFSZ;
+        braid__ubr *ring = braid__ur_ring(u, op);
+        op->u.read.base = ring->bufs + (size_t)bid * ring->size;
+        op->u.read.len = ring->size;
+      } else if (op->u.read.base == NULL) {
+        /* An empty datagram takes no buffer from the ring, but io.h
+         * promises a buffer: never hand NULL to datagram_received (a
+         * memcpy of 0 bytes from NULL is still undefined behaviour). */
+        op->u.read.base = braid__ur_ring(u, op)->bufs;
+        op->u.read.len = 0;
       }
       break;
     case BRAID__OP_WRITE:
@@ -500,7 +537,7 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   r->depth--;
   /* The bytes were valid during the callback only. */
   if (has_buf)
-    braid__ur_buf_put(u, bid);
+    braid__ur_buf_put(braid__ur_ring(u, op), bid);
   braid__ur_sock_check(u, s);
 }
 
@@ -576,6 +613,41 @@ static int braid__ur_unpark(braid__uring *u, braid__sock *s) {
   return -1;
 }
 
+/* Park a connection for the listener's next submit. */
+static int braid__ur_park(braid__uring *u, braid__sock *s, int fd) {
+  braid__parked *k = braid_malloc(sizeof *k);
+  if (k == NULL)
+    return BRAID_ENOMEM;
+  k->s = s;
+  k->fd = fd;
+  k->next = u->parked;
+  u->parked = k;
+  return 0;
+}
+
+/* RLIMIT_NOFILE as accept(2) would apply it now. The kernel reads the
+ * limit when an ACCEPT SQE is prepared, so a multishot ACCEPT, prepared
+ * once, keeps allocating under the limit of the moment it was armed: a
+ * limit lowered since would never make it fail with EMFILE. */
+static int braid__ur_over_nofile(int fd) {
+  struct rlimit rl;
+  return getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+         (rlim_t)fd >= rl.rlim_cur;
+}
+
+/* A parked connection's descriptor under the current limit: itself, or
+ * the lowest free number (as accept(2) picks one) by F_DUPFD, which fails
+ * with EMFILE while no number under the limit is free. */
+static int braid__ur_fit_nofile(int fd) {
+  if (!braid__ur_over_nofile(fd))
+    return fd;
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0)
+    return braid__translate_sys_error(errno);
+  close(fd);
+  return nfd;
+}
+
 static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
                                  uint32_t cflags) {
   if (!(cflags & IORING_CQE_F_MORE)) {
@@ -612,17 +684,21 @@ static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
     braid__ur_local_done(u, s, op, braid__translate_sys_error(-res));
     return;
   }
-  if (op == NULL) {
-    braid__parked *k = braid_malloc(sizeof *k);
-    if (k == NULL) {
+  if (op == NULL || braid__ur_over_nofile(res)) {
+    /* No op waiting, or a descriptor accept(2) could not have made under
+     * today's RLIMIT_NOFILE (see braid__ur_over_nofile). The connection
+     * cannot go back to the backlog, so it waits here, and the rest stay
+     * in the kernel's backlog. The waiting op fails with EMFILE like
+     * accept(2): core backs off and submits again, and the parked
+     * connection is handed out once a descriptor under the limit is
+     * free. */
+    if (braid__ur_park(u, s, res) < 0)
       close(res); /* the peer sees a reset; nothing else can be done */
-    } else {
-      k->s = s;
-      k->fd = res;
-      k->next = u->parked;
-      u->parked = k;
-    }
     braid__ur_mshot_stop(u, s);
+    if (op != NULL) {
+      s->rq_ = NULL;
+      braid__ur_local_done(u, s, op, BRAID_EMFILE);
+    }
     return;
   }
   s->rq_ = NULL;
@@ -638,7 +714,13 @@ static intptr_t braid__ur_accept_submit(braid__uring *u, braid__sock *s,
                                         braid__op *op) {
   int fd = braid__ur_unpark(u, s);
   if (fd >= 0) {
-    braid__ur_accept_fill(op, fd);
+    int nfd = braid__ur_fit_nofile(fd);
+    if (nfd < 0) { /* EMFILE still: it stays parked, first in line */
+      if (braid__ur_park(u, s, fd) < 0)
+        close(fd);
+      return nfd;
+    }
+    braid__ur_accept_fill(op, nfd);
     return 0;
   }
   if (s->rq_ != NULL)
@@ -721,10 +803,13 @@ static void braid__ur_unmap(braid__uring *u) {
   /* The ring first: once it is gone no request can touch the buffers. */
   if (u->fd >= 0)
     close(u->fd);
-  if (u->bufs != NULL)
-    munmap(u->bufs, (size_t)BRAID__URING_NBUF * BRAID__URING_BUFSZ);
-  if (u->br != NULL)
-    munmap(u->br, BRAID__URING_NBUF * sizeof(struct io_uring_buf));
+  braid__ubr *rings[2] = {&u->sbr, &u->dbr};
+  for (int i = 0; i < 2; i++) {
+    if (rings[i]->bufs != NULL)
+      munmap(rings[i]->bufs, rings[i]->n * rings[i]->size);
+    if (rings[i]->br != NULL)
+      munmap(rings[i]->br, rings[i]->n * sizeof(struct io_uring_buf));
+  }
   if (u->sqes != NULL)
     munmap(u->sqes, u->sqes_sz);
   if (u->sq_ring != NULL)
@@ -805,38 +890,52 @@ static int braid__ur_map(braid__uring *u, const struct io_uring_params *p) {
   return 0;
 }
 
-static int braid__ur_bufs(braid__uring *u) {
-  /* The ring must be page-aligned; mmap gives that. The buffers are
-   * mapped too, so pages never written stay uncommitted. The kernel takes
-   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
-   * KiB = 1 MiB resident at most (64 x 64 KiB made a 10 MB echo leave 4
-   * MiB resident, against 64 KiB for the readiness engine's one buffer).
-   * Idle connections hold none. */
-  size_t rsz = BRAID__URING_NBUF * sizeof(struct io_uring_buf);
+static int braid__ur_ring_init(braid__uring *u, braid__ubr *r, unsigned n,
+                               size_t size, uint16_t bgid) {
+  r->n = n; /* a power of two */
+  r->size = size;
+  r->bgid = bgid;
+  size_t rsz = n * sizeof(struct io_uring_buf);
   void *br = mmap(NULL, rsz, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (br == MAP_FAILED)
     return BRAID_ENOMEM;
-  u->br = br;
-  void *bufs = mmap(NULL, (size_t)BRAID__URING_NBUF * BRAID__URING_BUFSZ,
-                    PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  r->br = br;
+  void *bufs = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (bufs == MAP_FAILED)
     return BRAID_ENOMEM;
-  u->bufs = bufs;
+  r->bufs = bufs;
   struct io_uring_buf_reg reg;
   memset(&reg, 0, sizeof reg);
   reg.ring_addr = (uint64_t)(uintptr_t)br;
-  reg.ring_entries = BRAID__URING_NBUF;
-  reg.bgid = BRAID__URING_BGID;
+  reg.ring_entries = n;
+  reg.bgid = bgid;
   if (braid__ur_register(u->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
     return braid__ur_fail(u, "IORING_REGISTER_PBUF_RING (Linux 5.19)", errno);
-  u->br_tail =
+  r->tail =
       (_Atomic uint16_t *)(void *)((char *)br +
                                    offsetof(struct io_uring_buf_ring, tail));
-  u->br_local = 0;
-  for (unsigned i = 0; i < BRAID__URING_NBUF; i++)
-    braid__ur_buf_put(u, i);
+  r->local = 0;
+  for (unsigned i = 0; i < n; i++)
+    braid__ur_buf_put(r, i);
   return 0;
+}
+
+static int braid__ur_bufs(braid__uring *u) {
+  /* The rings must be page-aligned; mmap gives that. The buffers are
+   * mapped too, so pages never written stay uncommitted. The kernel takes
+   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
+   * KiB = 1 MiB resident at most for streams (64 x 64 KiB made a 10 MB
+   * echo leave 4 MiB resident, against 64 KiB for the readiness engine's
+   * one buffer), and 8 x 64 KiB = 512 KiB for datagrams, only once UDP is
+   * used. Idle sockets hold none. */
+  int rc = braid__ur_ring_init(u, &u->sbr, BRAID__URING_NBUF,
+                               BRAID__URING_BUFSZ, BRAID__URING_BGID);
+  if (rc == 0)
+    rc = braid__ur_ring_init(u, &u->dbr, BRAID__URING_DNBUF,
+                             BRAID__URING_DBUFSZ, BRAID__URING_DBGID);
+  return rc;
 }
 
 static int braid__uring_init(braid_reactor_t *r, const char *name) {
@@ -1019,6 +1118,47 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
  * Ops
  * ------------------------------------------------------------------------ */
 
+/* BRAID__OPF_TRY for a datagram: one non-blocking sendmsg(2) now. Unlike
+ * a stream write, a datagram send never waits for the peer and is whole
+ * or nothing, and the kernel's verdict (EMSGSIZE, ENETUNREACH, EACCES, a
+ * pending ECONNREFUSED) is what braid_udp_send() must return; an SQE would
+ * turn those into a later error() callback. EAGAIN (a full send buffer) is
+ * "not sent": core queues the datagram and submits it as an SQE. Core
+ * tries only with nothing of its own queued or in flight, so this cannot
+ * overtake an earlier datagram. */
+static intptr_t braid__ur_try_sendto(braid__sock *s, braid__op *op) {
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = (struct iovec *)(void *)op->u.write.bufs;
+  mh.msg_iovlen = op->u.write.nbufs;
+  if (op->addr != NULL && op->addrlen > 0) {
+    mh.msg_name = op->addr;
+    mh.msg_namelen = (socklen_t)op->addrlen;
+  }
+  for (;;) {
+    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return 0;
+    return braid__translate_sys_error(errno);
+  }
+}
+
+/* CONNECT on a datagram socket only sets the default peer and its filter:
+ * connect(2) never waits, so it is done at once. Through an SQE it would
+ * take effect only at the next wait(), and until then getpeername() says
+ * ENOTCONN and sends without an address fail. */
+static intptr_t braid__ur_dgram_connect(braid__sock *s, braid__op *op) {
+  int rc;
+  do
+    rc = connect(s->fd, op->addr, (socklen_t)op->addrlen);
+  while (rc < 0 && errno == EINTR);
+  return rc == 0 ? 0 : braid__translate_sys_error(errno);
+}
+
 static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
   braid__uring *u = braid__ur(s->reactor);
   op->sock = s;
@@ -1034,8 +1174,12 @@ static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
   }
   if (op->type == BRAID__OP_SENDTO && op->u.write.nbufs > BRAID__URING_IOV_MAX)
     return BRAID_EMSGSIZE;
-  op->flags &=
-      (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL | BRAID__U_OP_POLL);
+  if (op->type == BRAID__OP_SENDTO && (op->flags & BRAID__OPF_TRY))
+    return braid__ur_try_sendto(s, op);
+  if (op->type == BRAID__OP_CONNECT && (s->flags_ & BRAID__U_DGRAM))
+    return braid__ur_dgram_connect(s, op);
+  op->flags &= (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL |
+                           BRAID__U_OP_POLL | BRAID__OPF_TRUNCATED);
   if (op->type == BRAID__OP_ACCEPT && !u->no_mshot)
     return braid__ur_accept_submit(u, s, op);
   int rc = braid__ur_prep(u, s, op);
@@ -1111,6 +1255,15 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
   int fd;
   while ((fd = braid__ur_unpark(u, s)) >= 0)
     close(fd);
+  /* The CLOSE below runs only at the next wait(), and the socket lives on
+   * until the kernel drops the multishot ACCEPT's reference to it: a
+   * listener closed now would meanwhile still complete handshakes, so a
+   * connect made right after close() would succeed and then be reset
+   * instead of being refused, as it is after close(2) on the readiness
+   * engine. shutdown(SHUT_RD) stops listening at once (Linux: the
+   * listener leaves LISTEN, its backlog is reset, the ACCEPT fails). */
+  if (s->flags_ & BRAID__U_LISTEN)
+    (void)shutdown(s->fd, SHUT_RD);
   if (braid__ur_reserve(u, 2)) {
     braid__ur_close_queue(u, s);
   } else {
@@ -1131,9 +1284,19 @@ static int braid__uring_sock_adopt(braid_reactor_t *r, braid__sock *s,
   s->reactor = r;
   int type = 0;
   socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0)
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
     s->flags_ |= BRAID__U_SOCKET;
+    if (type == SOCK_DGRAM)
+      s->flags_ |= BRAID__U_DGRAM;
+  }
   return 0;
+}
+
+static int braid__uring_sock_listen(braid__sock *s, int backlog) {
+  int rc = braid__posix_sock_listen(s, backlog);
+  if (rc == 0)
+    s->flags_ |= BRAID__U_LISTEN; /* see braid__uring_close */
+  return rc;
 }
 
 static int braid__uring_sock_open(braid_reactor_t *r, braid__sock *s,
@@ -1157,7 +1320,7 @@ static unsigned braid__uring_signal_count(braid_reactor_t *r, int signo) {
 const braid__io_ops braid__uring_io = {
     .name = "uring",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_COMPLETION |
-            BRAID__CAP_EMBED_FD,
+            BRAID__CAP_EMBED_FD | BRAID__CAP_TRY_SENDTO,
     .init = braid__uring_init,
     .destroy = braid__uring_destroy,
     .poller_name = braid__uring_poller_name,
@@ -1169,7 +1332,7 @@ const braid__io_ops braid__uring_io = {
     .sock_adopt = braid__uring_sock_adopt,
     .fd_close = braid__posix_fd_close,
     .sock_bind = braid__posix_sock_bind,
-    .sock_listen = braid__posix_sock_listen,
+    .sock_listen = braid__uring_sock_listen,
     .sock_name = braid__posix_sock_name,
     .sock_setopt = braid__posix_sock_setopt,
     .sock_getopt = braid__posix_sock_getopt,

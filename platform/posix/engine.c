@@ -860,7 +860,8 @@ static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
-            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE,
+            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE |
+            BRAID__CAP_TRY_SENDTO,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,
     .poller_name = braid__posix_poller_name,
