@@ -834,7 +834,12 @@ static void starttls(int pipelined) {
   assert_int_equal(c.made_calls, 2); /* plain, then TLS */
   assert_string_equal(c.got, "PONG|");
   assert_string_equal(srv_conn.got, "PING|");
-  if (pipelined) /* the ClientHello came in the STARTTLS line's read */
+  /* The ClientHello came in the STARTTLS line's read. That needs both sends
+   * to reach the server before it reads, which the readiness pollers'
+   * try-first writes make certain on loopback; a completion poller
+   * (io_uring) may deliver them in two reads, which is the plain path
+   * t_starttls already covers. */
+  if (pipelined && strcmp(braid_reactor_poller(e.r), "uring") != 0)
     assert_true(srv_conn.fed > 0);
   braid_listener_close(l);
   env_done(&e); /* ends the server side if it is still up */
