@@ -38,7 +38,10 @@ static void op_cb(braid__op *op, intptr_t st) {
   r->calls++;
   r->st = st;
   r->order = ++g_seq;
-  if (st > 0 && op->u.read.base != NULL) {
+  /* Only reads carry bytes: for a WRITE the same union holds the buffer
+   * array, which the platform may have advanced past its end. */
+  if (st > 0 && (op->type == BRAID__OP_READ || op->type == BRAID__OP_RECVFROM) &&
+      op->u.read.base != NULL) {
     size_t n = (size_t)st < sizeof r->data ? (size_t)st : sizeof r->data;
     memcpy(r->data, op->u.read.base, n);
   }
