@@ -226,7 +226,9 @@ def bench_deferred():
 
 
 def bench_http(secs):
-    """wrk -t1 -c50 on a 13-byte file, braid web vs nginx (one worker)."""
+    """wrk -t1 -c50 on a 13-byte body with keep-alive: braid web and nginx
+    (one worker) and Twisted web serve a 13-byte file; evhttp answers the
+    same 13 bytes from memory."""
     rows = {}
     if not shutil.which("wrk"):
         print("skipping http: wrk not installed")
@@ -249,6 +251,17 @@ def bench_http(secs):
             " fastcgi_temp_path %s/t3; uwsgi_temp_path %s/t4; scgi_temp_path %s/t5;\n"
             " server { listen 127.0.0.1:PORT; root %s; } }\n" % ((pre,) * 7 + (tmp,)))
         peers.append(("nginx", ["/usr/sbin/nginx", "-c", os.path.abspath(conf), "-e", pre + "/nginx.err"]))
+    evhttp = exe("bench", "http_evhttp")
+    if evhttp:
+        peers.append(("evhttp", [evhttp, "PORT"]))
+    else:
+        print("skipping evhttp: not built (libevent-dev)")
+    if os.path.exists(SYS_PY) and subprocess.run(
+            [SYS_PY, "-c", "import twisted"], capture_output=True).returncode == 0:
+        peers.append(("twisted-web", [SYS_PY, "-m", "twisted", "web", "--path", tmp,
+                                      "--listen", "tcp:PORT:interface=127.0.0.1"]))
+    else:
+        print("skipping twisted web: python3-twisted not installed")
     for name, cmd in peers:
         if name == "nginx":
             port = free_port()
