@@ -96,8 +96,8 @@ def rss_kb(pid):
 class Server:
     """A server process pinned to CPU 0, stopped by PID."""
 
-    def __init__(self, cmd, env=None, wrapper=()):
-        self.port = free_port()
+    def __init__(self, cmd, env=None, wrapper=(), port=None):
+        self.port = port or free_port()
         full = list(PIN0) + list(wrapper) + [a.replace("PORT", str(self.port)) for a in cmd]
         e = dict(os.environ)
         e.update(env or {})
@@ -245,7 +245,7 @@ def bench_http(secs):
         conf = os.path.join(tmp, "..", "nginx.conf")
         pre = os.path.abspath(os.path.join(tmp, ".."))
         open(conf, "w").write(
-            "daemon off; worker_processes 1; pid %s/nginx.pid; error_log %s/nginx.err;\n"
+            "daemon off; master_process off; worker_processes 1; pid %s/nginx.pid; error_log %s/nginx.err;\n"
             "events { worker_connections 1024; }\n"
             "http { access_log off; client_body_temp_path %s/t1; proxy_temp_path %s/t2;\n"
             " fastcgi_temp_path %s/t3; uwsgi_temp_path %s/t4; scgi_temp_path %s/t5;\n"
@@ -263,13 +263,14 @@ def bench_http(secs):
     else:
         print("skipping twisted web: python3-twisted not installed")
     for name, cmd in peers:
+        port = None
         if name == "nginx":
             port = free_port()
             text = open(cmd[2]).read().replace("PORT", str(port))
             cfg = cmd[2] + ".%d" % port
             open(cfg, "w").write(text)
             cmd = [cmd[0], "-c", cfg, "-e", cmd[4]]
-        s = Server(cmd)
+        s = Server(cmd, port=port)
         try:
             c0 = proc_cpu(s.proc.pid)
             out = sh(list(PIN1) + ["wrk", "-t1", "-c50", "-d%ds" % secs, "--latency",
