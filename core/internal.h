@@ -98,6 +98,11 @@ struct braid_reactor {
    * so that destroy can wake them; closed once destroy has begun. */
   struct braid__blocking_call *blocking;
   int blocking_closed;
+
+  /* Live objects, counted from allocation to free, for
+   * braid_reactor_stats() (core/stats.c): soak tests check they return to
+   * zero, which catches a leak long before the process runs out of memory. */
+  size_t live_streams, live_listeners, live_udp;
 };
 
 /* core/timer.c */
