@@ -28,9 +28,9 @@ static void t_server(void **st) {
                    0);
   assert_string_equal(ep.host, "::1");
   /* An empty interface is "all interfaces" for a server. */
-  assert_int_equal(braid_endpoint_parse(&ep, "tcp:port=1:interface=", true,
-                                        err, sizeof err),
-                   0);
+  assert_int_equal(
+      braid_endpoint_parse(&ep, "tcp:port=1:interface=", true, err, sizeof err),
+      0);
   assert_string_equal(ep.host, "");
 }
 
@@ -38,9 +38,8 @@ static void t_client(void **st) {
   (void)st;
   braid_endpoint_t ep;
   char err[128];
-  assert_int_equal(braid_endpoint_parse(&ep, "tcp:127.0.0.1:80", false, err,
-                                        sizeof err),
-                   0);
+  assert_int_equal(
+      braid_endpoint_parse(&ep, "tcp:127.0.0.1:80", false, err, sizeof err), 0);
   assert_string_equal(ep.host, "127.0.0.1");
   assert_int_equal(ep.port, 80);
   assert_int_equal(braid_endpoint_parse(&ep, "tcp:host=h:port=1:timeout=1.5",
@@ -55,8 +54,8 @@ static void t_client_empty_host(void **st) {
   (void)st;
   braid_endpoint_t ep;
   char err[128];
-  static const char *const bad[] = {"tcp::80", "tcp:port=78:",
-                                    "tcp:host=:port=80", "tcp6::1"};
+  static const char *const bad[] = {
+      "tcp::80", "tcp:port=78:", "tcp:host=:port=80", "tcp6::1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err[0] = '\0';
     assert_int_equal(braid_endpoint_parse(&ep, bad[i], false, err, sizeof err),

@@ -27,10 +27,10 @@
  * the counters are atomic.
  * ------------------------------------------------------------------------ */
 
-static atomic_long n_allocs;    /* allocations attempted this run */
-static atomic_long fail_at;     /* this one fails (1-based); 0: none */
-static atomic_long n_failed;    /* failures injected */
-static atomic_long live;        /* allocations not yet freed */
+static atomic_long n_allocs; /* allocations attempted this run */
+static atomic_long fail_at;  /* this one fails (1-based); 0: none */
+static atomic_long n_failed; /* failures injected */
+static atomic_long live;     /* allocations not yet freed */
 
 static int should_fail(void) {
   long n = atomic_fetch_add(&n_allocs, 1) + 1;
@@ -117,13 +117,15 @@ struct exch {
   braid_timer_t watchdog;
   char got[PAYLOAD];
   size_t got_len;
-  int errors;     /* errors seen by the test's callbacks and calls */
-  int logged;     /* warnings and errors braid logged */
+  int errors; /* errors seen by the test's callbacks and calls */
+  int logged; /* warnings and errors braid logged */
   int made, lost, lost_reason, server_built, server_lost;
   int timed_out;
 };
 
-static char expect_byte(size_t i) { return (char)('a' + (i * 7) % 26); }
+static char expect_byte(size_t i) {
+  return (char)('a' + (i * 7) % 26);
+}
 
 static void sv_data(braid_protocol_t *p, const void *d, size_t n) {
   server_conn *c = p->user;
@@ -144,8 +146,8 @@ static void sv_lost(braid_protocol_t *p, int reason) {
   braid_free(c);
 }
 
-static const braid_protocol_ops server_ops = {
-    .data_received = sv_data, .connection_lost = sv_lost};
+static const braid_protocol_ops server_ops = {.data_received = sv_data,
+                                              .connection_lost = sv_lost};
 
 static braid_protocol_t *sv_build(braid_factory_t *f, const braid_addr_t *a) {
   (void)a;
@@ -204,10 +206,9 @@ static void cl_lost(braid_protocol_t *p, int reason) {
     braid_timer_cancel(&x->watchdog);
 }
 
-static const braid_protocol_ops client_ops = {
-    .connection_made = cl_made,
-    .data_received = cl_data,
-    .connection_lost = cl_lost};
+static const braid_protocol_ops client_ops = {.connection_made = cl_made,
+                                              .data_received = cl_data,
+                                              .connection_lost = cl_lost};
 
 static void on_watchdog(braid_timer_t *t, void *arg) {
   (void)t;
@@ -286,7 +287,8 @@ done:;
   int injected = atomic_load(&n_failed) > 0;
   atomic_store(&fail_at, 0);
   if (atomic_load(&live) != 0)
-    fail_msg("allocation %ld: %ld allocations not freed", n, (long)atomic_load(&live));
+    fail_msg("allocation %ld: %ld allocations not freed", n,
+             (long)atomic_load(&live));
   assert_int_equal(count_fds(), fds);
   return injected;
 }
@@ -314,7 +316,9 @@ typedef struct chain {
   long value;
 } chain;
 
-static void free_long(void *p) { braid_free(p); }
+static void free_long(void *p) {
+  braid_free(p);
+}
 
 static int job(void *arg, void **value, braid_dtor_cb *dtor) {
   /* Allocates on the worker thread through the hook: a failure here must
@@ -404,7 +408,8 @@ done:;
   int injected = atomic_load(&n_failed) > 0;
   atomic_store(&fail_at, 0);
   if (atomic_load(&live) != 0)
-    fail_msg("allocation %ld: %ld allocations not freed", n, (long)atomic_load(&live));
+    fail_msg("allocation %ld: %ld allocations not freed", n,
+             (long)atomic_load(&live));
   assert_int_equal(count_fds(), fds);
   return injected;
 }

@@ -114,8 +114,9 @@ static void watchdog_cb(braid_timer_t *t, void *arg) {
   braid_reactor_stop(h->r);
 }
 
-static void h_start(harness *h, braid_protocol_t *(*build)(braid_factory_t *,
-                                                           const braid_addr_t *),
+static void h_start(harness *h,
+                    braid_protocol_t *(*build)(braid_factory_t *,
+                                               const braid_addr_t *),
                     void *user, int backlog) {
   memset(h, 0, sizeof *h);
   h->fds_before = count_fds();
@@ -401,7 +402,9 @@ static void blast_made(braid_protocol_t *p, braid_transport_t *t) {
       braid_transport_write_owned(t, big, sizeof big, no_release, NULL), 0);
 }
 
-static void blast_pause(braid_protocol_t *p) { ((blast_srv *)p->user)->paused++; }
+static void blast_pause(braid_protocol_t *p) {
+  ((blast_srv *)p->user)->paused++;
+}
 
 static void blast_lost(braid_protocol_t *p, int reason) {
   blast_srv *s = p->user;
@@ -417,7 +420,8 @@ static const braid_protocol_ops blast_ops = {.connection_made = blast_made,
                                              .connection_lost = blast_lost,
                                              .pause_writing = blast_pause};
 
-static braid_protocol_t *blast_build(braid_factory_t *f, const braid_addr_t *a) {
+static braid_protocol_t *blast_build(braid_factory_t *f,
+                                     const braid_addr_t *a) {
   (void)a;
   braid_protocol_t *p = calloc(1, sizeof *p);
   assert_non_null(p);
@@ -512,9 +516,9 @@ static void half_eof(braid_protocol_t *p) {
   assert_non_null(b);
   for (size_t i = 0; i < HALF_ANSWER; i++)
     b[i] = pattern(c->id + 1, i);
-  assert_int_equal(
-      braid_transport_write_owned(p->transport, b, HALF_ANSWER, release_buf, NULL),
-      0);
+  assert_int_equal(braid_transport_write_owned(p->transport, b, HALF_ANSWER,
+                                               release_buf, NULL),
+                   0);
   assert_int_equal(braid_transport_close(p->transport), 0);
 }
 
@@ -629,7 +633,9 @@ static void nr_made(braid_protocol_t *p, braid_transport_t *t) {
   nr_fill(s);
 }
 
-static void nr_pause(braid_protocol_t *p) { ((nr_srv *)p->user)->paused = 1; }
+static void nr_pause(braid_protocol_t *p) {
+  ((nr_srv *)p->user)->paused = 1;
+}
 
 static void nr_resume(braid_protocol_t *p) {
   nr_srv *s = p->user;
@@ -731,7 +737,8 @@ static void idle_data(braid_protocol_t *p, const void *d, size_t n) {
   (void)d;
   (void)n;
   idle_conn *c = (idle_conn *)p;
-  assert_int_equal(braid_timer_reset(&c->idle, IDLE_NS), 0); /* activity keeps it */
+  assert_int_equal(braid_timer_reset(&c->idle, IDLE_NS),
+                   0); /* activity keeps it */
   c->last = braid_reactor_now(braid_transport_reactor(p->transport));
 }
 
@@ -905,8 +912,8 @@ static void src_fill(braid_protocol_t *p) {
       t->total += (uint64_t)16 << 20;
     if (t->sent == t->total)
       break;
-    size_t n = t->total - t->sent < sizeof chunk ? t->total - t->sent
-                                                 : sizeof chunk;
+    size_t n =
+        t->total - t->sent < sizeof chunk ? t->total - t->sent : sizeof chunk;
     for (size_t i = 0; i < n; i++)
       chunk[i] = pattern(7, t->sent + i);
     assert_int_equal(braid_transport_write(p->transport, chunk, n), 0);
@@ -990,9 +997,10 @@ static void t_signals(void **st) {
   assert_int_equal(t.bad, 0);
   assert_int_equal(t.server_reason, 0);
   assert_true(t.callbacks >= 1);
-  print_message("%.1f MB in %.2f s with SIGUSR1 x1000 sent meanwhile: %u callbacks, %u "
-                "deliveries seen\n",
-                (double)t.total / 1e6, dt, t.callbacks, t.deliveries);
+  print_message(
+      "%.1f MB in %.2f s with SIGUSR1 x1000 sent meanwhile: %u callbacks, %u "
+      "deliveries seen\n",
+      (double)t.total / 1e6, dt, t.callbacks, t.deliveries);
   h_finish(&t.h);
 }
 

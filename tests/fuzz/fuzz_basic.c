@@ -53,8 +53,8 @@ static result parse_once(int kind, void *st, const uint8_t *d, size_t n,
     braid_string_parser_t *sp = st;
     const void *pl = NULL;
     size_t plen = 0;
-    static const braid_framing fr[] = {BRAID_NETSTRING, BRAID_INT8,
-                                       BRAID_INT16, BRAID_INT32};
+    static const braid_framing fr[] = {BRAID_NETSTRING, BRAID_INT8, BRAID_INT16,
+                                       BRAID_INT32};
     res.r = braid_string_parse(sp, fr[kind - 1], b, n, max, &pl, &plen);
     res.error = res.r == -1 ? sp->error : 0;
     if (res.r >= 0) {

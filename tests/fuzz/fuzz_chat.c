@@ -111,14 +111,14 @@ static const braid_line_receiver_ops chat_ops = {
 
 typedef struct slot {
   braid_memory_transport_t *mt;
-  int up;       /* the model thinks it is connected */
-  int lost;     /* connection_lost ran */
-  int blocked;  /* its reader is blocked */
-  int dropped;  /* dropped by the protocol as a slow reader */
-  int eof;      /* its writing side was shut down */
-  buf partial;  /* the model's partial line from this client */
-  buf expect;   /* what it should receive */
-  buf got;      /* what it received */
+  int up;      /* the model thinks it is connected */
+  int lost;    /* connection_lost ran */
+  int blocked; /* its reader is blocked */
+  int dropped; /* dropped by the protocol as a slow reader */
+  int eof;     /* its writing side was shut down */
+  buf partial; /* the model's partial line from this client */
+  buf expect;  /* what it should receive */
+  buf got;     /* what it received */
 } slot;
 
 static braid_reactor_t *reactor(void) {
@@ -253,7 +253,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(rc == 0);
         if (model_send(slots, k, data + i, n)) {
           /* Closed: at once, or once a blocked reader took its queue. */
-          CHECK(s->lost || (s->blocked && braid_memory_transport_closing(s->mt)));
+          CHECK(s->lost ||
+                (s->blocked && braid_memory_transport_closing(s->mt)));
           model_down(s);
         } else {
           CHECK(!braid_memory_transport_closing(s->mt) || s->lost);

@@ -58,8 +58,8 @@ static void buf_add(buf *b, const void *d, size_t n) {
 
 typedef struct run {
   braid_line_receiver_t lr;
-  buf log;      /* events, for comparing the two runs */
-  buf rebuilt;  /* the input as the callbacks saw it */
+  buf log;     /* events, for comparing the two runs */
+  buf rebuilt; /* the input as the callbacks saw it */
   char delim[BRAID_LINE_DELIMITER_MAX];
   size_t dlen, max;
   int too_long, closed, paused, unstable, used_settings, last_raw, lost;
@@ -235,8 +235,7 @@ static void drive(run *u, uint8_t cfg, const uint8_t *data, size_t n,
    * max + delimiter, and without a delimiter. A close or an over-long line
    * ends delivery early, and settings changed mid-stream move the bounds. */
   if (!u->closed && !u->too_long && !u->used_settings && !u->unstable &&
-      !braid_line_receiver_raw(&u->lr) &&
-      !braid_memory_transport_closing(mt)) {
+      !braid_line_receiver_raw(&u->lr) && !braid_memory_transport_closing(mt)) {
     size_t left = n - u->rebuilt.len;
     CHECK(left < u->max + u->dlen);
     for (size_t i = 0; i + u->dlen <= left; i++)
