@@ -5,7 +5,8 @@
 #   sh scripts/test.sh asan       the same under AddressSanitizer + UBSan
 #   sh scripts/test.sh clang      built with clang
 #   sh scripts/test.sh valgrind   every test under valgrind memcheck
-#   sh scripts/test.sh tsan       the thread pool and call-from-thread tests
+#   sh scripts/test.sh tsan       the thread pool, call-from-thread and
+#                                 allocation failure (thread pool) tests
 #                                 under ThreadSanitizer (clang)
 #
 # Installs what it needs from Debian's archive when it is missing (as root,
@@ -72,7 +73,7 @@ case $mode in
     CC=clang setup build-tsan -Db_sanitize=thread -Db_lundef=false \
       -Dbench=disabled -Dprograms=false
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-    suites="--suite thread --suite threadpool --suite deferred"
+    suites="--suite thread --suite threadpool --suite deferred --suite oom"
     ;;
   *) echo "usage: $0 [default|asan|clang|valgrind|tsan]" >&2; exit 2 ;;
 esac
