@@ -65,6 +65,7 @@ case $mode in
   valgrind)
     dir=build-valgrind
     setup build-valgrind -Dbench=disabled
+    export BRAID_UNDER_VALGRIND=1
     wrapper="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 -q"
     ;;
   tsan)

@@ -822,6 +822,13 @@ static void t_idle(void **st) {
 
 static void t_nofile(void **st) {
   (void)st;
+  /* Valgrind keeps its own descriptors above the program's limit and
+   * emulates RLIMIT_NOFILE: a descriptor that accept() returns above the
+   * emulated limit is closed again (the peer sees a reset) and EMFILE
+   * reported, which is not what a kernel does. scripts/test.sh says when
+   * the test runs under valgrind. */
+  if (getenv("BRAID_UNDER_VALGRIND") != NULL)
+    skip();
   echo_srv s;
   memset(&s, 0, sizeof s);
   s.expected = NOFILE_PEERS;
@@ -846,7 +853,11 @@ static void t_nofile(void **st) {
   size_t made_low = s.made;
   int warned = s.h.logged_warn;
   assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
-  h_run(&s.h);
+  braid_reactor_run(s.h.r);
+  if (s.h.timed_out)
+    fail_msg("hung: %zu made while short (%d warnings), %zu made, %zu lost "
+             "in all",
+             made_low, warned, s.made, s.lost);
   wait_client(pid);
   /* While short of descriptors the server took what it could and said
    * why; afterwards it served everyone. */
