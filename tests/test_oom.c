@@ -1,7 +1,7 @@
 /* Allocation failure injection: through braid_set_allocator(), the N-th
  * allocation fails, for every N along
  *   1. a whole client/server exchange over real 127.0.0.1 sockets (create a
- *      reactor, listen, connect, echo 4 KiB, close, destroy), and
+ *      reactor, listen, connect, echo 8 MiB, close, destroy), and
  *   2. a deferred chain that waits on a thread pool job.
  * For each N the test checks that the failure surfaces as an error (a
  * BRAID_E* return, an errback, or a connection_lost reason) wherever the
@@ -99,8 +99,10 @@ static void quiet_log(void *arg, braid_log_level level, const char *domain,
  * 1. The socket exchange
  * ------------------------------------------------------------------------ */
 
-#define PAYLOAD 4096
-#define PIECE 512
+/* More than loopback's socket buffers take at once, so that writes queue
+ * in braid (chunk allocations) and reads come in many pieces. */
+#define PAYLOAD (8 * 1024 * 1024)
+#define PIECE (64 * 1024)
 
 typedef struct exch exch;
 
@@ -115,7 +117,7 @@ struct exch {
   braid_listener_t *l;
   braid_protocol_t client;
   braid_timer_t watchdog;
-  char got[PAYLOAD];
+  char *got; /* PAYLOAD bytes, from libc: not counted */
   size_t got_len;
   int errors; /* errors seen by the test's callbacks and calls */
   int logged; /* warnings and errors braid logged */
@@ -169,7 +171,7 @@ static braid_protocol_t *sv_build(braid_factory_t *f, const braid_addr_t *a) {
 static void cl_made(braid_protocol_t *p, braid_transport_t *t) {
   exch *x = p->user;
   x->made++;
-  char piece[PIECE];
+  static char piece[PIECE];
   for (size_t off = 0; off < PAYLOAD; off += PIECE) {
     for (size_t i = 0; i < PIECE; i++)
       piece[i] = expect_byte(off + i);
@@ -222,6 +224,8 @@ static void on_watchdog(braid_timer_t *t, void *arg) {
 static int socket_run(long n) {
   exch x;
   memset(&x, 0, sizeof x);
+  static char got[PAYLOAD];
+  x.got = got;
   atomic_store(&n_allocs, 0);
   atomic_store(&n_failed, 0);
   atomic_store(&fail_at, n);
