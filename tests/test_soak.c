@@ -683,7 +683,11 @@ static void t_neverread(void **st) {
   uint64_t written = s.written;
   while (now_s() - t0 < 1.0)
     assert_true(braid_reactor_run_once(s.h.r, false) >= 0);
-  assert_true(s.written == written); /* nothing more was produced */
+  /* Paused, the server produces only what the kernel's buffers take as
+   * they grow (autotuning), never an unbounded stream: its queue stays
+   * under the mark throughout. */
+  assert_true(s.written - written <= ((uint64_t)8 << 20));
+  assert_true(s.max_queued <= 64 * 1024 + NR_CHUNK);
   close(fd);
   h_run(&s.h);
   assert_int_equal(s.lost, 1);
