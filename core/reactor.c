@@ -276,9 +276,11 @@ void braid__async_cancel(braid_reactor_t *r, braid__async *a) {
 
 void braid__reactor_wakeup_drain(braid_reactor_t *r) {
   braid__mutex_lock(&r->tlock);
-  /* The async calls first, in the order sent (the list is LIFO). They stay
-   * marked queued, so no sender touches their links, until each is
-   * unmarked (under the lock) just before it runs; a send from then on
+  /* The async calls run after the queued calls, in the order sent (the
+   * list is LIFO), so that a call a pool job made before it finished still
+   * runs before the job's deferred fires, as when both were queued calls.
+   * They stay marked queued, so no sender touches their links, until each
+   * is unmarked (under the lock) just before it runs; a send from then on
    * queues it again for the next drain. */
   braid__async *a = r->async, *rev = NULL;
   r->async = NULL;
@@ -299,6 +301,11 @@ void braid__reactor_wakeup_drain(braid_reactor_t *r) {
   r->tq_spare_cap = cap;
   r->tq_wake_pending = 0;
   braid__mutex_unlock(&r->tlock);
+  for (size_t i = 0; i < n; i++) {
+    r->depth++;
+    q[i].cb(r, q[i].arg);
+    r->depth--;
+  }
   while (rev != NULL) {
     braid__mutex_lock(&r->tlock);
     braid__async *next = rev->next;
@@ -308,11 +315,6 @@ void braid__reactor_wakeup_drain(braid_reactor_t *r) {
     rev->cb(r, rev->arg);
     r->depth--;
     rev = next;
-  }
-  for (size_t i = 0; i < n; i++) {
-    r->depth++;
-    q[i].cb(r, q[i].arg);
-    r->depth--;
   }
   if (r->signals != NULL)
     braid__signals_dispatch(r);
