@@ -157,6 +157,11 @@ int braid_endpoint_parse(braid_endpoint_t *ep, const char *desc, bool server,
                strcmp(k, server ? "interface" : "host") == 0) {
       if (strlen(v) >= sizeof ep->host)
         return braid__ep_error(err, errlen, "%s too long in '%s'", k, desc);
+      /* An empty interface means "all interfaces", but a client has no
+       * such default: "tcp::80" used to parse, and the connect then went
+       * to 0.0.0.0, which Linux quietly treats as the local host. */
+      if (!server && v[0] == '\0')
+        return braid__ep_error(err, errlen, "empty host in '%s'", desc);
       snprintf(ep->host, sizeof ep->host, "%s", v);
       have_host = 1;
     } else if (ep->kind == BRAID_ENDPOINT_UNIX &&

@@ -21,6 +21,17 @@ typedef struct braid__call {
   void *arg;
 } braid__call;
 
+/* A call from another thread that never allocates (libuv's uv_async_t):
+ * the caller embeds it, and queueing it again before it ran is a no-op.
+ * For braid's own threads, which must always reach the loop: a failed
+ * braid_call_from_thread() would strand a finished job. */
+typedef struct braid__async {
+  braid_callback_cb cb;
+  void *arg;
+  struct braid__async *next; /* guarded by the reactor's tlock */
+  int queued;                /* likewise */
+} braid__async;
+
 /* One slot of the timer heap. The deadline lives here, next to the
  * pointer, so that sifting compares without touching the timers. */
 typedef struct braid__heap_slot {
@@ -98,6 +109,14 @@ struct braid_reactor {
    * so that destroy can wake them; closed once destroy has begun. */
   struct braid__blocking_call *blocking;
   int blocking_closed;
+
+  /* Live objects, counted from allocation to free, for
+   * braid_reactor_stats() (core/stats.c): soak tests check they return to
+   * zero, which catches a leak long before the process runs out of memory. */
+  size_t live_streams, live_listeners, live_udp;
+
+  /* Queued braid__async calls (guarded by tlock). */
+  braid__async *async;
 };
 
 /* core/timer.c */
@@ -114,6 +133,11 @@ void braid__deferred_reactor_teardown(braid_reactor_t *r);
 /* core/reactor.c: called by the I/O layer when its wakeup fired, on the
  * loop thread: drains thread calls and checks signal deliveries. */
 void braid__reactor_wakeup_drain(braid_reactor_t *r);
+/* Thread-safe: queue a->cb(r, a->arg) for the loop (once, however often it
+ * is sent before it runs) and wake it. Never fails. */
+void braid__async_send(braid_reactor_t *r, braid__async *a);
+/* Take `a` off the queue if it is there; for its owner's teardown. */
+void braid__async_cancel(braid_reactor_t *r, braid__async *a);
 
 /* platform: monotonic clock. */
 uint64_t braid__hrtime(void);

@@ -268,8 +268,50 @@ static void braid__signals_dispatch(braid_reactor_t *r) {
   }
 }
 
+void braid__async_send(braid_reactor_t *r, braid__async *a) {
+  int wake = 0;
+  braid__mutex_lock(&r->tlock);
+  if (!a->queued) {
+    a->queued = 1;
+    a->next = r->async;
+    r->async = a;
+    if (!r->tq_wake_pending) {
+      r->tq_wake_pending = 1;
+      wake = 1;
+    }
+  }
+  braid__mutex_unlock(&r->tlock);
+  if (wake)
+    r->io->wakeup(r);
+}
+
+void braid__async_cancel(braid_reactor_t *r, braid__async *a) {
+  braid__mutex_lock(&r->tlock);
+  for (braid__async **pp = &r->async; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == a) {
+      *pp = a->next;
+      break;
+    }
+  a->queued = 0;
+  braid__mutex_unlock(&r->tlock);
+}
+
 void braid__reactor_wakeup_drain(braid_reactor_t *r) {
   braid__mutex_lock(&r->tlock);
+  /* The async calls run after the queued calls, in the order sent (the
+   * list is LIFO), so that a call a pool job made before it finished still
+   * runs before the job's deferred fires, as when both were queued calls.
+   * They stay marked queued, so no sender touches their links, until each
+   * is unmarked (under the lock) just before it runs; a send from then on
+   * queues it again for the next drain. */
+  braid__async *a = r->async, *rev = NULL;
+  r->async = NULL;
+  while (a != NULL) {
+    braid__async *next = a->next;
+    a->next = rev;
+    rev = a;
+    a = next;
+  }
   /* Swap the queue with the spare array so that other threads can keep
    * queueing while this thread runs what it took. */
   braid__call *q = r->tq;
@@ -285,6 +327,16 @@ void braid__reactor_wakeup_drain(braid_reactor_t *r) {
     r->depth++;
     q[i].cb(r, q[i].arg);
     r->depth--;
+  }
+  while (rev != NULL) {
+    braid__mutex_lock(&r->tlock);
+    braid__async *next = rev->next;
+    rev->queued = 0;
+    braid__mutex_unlock(&r->tlock);
+    r->depth++;
+    rev->cb(r, rev->arg);
+    r->depth--;
+    rev = next;
   }
   if (r->signals != NULL)
     braid__signals_dispatch(r);
@@ -305,7 +357,7 @@ static int braid__alive(braid_reactor_t *r) {
   /* A call queued by another thread that the loop has not run yet. Checked
    * last, under the lock, since it is the rare reason to stay alive. */
   braid__mutex_lock(&r->tlock);
-  int queued = r->tq_len > 0;
+  int queued = r->tq_len > 0 || r->async != NULL;
   braid__mutex_unlock(&r->tlock);
   return queued;
 }

@@ -107,6 +107,7 @@ static void braid__stream_closed(braid__sock *sock) {
     if (p->ops->connection_lost != NULL)
       p->ops->connection_lost(p, s->reason);
   }
+  s->t.reactor->live_streams--;
   braid_free(s);
 }
 
@@ -631,6 +632,7 @@ static void braid__listener_accept(braid_listener_t *l);
 static void braid__listener_closed(braid__sock *sock) {
   braid_listener_t *l = braid__container_of(sock, braid_listener_t, sock);
   braid__handle_remove(&l->h);
+  l->r->live_listeners--;
   braid_free(l);
 }
 
@@ -675,6 +677,7 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     braid_free(s);
     return 1;
   }
+  r->live_streams++;
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
@@ -745,6 +748,7 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
     braid_free(l);
     return rc;
   }
+  r->live_listeners++;
   if (fam != AF_UNIX && !opts->no_reuse_addr)
     rc = io->sock_setopt(&l->sock, BRAID__SO_REUSEADDR, 1);
   if (rc == 0 && opts->reuse_port)
@@ -845,6 +849,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     braid_free(s);
     return rc;
   }
+  r->live_streams++;
   braid__transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;

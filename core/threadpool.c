@@ -44,7 +44,11 @@ struct braid__pool {
   braid__job *qhead, *qtail;
   size_t queued;
   braid__job *dhead, *dtail;
-  int drain_pending;
+  /* Asks the loop to settle finished jobs. Embedded, so that sending it
+   * cannot fail: when it went through braid_call_from_thread(), a failed
+   * allocation there left the job's deferred unfired and the loop waiting
+   * for it for ever (found by tests/test_oom.c). */
+  braid__async drain;
   int stopping;
   unsigned nthreads, idle;
   /* Reactor thread only. */
@@ -94,14 +98,12 @@ static void *braid__worker(void *arg) {
     else
       p->dhead = j;
     p->dtail = j;
-    if (!p->drain_pending) {
-      /* Called under our lock on purpose: teardown takes this lock before
-       * joining, so it cannot miss a drain request in flight. The lock
-       * order is pool lock, then the reactor's thread-call lock; the
-       * reactor never holds the latter while taking ours. */
-      if (braid_call_from_thread(p->r, braid__pool_drain, p) == 0)
-        p->drain_pending = 1;
-    }
+    /* Sent under our lock on purpose: teardown takes this lock before
+     * joining, so it cannot miss a drain request in flight. The lock
+     * order is pool lock, then the reactor's thread-call lock; the
+     * reactor never holds the latter while taking ours. Sending it while
+     * it is queued is a no-op. */
+    braid__async_send(p->r, &p->drain);
   }
   braid__mutex_unlock(&p->lock);
   return NULL;
@@ -144,7 +146,6 @@ static void braid__pool_drain(braid_reactor_t *r, void *arg) {
   braid__mutex_lock(&p->lock);
   braid__job *j = p->dhead;
   p->dhead = p->dtail = NULL;
-  p->drain_pending = 0;
   braid__mutex_unlock(&p->lock);
   while (j != NULL) {
     braid__job *next = j->next;
@@ -221,6 +222,8 @@ static braid__pool *braid__pool_get(braid_reactor_t *r, int create) {
     return NULL;
   }
   p->r = r;
+  p->drain.cb = braid__pool_drain;
+  p->drain.arg = p;
   p->min = 0;
   p->max = 10;
   ds->pool = p;
@@ -339,6 +342,8 @@ void braid__threadpool_teardown(braid_reactor_t *r, braid__defer_state *ds) {
     braid__thread_join(p->threads[i]);
   /* No worker is left: settle what never ran and what finished but was not
    * delivered. Their deferreds have not fired; teardown cancels them next. */
+  /* A drain request still queued would point at freed memory. */
+  braid__async_cancel(p->r, &p->drain);
   braid__job *lists[2] = {p->qhead, p->dhead};
   p->qhead = p->qtail = p->dhead = p->dtail = NULL;
   for (int k = 0; k < 2; k++) {

@@ -96,6 +96,7 @@ static void braid__udp_closed(braid__sock *sock) {
   braid_free(u->held);
   if (u->opened && u->ops->closed != NULL)
     u->ops->closed(u);
+  u->r->live_udp--;
   braid_free(u);
 }
 
@@ -415,6 +416,7 @@ int braid_udp_open(braid_reactor_t *r, const braid_addr_t *bind,
     braid_free(u);
     return rc;
   }
+  r->live_udp++;
   if (opts->reuse_addr)
     rc = io->sock_setopt(&u->sock, BRAID__SO_REUSEADDR, 1);
   if (rc == 0 && opts->reuse_port)

@@ -5,6 +5,9 @@
 #   sh scripts/test.sh asan       the same under AddressSanitizer + UBSan
 #   sh scripts/test.sh clang      built with clang
 #   sh scripts/test.sh valgrind   every test under valgrind memcheck
+#   sh scripts/test.sh tsan       the thread pool, call-from-thread and
+#                                 allocation failure (thread pool) tests
+#                                 under ThreadSanitizer (clang)
 #
 # Installs what it needs from Debian's archive when it is missing (as root,
 # or through sudo). Prints "N passed, N failed" at the end and exits non-zero
@@ -24,7 +27,7 @@ command -v python3 >/dev/null 2>&1 || need="$need python3"
 [ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 case $mode in
-  clang|asan) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
+  clang|asan|tsan) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
   valgrind) command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
 esac
 if [ -n "$need" ]; then
@@ -44,10 +47,15 @@ setup() { # dir, extra meson args...
 }
 
 wrapper=""
-# The 1 GiB proxy soak test moves less data where every byte is slow.
+# The 1 GiB proxy soak test moves less data where every byte is slow, and
+# the reliability soak tests open fewer connections.
 case $mode in
-  asan|valgrind) export BRAID_PROXY_BYTES=${BRAID_PROXY_BYTES:-67108864} ;;
+  asan|valgrind)
+    export BRAID_PROXY_BYTES=${BRAID_PROXY_BYTES:-67108864}
+    export BRAID_SOAK_SCALE=${BRAID_SOAK_SCALE:-10}
+    ;;
 esac
+suites=
 case $mode in
   default) dir=build; setup build ;;
   clang) dir=build-clang; CC=clang setup build-clang ;;
@@ -60,9 +68,18 @@ case $mode in
   valgrind)
     dir=build-valgrind
     setup build-valgrind -Dbench=disabled
+    export BRAID_UNDER_VALGRIND=1
     wrapper="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 -q"
     ;;
-  *) echo "usage: $0 [default|asan|clang|valgrind]" >&2; exit 2 ;;
+  tsan)
+    # Only the tests that use threads: the rest would just run slower.
+    dir=build-tsan
+    CC=clang setup build-tsan -Db_sanitize=thread -Db_lundef=false \
+      -Dbench=disabled -Dprograms=false
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    suites="--suite thread --suite threadpool --suite deferred --suite oom"
+    ;;
+  *) echo "usage: $0 [default|asan|clang|valgrind|tsan]" >&2; exit 2 ;;
 esac
 
 status=0
@@ -70,7 +87,9 @@ if [ -n "$wrapper" ]; then
   meson test -C "$dir" --verbose --print-errorlogs --timeout-multiplier 10 \
     --wrapper "$wrapper" || status=$?
 else
-  meson test -C "$dir" --verbose --print-errorlogs || status=$?
+  # $suites is a list of words on purpose.
+  # shellcheck disable=SC2086
+  meson test -C "$dir" --verbose --print-errorlogs $suites || status=$?
 fi
 
 # One closing line that counts every test run, on every poller.

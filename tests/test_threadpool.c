@@ -302,6 +302,46 @@ static void t_blocking_call_destroy(void **st) {
   assert_int_equal(atomic_load(&worker_rc), BRAID_ECANCELED);
 }
 
+/* A call a job makes with braid_call_from_thread() before it returns runs
+ * before the job's deferred fires: the job's completion reaches the loop
+ * after everything it queued. */
+static int order_log[4];
+static int order_len;
+static braid_reactor_t *order_r;
+static void order_note(braid_reactor_t *r, void *arg) {
+  (void)r;
+  order_log[order_len++] = (int)(intptr_t)arg;
+}
+static int job_posts(void *arg, void **value, braid_dtor_cb *dtor) {
+  (void)arg;
+  (void)value;
+  (void)dtor;
+  assert_int_equal(braid_call_from_thread(order_r, order_note, (void *)1), 0);
+  return 0;
+}
+static void on_posted(braid_deferred_t *d, braid_result_t *res, void *arg) {
+  (void)d;
+  (void)res;
+  (void)arg;
+  order_log[order_len++] = 2;
+}
+
+static void t_calls_before_completion(void **st) {
+  (void)st;
+  for (int i = 0; i < 50; i++) {
+    order_r = mk();
+    order_len = 0;
+    braid_deferred_t *d;
+    assert_int_equal(braid_defer_to_thread(order_r, job_posts, NULL, &d), 0);
+    assert_int_equal(braid_deferred_add_callback(d, on_posted, NULL), 0);
+    assert_int_equal(braid_reactor_run(order_r), 0);
+    assert_int_equal(order_len, 2);
+    assert_int_equal(order_log[0], 1);
+    assert_int_equal(order_log[1], 2);
+    assert_int_equal(braid_reactor_destroy(order_r), 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_many_jobs),
@@ -309,6 +349,7 @@ int main(void) {
       cmocka_unit_test(t_shutdown_in_flight),
       cmocka_unit_test(t_blocking_call),
       cmocka_unit_test(t_blocking_call_destroy),
+      cmocka_unit_test(t_calls_before_completion),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -252,6 +252,31 @@ int braid_reactor_add_hook(braid_reactor_t *r, braid_hook_phase phase,
 /* Remove a hook by id. BRAID_EINVAL if no such hook. */
 int braid_reactor_remove_hook(braid_reactor_t *r, int id);
 
+/* ------------------------------------------------------------------------
+ * Live object counts
+ *
+ * What the reactor holds right now, for leak checks in long-running tests
+ * and for a server's own monitoring: each count goes back to zero once its
+ * objects are closed and their callbacks have run.
+ * ------------------------------------------------------------------------ */
+
+typedef struct braid_reactor_stats {
+  size_t streams;      /* TCP/Unix connections, from connect/accept until
+                          connection_lost has run and the memory is freed */
+  size_t listeners;    /* listeners not yet freed */
+  size_t udp;          /* UDP sockets not yet freed */
+  size_t timers;       /* pending timers */
+  size_t call_soons;   /* queued call-soons */
+  size_t thread_calls; /* queued call-from-thread calls not yet run */
+  size_t signals;      /* active signal watchers */
+  size_t deferreds;    /* live deferreds (braid/deferred.h) */
+  size_t pool_jobs;    /* thread pool jobs whose deferred has not fired */
+  size_t holds;        /* braid_reactor_hold() not yet released */
+} braid_reactor_stats;
+
+/* Fill *out with the counts above. BRAID_EINVAL for NULL arguments. */
+int braid_reactor_stats_get(braid_reactor_t *r, braid_reactor_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

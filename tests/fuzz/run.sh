@@ -1,5 +1,6 @@
 #!/bin/sh
-# Build the HTTP parser fuzz targets with clang in build-fuzz and run each
+# Build the fuzz targets (HTTP parser, basic framing parsers, endpoint
+# strings, the line receiver and a chat protocol over the memory transport) with clang in build-fuzz and run each
 # for SECONDS seconds, starting from the seed corpus in corpus/<target>.
 # New inputs go to build-fuzz/corpus/<target>; crashes to build-fuzz/crashes.
 # Exits non-zero if a target crashes or libFuzzer is not available.
@@ -38,25 +39,26 @@ if [ ! -f "$build/build.ninja" ]; then
   CC=clang meson setup "$build" "$root" -Dfuzz=true -Dtests=disabled \
     -Dbench=disabled -Dprograms=false -Dbuildtype=debugoptimized
 fi
-targets="request response chunked"
+targets="http_request http_response http_chunked basic endpoint line_receiver chat"
 # Only the fuzz targets are built: the rest of the tree is not needed.
-ninja -C "$build" $(for t in $targets; do printf 'tests/fuzz/fuzz_http_%s ' "$t"; done)
+ninja -C "$build" $(for t in $targets; do printf 'tests/fuzz/fuzz_%s ' "$t"; done)
 
 status=0
 mkdir -p "$build/crashes"
 for t in $targets; do
-  work="$build/corpus/$t"
+  seeds=${t#http_} # the HTTP seeds predate the prefix
+  work="$build/corpus/$seeds"
   mkdir -p "$work"
-  echo "=== fuzz_http_$t for ${secs}s"
-  if ! "$build/tests/fuzz/fuzz_http_$t" -max_total_time="$secs" \
+  echo "=== fuzz_$t for ${secs}s"
+  if ! "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" \
     -print_final_stats=1 -max_len=4096 -timeout=10 \
     -artifact_prefix="$build/crashes/$t-" \
-    "$work" "$here/corpus/$t" 2>"$build/fuzz_http_$t.log"; then
-    echo "fuzz_http_$t FAILED: see $build/fuzz_http_$t.log and $build/crashes" >&2
+    "$work" "$here/corpus/$seeds" 2>"$build/fuzz_$t.log"; then
+    echo "fuzz_$t FAILED: see $build/fuzz_$t.log and $build/crashes" >&2
     status=1
   fi
   grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|^#[0-9]+.*DONE' \
-    "$build/fuzz_http_$t.log" || true
-  tail -n 5 "$build/fuzz_http_$t.log" | grep -E 'ERROR|invariant' || true
+    "$build/fuzz_$t.log" || true
+  tail -n 5 "$build/fuzz_$t.log" | grep -E 'ERROR|invariant' || true
 done
 exit $status
