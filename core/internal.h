@@ -98,6 +98,15 @@ struct braid_reactor {
    * so that destroy can wake them; closed once destroy has begun. */
   struct braid__blocking_call *blocking;
   int blocking_closed;
+
+  /* --- embedding (core/embed.c) ---
+   * Set once a braid_embed_* function was called: a host loop, not
+   * braid_reactor_run(), decides when braid runs, so scheduling work from
+   * host code must wake the host's wait (braid__embed_note). */
+  int embedded;
+  /* Thread-hosted mode and the GLib host's per-iteration hooks; NULL until
+   * used, freed by braid__embed_teardown(). */
+  struct braid__embed *embed;
 };
 
 /* core/timer.c */
@@ -114,6 +123,26 @@ void braid__deferred_reactor_teardown(braid_reactor_t *r);
 /* core/reactor.c: called by the I/O layer when its wakeup fired, on the
  * loop thread: drains thread calls and checks signal deliveries. */
 void braid__reactor_wakeup_drain(braid_reactor_t *r);
+
+/* core/embed.c: wake the host loop of an embedded reactor (its wait on the
+ * backend descriptor) so that it asks braid for a new timeout. */
+void braid__embed_poke(braid_reactor_t *r);
+/* core/embed.c: per-iteration hooks of an adapter hosting another loop
+ * (the GLib host), called from braid__iterate() around the I/O wait. */
+int64_t braid__embed_before_wait(braid_reactor_t *r, int64_t timeout);
+void braid__embed_after_wait(braid_reactor_t *r);
+/* core/embed.c: called by braid_reactor_destroy(). */
+void braid__embed_teardown(braid_reactor_t *r);
+
+/* Work was scheduled (a timer that became the earliest, a call-soon). An
+ * embedded reactor outside its own dispatch is not running, so the host
+ * may be blocked with a timeout computed before this work existed: wake
+ * it (the libuv #1651 bug). Inside braid's dispatch the loop recomputes
+ * its timeout itself. For other reactors this is one predictable branch. */
+static inline void braid__embed_note(braid_reactor_t *r) {
+  if (r->embedded && !r->running)
+    braid__embed_poke(r);
+}
 
 /* platform: monotonic clock. */
 uint64_t braid__hrtime(void);
