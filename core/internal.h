@@ -134,6 +134,8 @@ void braid__embed_after_wait(braid_reactor_t *r);
 /* core/embed.c: called by braid_reactor_destroy(). */
 void braid__embed_teardown(braid_reactor_t *r);
 
+uint64_t braid__hrtime(void);
+
 /* Work was scheduled (a timer that became the earliest, a call-soon). An
  * embedded reactor outside its own dispatch is not running, so the host
  * may be blocked with a timeout computed before this work existed: wake
@@ -142,6 +144,15 @@ void braid__embed_teardown(braid_reactor_t *r);
 static inline void braid__embed_note(braid_reactor_t *r) {
   if (r->embedded && !r->running)
     braid__embed_poke(r);
+}
+
+/* A timer is being scheduled. Outside braid's dispatch, an embedded
+ * reactor's cached "now" dates from braid's last run, which may be long
+ * ago (the host ran its own callbacks meanwhile): refresh it, so that a
+ * delay counts from the moment the host asked, not from the past. */
+static inline void braid__embed_clock(braid_reactor_t *r) {
+  if (r->embedded && !r->running && !(r->flags & BRAID_REACTOR_MANUAL_CLOCK))
+    r->now = braid__hrtime();
 }
 
 /* platform: monotonic clock. */

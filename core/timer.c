@@ -237,6 +237,7 @@ int braid_timer_start(braid_reactor_t *r, braid_timer_t *t, uint64_t delay,
   t->reactor_ = r;
   t->cb_ = cb;
   t->arg_ = arg;
+  braid__embed_clock(r);
   int rc = braid__timer_schedule(r, t, braid__deadline(r, delay));
   if (rc < 0)
     t->state_ = BRAID__T_IDLE;
@@ -284,6 +285,7 @@ int braid_timer_reset(braid_timer_t *t, uint64_t delay) {
   int rc = braid__timer_check(t);
   if (rc < 0)
     return rc;
+  braid__embed_clock(t->reactor_);
   braid__timer_move(t, braid__deadline(t->reactor_, delay));
   return 0;
 }

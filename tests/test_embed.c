@@ -19,7 +19,9 @@
 
 /* Lateness allowed for a timer under a host loop. poll(2) counts in
  * milliseconds and braid_embed_timeout() is rounded up for it, so 1 ms is
- * inherent; the rest is scheduling slack on a loaded CI machine. */
+ * inherent; the rest is scheduling slack on a loaded CI machine, where one
+ * sample can still be late for reasons no loop controls: the timing test
+ * gets three attempts. */
 #define LATE_MAX BRAID_MSEC(5)
 
 static braid_reactor_t *new_reactor(void) {
@@ -185,16 +187,12 @@ static void *writer(void *arg) {
   return NULL;
 }
 
-static void t_host_loop_timers(void **state) {
-  (void)state;
+/* One run; returns the worst lateness of the three timers. */
+static int64_t host_loop_timers_once(void) {
   host h;
   memset(&h, 0, sizeof h);
   h.r = new_reactor();
   h.late_host = h.late_braid = h.late_direct = -1;
-  if (no_fd(h.r)) {
-    braid_reactor_destroy(h.r);
-    skip();
-  }
   int p[2];
   assert_int_equal(pipe(p), 0);
   h.pipe_r = p[0];
@@ -239,13 +237,32 @@ static void t_host_loop_timers(void **state) {
   print_message("lateness: host-added %.3f ms, braid-added %.3f ms, "
                 "direct %.3f ms\n",
                 h.late_host / 1e6, h.late_braid / 1e6, h.late_direct / 1e6);
-  assert_true(h.late_host >= 0 && h.late_host <= (int64_t)LATE_MAX);
-  assert_true(h.late_braid >= 0 && h.late_braid <= (int64_t)LATE_MAX);
-  assert_true(h.late_direct >= 0 && h.late_direct <= (int64_t)LATE_MAX);
+  assert_true(h.late_host >= 0 && h.late_braid >= 0 && h.late_direct >= 0);
   braid_timer_cancel(&h.far);
   close(p[0]);
   close(p[1]);
   assert_int_equal(braid_reactor_destroy(h.r), 0);
+  int64_t worst = h.late_host;
+  if (h.late_braid > worst)
+    worst = h.late_braid;
+  if (h.late_direct > worst)
+    worst = h.late_direct;
+  return worst;
+}
+
+/* Three attempts: see LATE_MAX. Without the wakeup, the host-added timer
+ * is 5 s late on every attempt. */
+static void t_host_loop_timers(void **state) {
+  (void)state;
+  braid_reactor_t *r = new_reactor();
+  int skip_it = no_fd(r);
+  braid_reactor_destroy(r);
+  if (skip_it)
+    skip();
+  int64_t worst = INT64_MAX;
+  for (int i = 0; i < 3 && worst > (int64_t)LATE_MAX; i++)
+    worst = host_loop_timers_once();
+  assert_true(worst <= (int64_t)LATE_MAX);
 }
 
 /* ------------------------------------------------------------------------
