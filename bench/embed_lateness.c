@@ -111,8 +111,7 @@ int main(int argc, char **argv) {
     late[m] = calloc((size_t)per * (size_t)rounds, sizeof(int64_t));
   for (int i = 0; i < rounds; i++)
     for (int m = 0; m < MODES; m++)
-      if (round_once(m, late[m] + have[m], per, 0x9e3779b97f4a7c15ull + i) ==
-          0)
+      if (round_once(m, late[m] + have[m], per, 0x9e3779b97f4a7c15ull + i) == 0)
         have[m] += per;
   braid_reactor_t *r;
   braid_reactor_create(&r, NULL);
@@ -127,7 +126,8 @@ int main(int argc, char **argv) {
     }
     qsort(late[m], (size_t)have[m], sizeof(int64_t), cmp);
     printf("%-42s %10.3f %10.3f %10.3f\n", mode_name[m],
-           late[m][have[m] / 2] / 1e6, late[m][(size_t)have[m] * 99 / 100] / 1e6,
+           late[m][have[m] / 2] / 1e6,
+           late[m][(size_t)have[m] * 99 / 100] / 1e6,
            late[m][have[m] - 1] / 1e6);
   }
   for (int m = 0; m < MODES; m++)

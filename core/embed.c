@@ -155,8 +155,7 @@ void braid__embed_after_wait(braid_reactor_t *r) {
  * The host queue and thread-hosted mode
  * ------------------------------------------------------------------------ */
 
-int braid_embed_host_call(braid_reactor_t *r, braid_callback_cb cb,
-                          void *arg) {
+int braid_embed_host_call(braid_reactor_t *r, braid_callback_cb cb, void *arg) {
   if (r == NULL || cb == NULL || r->embed == NULL)
     return BRAID_EINVAL;
   struct braid__embed *em = r->embed;

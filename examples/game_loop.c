@@ -91,7 +91,8 @@ int main(int argc, char **argv) {
   braid_timer_start(r, &t, BRAID_SEC(1), announce, r);
   int fd = braid_embed_fd(r);
   printf("game_loop: 60 Hz, serving %s (%s)\n", desc,
-         fd >= 0 ? "sleeping on braid's descriptor" : "one braid turn per frame");
+         fd >= 0 ? "sleeping on braid's descriptor"
+                 : "one braid turn per frame");
   uint64_t start = braid_hrtime(), next = start + FRAME_NS;
   uint64_t worst_overrun = 0;
   while (seconds <= 0 || braid_hrtime() - start < (uint64_t)(seconds * 1e9)) {

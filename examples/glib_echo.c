@@ -48,8 +48,9 @@ int main(int argc, char **argv) {
   /* braid's work is one GSource among GLib's own. */
   GSource *src = braid_glib_source_new(r);
   if (src == NULL) {
-    fprintf(stderr, "glib_echo: poller %s has no descriptor; use the "
-                    "thread-hosted mode (braid/embed.h)\n",
+    fprintf(stderr,
+            "glib_echo: poller %s has no descriptor; use the "
+            "thread-hosted mode (braid/embed.h)\n",
             braid_reactor_poller(r));
     braid_reactor_destroy(r);
     return 1;

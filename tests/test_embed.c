@@ -201,8 +201,8 @@ static int64_t host_loop_timers_once(void) {
   braid_timer_t kick = BRAID_TIMER_INIT;
   assert_int_equal(
       braid_timer_start(h.r, &h.far, BRAID_SEC(5), noop_timer, NULL), 0);
-  assert_int_equal(
-      braid_timer_start(h.r, &kick, BRAID_MSEC(5), braid_side, &h), 0);
+  assert_int_equal(braid_timer_start(h.r, &kick, BRAID_MSEC(5), braid_side, &h),
+                   0);
   /* Between iterations, before the loop starts: host code. */
   braid_embed_run(h.r);
   h.due_direct = braid_hrtime() + BRAID_MSEC(40);
@@ -354,8 +354,7 @@ static void t_thread_hosted(void **state) {
   assert_int_equal(pipe(p), 0);
   h.wake_r = p[0];
   h.wake_w = p[1];
-  assert_int_equal(braid_embed_thread_start(NULL, wake_host, &h),
-                   BRAID_EINVAL);
+  assert_int_equal(braid_embed_thread_start(NULL, wake_host, &h), BRAID_EINVAL);
   assert_int_equal(braid_embed_thread_stop(h.r), BRAID_EINVAL);
   assert_int_equal(braid_embed_thread_start(h.r, wake_host, &h), 0);
   assert_int_equal(braid_embed_thread_start(h.r, wake_host, &h), BRAID_EBUSY);

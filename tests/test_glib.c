@@ -281,9 +281,8 @@ static void hostadd_fired(braid_timer_t *t, void *arg) {
 static gboolean hostadd_glib_cb(gpointer arg) {
   hostadd *h = arg;
   h->due = braid_hrtime() + BRAID_MSEC(10);
-  assert_int_equal(braid_timer_start(h->r, &h->t, BRAID_MSEC(10),
-                                     hostadd_fired, h),
-                   0);
+  assert_int_equal(
+      braid_timer_start(h->r, &h->t, BRAID_MSEC(10), hostadd_fired, h), 0);
   return G_SOURCE_REMOVE;
 }
 
@@ -307,8 +306,7 @@ static int64_t timer_added_by_glib_callback_once(void) {
   g_source_set_callback(g, hostadd_glib_cb, &h, NULL);
   g_source_attach(g, ctx);
   g_main_loop_run(h.loop);
-  print_message("timer added by a GLib callback: %.3f ms late\n",
-                h.late / 1e6);
+  print_message("timer added by a GLib callback: %.3f ms late\n", h.late / 1e6);
   assert_true(h.late >= 0);
   braid_timer_cancel(&h.far);
   g_source_destroy(g);

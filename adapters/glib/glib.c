@@ -58,9 +58,12 @@ static gboolean braid__gsource_dispatch(GSource *s, GSourceFunc cb,
   return G_SOURCE_CONTINUE;
 }
 
-static GSourceFuncs braid__gsource_funcs = {
-    braid__gsource_prepare, braid__gsource_check, braid__gsource_dispatch,
-    NULL, NULL, NULL};
+static GSourceFuncs braid__gsource_funcs = {braid__gsource_prepare,
+                                            braid__gsource_check,
+                                            braid__gsource_dispatch,
+                                            NULL,
+                                            NULL,
+                                            NULL};
 
 GSource *braid_glib_source_new(braid_reactor_t *r) {
   if (r == NULL)
@@ -129,7 +132,9 @@ static void braid__gwatch_cb(braid__posix_watch *pw, unsigned ev) {
       h->fds[i].revents |= got & (h->fds[i].events | G_IO_ERR | G_IO_HUP);
 }
 
-static void braid__gwatch_stopped(braid__posix_watch *pw) { g_free(pw); }
+static void braid__gwatch_stopped(braid__posix_watch *pw) {
+  g_free(pw);
+}
 
 static void braid__gwatch_drop(braid__gwatch *gw) {
   braid__posix_watch_stop(&gw->w, braid__gwatch_stopped);
@@ -156,8 +161,7 @@ static void braid__ghost_sync(braid_glib_host_t *h) {
       gw = g_new0(braid__gwatch, 1);
       gw->h = h;
       gw->fd = fd;
-      if (braid__posix_watch_start(h->r, &gw->w, fd, 0, braid__gwatch_cb) <
-          0) {
+      if (braid__posix_watch_start(h->r, &gw->w, fd, 0, braid__gwatch_cb) < 0) {
         /* Not pollable by braid's poller (epoll refuses regular files):
          * poll(2) calls those always ready, and so does this. */
         h->fds[i].revents = h->fds[i].events & (G_IO_IN | G_IO_OUT);
@@ -190,8 +194,8 @@ static int64_t braid__ghost_before(braid_reactor_t *r, int64_t timeout,
   gboolean ready = g_main_context_prepare(h->ctx, &h->prio);
   gint gtimeout = -1;
   for (;;) {
-    gint n = g_main_context_query(h->ctx, h->prio, &gtimeout, h->fds,
-                                  h->fds_cap);
+    gint n =
+        g_main_context_query(h->ctx, h->prio, &gtimeout, h->fds, h->fds_cap);
     if (n <= h->fds_cap) {
       h->nfds = n;
       break;
@@ -271,6 +275,8 @@ braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
   return NULL;
 }
 
-void braid_glib_host_free(braid_glib_host_t *h) { (void)h; }
+void braid_glib_host_free(braid_glib_host_t *h) {
+  (void)h;
+}
 
 #endif

@@ -108,8 +108,7 @@ int braid_embed_thread_start(braid_reactor_t *r, braid_embed_wake_cb wake,
  * braid_embed_host_drain(); the first call after a drain calls the wake
  * callback. Usable in descriptor mode too (then nothing calls wake unless
  * the thread mode started it: pass the queue to the host yourself). */
-int braid_embed_host_call(braid_reactor_t *r, braid_callback_cb cb,
-                          void *arg);
+int braid_embed_host_call(braid_reactor_t *r, braid_callback_cb cb, void *arg);
 
 /* Host thread: run the calls queued by braid_embed_host_call(). Calls they
  * queue wait for the next drain (and wake the host again). Returns how

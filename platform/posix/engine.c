@@ -1055,9 +1055,8 @@ static unsigned braid__watch_want(unsigned events) {
          ((events & BRAID__WATCH_WRITE) ? BRAID__S_WANT_WRITE : 0);
 }
 
-int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w,
-                             int fd, unsigned events,
-                             braid__posix_watch_cb cb) {
+int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
+                             unsigned events, braid__posix_watch_cb cb) {
   if (r == NULL || w == NULL || fd < 0 || cb == NULL)
     return BRAID_EINVAL;
   if (r->io != &braid__posix_io)
@@ -1089,8 +1088,8 @@ void braid__posix_watch_set(braid__posix_watch *w, unsigned events) {
   unsigned have = s->events_ & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
   if (want == have)
     return;
-  s->events_ = (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) |
-               want;
+  s->events_ =
+      (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
   braid__engine *e = braid__eng(s->reactor);
   e->poller->update(e, s);
 }

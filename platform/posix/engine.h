@@ -27,15 +27,17 @@
 #define BRAID__F_CONNECTING 0x04u
 #define BRAID__F_WAKE 0x08u       /* the engine's own wakeup descriptor */
 #define BRAID__F_ON_READY 0x20u   /* queued on the engine's ready list */
-#define BRAID__F_WATCH 0x40u      /* a braid__posix_watch (watch.h): a
-                                     borrowed descriptor, reported to its
-                                     callback, never closed by the engine */
-#define BRAID__F_LEVEL 0x80u      /* watch with level-triggered interest
-                                     (WANT_* bits), even on edge pollers */
 #define BRAID__F_STREAM 0x10u     /* a byte stream: a short read or write
                                      means the kernel buffer is drained or
                                      full, so readiness is cleared without
                                      an extra EAGAIN syscall */
+
+/* braid__sock.flags_ of a braid__posix_watch (watch.h): a borrowed
+ * descriptor, reported to its callback, never closed by the engine; and
+ * watched with level-triggered interest (WANT_* bits), even on edge
+ * pollers. */
+#define BRAID__F_WATCH 0x40u
+#define BRAID__F_LEVEL 0x80u
 
 /* Poller capabilities. */
 #define BRAID__POLL_EDGE 0x1u /* interest is registered once; edges report

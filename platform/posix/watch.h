@@ -45,8 +45,8 @@ struct braid__posix_watch {
 /* Start watching fd for `events` (BRAID__WATCH_READ / _WRITE). cb runs on
  * the loop thread from inside the reactor's wait. BRAID_ENOTSUP where the
  * reactor's I/O layer is not the POSIX readiness engine. */
-int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w,
-                             int fd, unsigned events, braid__posix_watch_cb cb);
+int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
+                             unsigned events, braid__posix_watch_cb cb);
 
 /* Change the interest set (no syscall on poll; one epoll_ctl, or one queued
  * kevent change, otherwise; nothing when it did not change). */
