@@ -66,10 +66,20 @@ void braid__embed_poke(braid_reactor_t *r) {
   r->io->wakeup(r);
 }
 
+/* Descriptor mode begins: from now on host code may schedule work that
+ * must wake the host. The embed record is made here, on the host's thread,
+ * so that braid_embed_host_call() from any thread finds it. */
+static void braid__embed_enter(braid_reactor_t *r) {
+  if (r->embedded)
+    return;
+  r->embedded = 1;
+  (void)braid__embed_get(r); /* without it, host_call says BRAID_ENOMEM */
+}
+
 int braid_embed_fd(braid_reactor_t *r) {
   if (r == NULL)
     return -1;
-  r->embedded = 1;
+  braid__embed_enter(r);
   if (!(r->io->caps & BRAID__CAP_EMBED_FD))
     return -1;
   return r->io->backend_fd(r);
@@ -78,7 +88,7 @@ int braid_embed_fd(braid_reactor_t *r) {
 int64_t braid_embed_timeout(braid_reactor_t *r) {
   if (r == NULL)
     return -1;
-  r->embedded = 1;
+  braid__embed_enter(r);
   if (r->soon_len > 0 || r->stopping)
     return 0;
   if (r->io->pending != NULL && r->io->pending(r))
@@ -105,7 +115,7 @@ int64_t braid_embed_timeout(braid_reactor_t *r) {
 int braid_embed_run(braid_reactor_t *r) {
   if (r == NULL)
     return BRAID_EINVAL;
-  r->embedded = 1;
+  braid__embed_enter(r);
   if (r->running || r->depth > 0)
     return BRAID_EBUSY;
   return braid_reactor_run_once(r, false);

@@ -16,6 +16,8 @@
 #include <cmocka.h>
 
 #include "braid/braid.h"
+/* The POSIX platform extension behind the GLib host; not public API. */
+#include "platform/posix/watch.h"
 
 /* Lateness allowed for a timer under a host loop. poll(2) counts in
  * milliseconds and braid_embed_timeout() is rounded up for it, so 1 ms is
@@ -106,6 +108,15 @@ static void t_timeout_values(void **state) {
   assert_int_equal(soon_ran, 2);
   braid_timer_cancel(&t);
   assert_int_equal(braid_embed_timeout(r), -1);
+  /* The host queue works in descriptor mode too. */
+  assert_int_equal(braid_embed_host_call(r, soon_cb, NULL), 0);
+  assert_int_equal(braid_embed_host_drain(r), 1);
+  assert_int_equal(soon_ran, 3);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  /* A reactor in neither mode has no host queue. */
+  r = new_reactor();
+  assert_int_equal(braid_embed_host_call(r, soon_cb, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_embed_host_drain(r), 0);
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
@@ -403,6 +414,79 @@ static void t_thread_hosted(void **state) {
   close(p[1]);
 }
 
+/* ------------------------------------------------------------------------
+ * The watch extension: level-style, borrowed descriptors
+ * ------------------------------------------------------------------------ */
+
+typedef struct watched {
+  braid__posix_watch w;
+  int calls;
+  unsigned last;
+  int stopped;
+} watched;
+
+static void watch_cb(braid__posix_watch *w, unsigned ev) {
+  watched *x = (watched *)w;
+  x->calls++;
+  x->last = ev;
+}
+static void watch_stopped(braid__posix_watch *w) {
+  ((watched *)w)->stopped++;
+}
+
+static void t_watch_level_borrowed(void **state) {
+  (void)state;
+  braid_reactor_t *r = new_reactor();
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  watched x;
+  memset(&x, 0, sizeof x);
+  assert_int_equal(
+      braid__posix_watch_start(r, &x.w, p[0], BRAID__WATCH_READ, watch_cb), 0);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(x.calls, 0);
+  assert_int_equal(write(p[1], "ab", 2), 2);
+  /* Level-style: reported on every wait while unread, edge poller or not. */
+  for (int i = 1; i <= 3; i++) {
+    braid_reactor_run_once(r, false);
+    assert_int_equal(x.calls, i);
+    assert_true(x.last & BRAID__WATCH_READ);
+  }
+  /* No interest: no reports, though still readable. */
+  braid__posix_watch_set(&x.w, 0);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(x.calls, 3);
+  braid__posix_watch_set(&x.w, BRAID__WATCH_READ);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(x.calls, 4);
+  /* Drained by its owner: quiet. */
+  char buf[4];
+  assert_int_equal(read(p[0], buf, sizeof buf), 2);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(x.calls, 4);
+  /* The write end, watched for writing, on the same reactor. */
+  watched y;
+  memset(&y, 0, sizeof y);
+  assert_int_equal(
+      braid__posix_watch_start(r, &y.w, p[1], BRAID__WATCH_WRITE, watch_cb), 0);
+  braid_reactor_run_once(r, false);
+  assert_true(y.calls >= 1 && (y.last & BRAID__WATCH_WRITE));
+  /* Stop is deferred to a later wait, and never closes the descriptor. */
+  braid__posix_watch_stop(&x.w, watch_stopped);
+  braid__posix_watch_stop(&y.w, watch_stopped);
+  assert_int_equal(x.stopped, 0);
+  assert_int_equal(braid_reactor_run_once(r, false), 0);
+  assert_int_equal(x.stopped, 1);
+  assert_int_equal(y.stopped, 1);
+  assert_int_equal(write(p[1], "c", 1), 1);
+  assert_int_equal(read(p[0], buf, sizeof buf), 1);
+  assert_int_equal(braid__posix_watch_start(NULL, &x.w, p[0], 0, watch_cb),
+                   BRAID_EINVAL);
+  close(p[0]);
+  close(p[1]);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_timeout_values),
@@ -410,6 +494,7 @@ int main(void) {
       cmocka_unit_test(t_host_loop_timers),
       cmocka_unit_test(t_nested_run_refused),
       cmocka_unit_test(t_thread_hosted),
+      cmocka_unit_test(t_watch_level_borrowed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

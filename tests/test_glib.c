@@ -453,12 +453,78 @@ static void t_braid_hosts_glib(void **state) {
   assert_int_equal(braid_reactor_destroy(h.r), 0);
 }
 
+/* A GLib source attached from another thread wakes braid's wait through
+ * GLib's own wakeup descriptor, which braid watches like any other. */
+typedef struct xthread {
+  braid_reactor_t *r;
+  GMainContext *ctx;
+  braid_glib_host_t *host;
+  int ran;
+} xthread;
+
+static gboolean xthread_idle(gpointer arg) {
+  xthread *x = arg;
+  x->ran++;
+  /* Hosting ends from inside the hosted context's own dispatch: the host
+   * is freed once that dispatch returns. */
+  braid_glib_host_free(x->host);
+  x->host = NULL;
+  braid_reactor_stop(x->r);
+  return G_SOURCE_REMOVE;
+}
+
+static void *xthread_main(void *arg) {
+  xthread *x = arg;
+  g_usleep(30000);
+  GSource *s = g_idle_source_new();
+  g_source_set_callback(s, xthread_idle, x, NULL);
+  g_source_attach(s, x->ctx);
+  g_source_unref(s);
+  return NULL;
+}
+
+static void xthread_watchdog(braid_timer_t *t, void *arg) {
+  (void)t;
+  (void)arg;
+  fail_msg("braid was not woken by a GLib source from another thread");
+}
+
+static void t_glib_source_from_thread_wakes_braid(void **state) {
+  (void)state;
+  xthread x;
+  memset(&x, 0, sizeof x);
+  x.r = new_reactor();
+  x.ctx = g_main_context_new();
+  x.host = braid_glib_host_context(x.r, x.ctx);
+  assert_non_null(x.host);
+  braid_timer_t wd = BRAID_TIMER_INIT;
+  assert_int_equal(
+      braid_timer_start(x.r, &wd, BRAID_SEC(10), xthread_watchdog, NULL), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, xthread_main, &x), 0);
+  uint64_t t0 = braid_hrtime();
+  assert_int_equal(braid_reactor_run(x.r), 0);
+  uint64_t took = braid_hrtime() - t0;
+  pthread_join(th, NULL);
+  assert_int_equal(x.ran, 1);
+  assert_true(took < BRAID_SEC(5));
+  braid_timer_cancel(&wd);
+  assert_null(x.host);
+  braid_glib_host_free(x.host); /* NULL: ignored */
+  /* Released: the context can be acquired again. */
+  assert_true(g_main_context_acquire(x.ctx));
+  g_main_context_release(x.ctx);
+  g_main_context_unref(x.ctx);
+  assert_int_equal(braid_reactor_destroy(x.r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_echo_server_in_glib_loop),
       cmocka_unit_test(t_braid_timers_under_glib),
       cmocka_unit_test(t_timer_added_by_glib_callback),
       cmocka_unit_test(t_braid_hosts_glib),
+      cmocka_unit_test(t_glib_source_from_thread_wakes_braid),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,8 +106,11 @@ int braid_embed_thread_start(braid_reactor_t *r, braid_embed_wake_cb wake,
 
 /* Thread-safe: queue cb(r, arg) to run on the host thread, in
  * braid_embed_host_drain(); the first call after a drain calls the wake
- * callback. Usable in descriptor mode too (then nothing calls wake unless
- * the thread mode started it: pass the queue to the host yourself). */
+ * callback. Also usable in descriptor mode, once a braid_embed_* call made
+ * the reactor embedded (worker threads handing results to a host that
+ * drains after each braid_embed_run()); no wake callback is called there.
+ * BRAID_EINVAL for NULL arguments or a reactor in neither mode,
+ * BRAID_ENOMEM. */
 int braid_embed_host_call(braid_reactor_t *r, braid_callback_cb cb, void *arg);
 
 /* Host thread: run the calls queued by braid_embed_host_call(). Calls they
