@@ -59,8 +59,9 @@ braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
 
 /* Stop hosting: GLib's descriptors leave braid's poller (they are GLib's,
  * never closed by braid), the context is released and r's hold dropped.
- * Call it on the loop thread, not from inside a GLib callback that the
- * hosted context is dispatching. NULL is ignored. */
+ * Call it on the loop thread, before braid_reactor_destroy(); from inside
+ * a GLib callback the hosted context is dispatching, the host is freed
+ * when that dispatch returns. NULL is ignored. */
 void braid_glib_host_free(braid_glib_host_t *h);
 
 #ifdef __cplusplus
