@@ -482,6 +482,31 @@ static void t_watch_level_borrowed(void **state) {
   assert_int_equal(read(p[0], buf, sizeof buf), 1);
   assert_int_equal(braid__posix_watch_start(NULL, &x.w, p[0], 0, watch_cb),
                    BRAID_EINVAL);
+
+  /* The owner closes a watched descriptor before stopping the watch, and
+   * the number is reused for another watched file: stopping the old watch
+   * must not remove the new file's registration. */
+  memset(&x, 0, sizeof x);
+  assert_int_equal(
+      braid__posix_watch_start(r, &x.w, p[0], BRAID__WATCH_READ, watch_cb), 0);
+  braid_reactor_run_once(r, false);
+  int old = p[0];
+  close(p[0]);
+  close(p[1]);
+  assert_int_equal(pipe(p), 0);
+  assert_int_equal(p[0], old); /* lowest free number: reused */
+  memset(&y, 0, sizeof y);
+  assert_int_equal(
+      braid__posix_watch_start(r, &y.w, p[0], BRAID__WATCH_READ, watch_cb), 0);
+  braid__posix_watch_stop(&x.w, watch_stopped);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(x.stopped, 1);
+  assert_int_equal(write(p[1], "d", 1), 1);
+  braid_reactor_run_once(r, false);
+  assert_int_equal(y.calls, 1);
+  assert_int_equal(x.calls, 0);
+  braid__posix_watch_stop(&y.w, NULL);
+  braid_reactor_run_once(r, false);
   close(p[0]);
   close(p[1]);
   assert_int_equal(braid_reactor_destroy(r), 0);

@@ -197,7 +197,9 @@ static void braid__kq_del(braid__engine *e, braid__sock *s) {
     k->changes[j++] = k->changes[i];
   }
   k->nchanges = j;
-  if (queued)
+  /* fd -1: a watch whose descriptor was closed (and maybe reused) under
+   * it; the kernel dropped its knotes at close. */
+  if (queued || s->fd < 0)
     return;
   /* "Calling close() on a file descriptor will remove any kevents that
    * reference the descriptor", so on the BSDs this is belt and braces;

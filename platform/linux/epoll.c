@@ -87,7 +87,8 @@ static void braid__epoll_del(braid__engine *e, braid__sock *s) {
    * descriptor that was dup()ed stays in the interest list after close(),
    * so remove it explicitly rather than rely on close. */
   struct epoll_event ev = {0};
-  epoll_ctl(ep->epfd, EPOLL_CTL_DEL, s->fd, &ev);
+  if (s->fd >= 0) /* -1: a watch whose descriptor was closed under it */
+    epoll_ctl(ep->epfd, EPOLL_CTL_DEL, s->fd, &ev);
 }
 
 static int braid__epoll_wait(braid__engine *e, int64_t timeout_ns) {

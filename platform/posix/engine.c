@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -1074,6 +1075,11 @@ int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
   s->events_ = braid__watch_want(events);
   w->cb_ = cb;
   w->stopped_ = NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return braid__translate_sys_error(errno);
+  w->dev_ = (unsigned long long)st.st_dev;
+  w->ino_ = (unsigned long long)st.st_ino;
   int rc = e->poller->add(e, s);
   if (rc < 0)
     s->fd = -1;
@@ -1105,6 +1111,15 @@ void braid__posix_watch_stop(braid__posix_watch *w,
   if (w->sock_.flags_ & BRAID__F_CLOSING)
     return;
   w->stopped_ = stopped;
+  /* The owner closed the descriptor already and the number now names
+   * another file (maybe a socket of braid's own): the kernel dropped the
+   * watch's registration at close, and a removal by number would remove
+   * the new file's. The poller then only forgets its bookkeeping (fd -1:
+   * poll's slot, kqueue's queued changes). */
+  struct stat st;
+  if (fstat(w->sock_.fd, &st) < 0 || (unsigned long long)st.st_dev != w->dev_ ||
+      (unsigned long long)st.st_ino != w->ino_)
+    w->sock_.fd = -1;
   /* The socket close path, which skips close(2) for a watch: the record
    * stays valid until the end of the wait that may still name it. */
   braid__posix_close(&w->sock_, braid__watch_closed);

@@ -16,6 +16,14 @@
  *     descriptor: it makes no syscall on it, only on the poller;
  *   - borrowed: stop() removes the descriptor from the poller but never
  *     closes it; the owner closes it, after stop();
+ *   - the owner may close the descriptor before stop(), and its number may
+ *     then be reused, even by braid for a socket: stop() compares the
+ *     file's identity (fstat) with the one it had at start and leaves the
+ *     poller's registration alone when it differs, so it never removes a
+ *     socket's registration. (Closed and reused while still watched, with
+ *     no stop() in between, the watch silently watches nothing: epoll and
+ *     kqueue dropped it at close. An owner that closes descriptors must
+ *     stop their watches first, as GLib's sources do by leaving the list.)
  *   - stop() is deferred like a socket close: the callback is not called
  *     after stop() returns, and `stopped` runs from a later wait(), so the
  *     watch's memory may be freed there (an event for it may still sit in
@@ -39,7 +47,8 @@ struct braid__posix_watch {
   braid__sock sock_; /* private: the engine's record */
   braid__posix_watch_cb cb_;
   braid__posix_watch_stopped_cb stopped_;
-  void *data; /* the owner's */
+  unsigned long long dev_, ino_; /* private: what fd named at start */
+  void *data;                    /* the owner's */
 };
 
 /* Start watching fd for `events` (BRAID__WATCH_READ / _WRITE). cb runs on
