@@ -7,16 +7,9 @@
 #include <string.h>
 
 #include "braid/endpoint.h"
+#include "core/endpoint_internal.h"
 #include "core/resolve_internal.h"
 #include "core/transport.h"
-
-#define BRAID__EP_MAX_PARTS 16
-#define BRAID__EP_PART_MAX 256
-
-typedef struct braid__ep_part {
-  char key[32];  /* empty for a positional argument */
-  char value[BRAID__EP_PART_MAX];
-} braid__ep_part;
 
 static int braid__ep_error(char *err, size_t errlen, const char *fmt, ...) {
   if (err != NULL && errlen > 0) {
@@ -29,9 +22,9 @@ static int braid__ep_error(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 /* Split "type:a:k=v:..." on unescaped ':'; "\:" and "\\" are escapes. */
-static int braid__ep_split(const char *desc, char *type, size_t typelen,
-                           braid__ep_part *parts, int *nparts, char *err,
-                           size_t errlen) {
+int braid__ep_split(const char *desc, char *type, size_t typelen,
+                    braid__ep_part *parts, int *nparts, char *err,
+                    size_t errlen) {
   const char *p = desc;
   size_t n = 0;
   while (*p != '\0' && *p != ':') {
@@ -233,6 +226,8 @@ static int braid__ep_addr(const braid_endpoint_t *ep, bool server,
 int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
                           braid_factory_t *f, braid_listener_t **out,
                           char *err, size_t errlen) {
+  if (braid__ep_is_tls(desc)) /* the TLS layer owns tls: and ssl: */
+    return braid__tls_endpoint_listen(r, desc, f, out, err, errlen);
   braid_endpoint_t ep;
   int rc = braid_endpoint_parse(&ep, desc, true, err, errlen);
   if (rc < 0)
@@ -254,6 +249,8 @@ int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
 
 int braid_endpoint_connect(braid_reactor_t *r, const char *desc,
                            braid_protocol_t *p, char *err, size_t errlen) {
+  if (braid__ep_is_tls(desc))
+    return braid__tls_endpoint_connect(r, desc, p, err, errlen);
   braid_endpoint_t ep;
   int rc = braid_endpoint_parse(&ep, desc, false, err, errlen);
   if (rc < 0)

@@ -38,8 +38,12 @@ typedef int braid__fd;
 
 typedef struct braid_reactor braid_reactor_t;
 
-/* submit() returns this when the op will complete through its callback. */
-#define BRAID__PENDING 1
+/* submit() returns this when the op will complete through its callback.
+ * It must be a value no completion can have: it was 1, so a read or
+ * write of exactly one byte that completed inline looked pending, its
+ * data was never delivered and the socket never read or wrote again (a
+ * client typing a request one byte at a time hung the HTTP server). */
+#define BRAID__PENDING INTPTR_MIN
 
 /* A buffer for scatter/gather writes. */
 typedef struct braid__buf {
@@ -53,7 +57,10 @@ typedef enum braid__op_type {
   BRAID__OP_ACCEPT,    /* accept one connection into accept.fd */
   BRAID__OP_CONNECT,   /* connect to addr */
   BRAID__OP_RECVFROM,  /* one datagram into read.base/len, sender into addr */
-  BRAID__OP_SENDTO     /* one datagram from write.bufs to addr */
+  BRAID__OP_SENDTO,    /* one datagram from write.bufs to addr */
+  BRAID__OP_SENDFILE   /* send all of sendfile.len bytes of the file
+                          sendfile.file from sendfile.offset (only with
+                          BRAID__CAP_SENDFILE); status = bytes sent */
 } braid__op_type;
 
 typedef struct braid__sock braid__sock;
@@ -88,7 +95,8 @@ struct braid__op {
   braid__sock *sock; /* set by submit */
   braid__op *next_;  /* platform's queue link */
   uint8_t type;
-  uint8_t flags;     /* BRAID__OPF_* */
+  uint8_t flags;     /* BRAID__OPF_*; bits 0x10-0x80 are the platform's
+                        (core sets flags before each submit) */
   /* READ / RECVFROM with read.base == NULL: the platform supplies the
    * buffer (a per-reactor one on readiness engines, a provided-buffer ring
    * on io_uring) and sets read.base to it on completion; the bytes are
@@ -107,6 +115,12 @@ struct braid__op {
     struct {
       braid__fd fd; /* the accepted socket, on success */
     } accept;
+    struct {
+      int file;        /* a regular file's descriptor, owned by the caller */
+      uint64_t offset; /* where the next byte comes from; advanced */
+      size_t len;      /* bytes still to send; decremented */
+      size_t done;     /* bytes sent so far */
+    } sendfile;
   } u;
   /* CONNECT/SENDTO target, or RECVFROM/ACCEPT storage for the peer
    * (addrlen in: capacity, out: length). Caller-owned; may be NULL for
@@ -136,11 +150,24 @@ struct braid__sock {
 
 /* Capabilities (branch on these, never on platform names). */
 enum braid__io_caps {
-  BRAID__CAP_SIGNALS = 1u << 0,    /* POSIX signals can be watched */
+  BRAID__CAP_SIGNALS = 1u << 0,    /* signals can be watched (IOCP: SIGINT
+                                      and SIGTERM, as console events;
+                                      signal_watch refuses the rest) */
   BRAID__CAP_UNIX = 1u << 1,       /* AF_UNIX stream sockets */
   BRAID__CAP_COMPLETION = 1u << 2, /* native completion (IOCP, io_uring) */
   BRAID__CAP_EMBED_FD = 1u << 3,   /* backend_fd() is pollable */
-  BRAID__CAP_TRY_WRITE = 1u << 4   /* BRAID__OPF_TRY writes can succeed */
+  BRAID__CAP_TRY_WRITE = 1u << 4,  /* BRAID__OPF_TRY writes can succeed */
+  BRAID__CAP_SENDFILE = 1u << 5,   /* BRAID__OP_SENDFILE: the kernel copies
+                                      file pages to a stream socket (Linux
+                                      sendfile(2)); without it, callers read
+                                      the file into memory and write it */
+  BRAID__CAP_TRY_SENDTO = 1u << 6  /* BRAID__OPF_TRY SENDTOs can succeed:
+                                      the kernel's verdict on a datagram
+                                      (sent, or EMSGSIZE, ENETUNREACH...)
+                                      comes back inline. Separate from
+                                      TRY_WRITE: a completion platform may
+                                      batch stream writes yet still send a
+                                      datagram at once. */
 };
 
 /* Options for sock_setopt. */
@@ -238,6 +265,8 @@ typedef struct braid__io_ops {
 
 /* The I/O implementations built into this library. */
 extern const braid__io_ops braid__posix_io; /* epoll / kqueue / poll */
+extern const braid__io_ops braid__iocp_io;  /* Windows I/O completion ports */
+extern const braid__io_ops braid__uring_io; /* Linux io_uring */
 
 /* The index of the network interface called `name` ("lo", "eth0"), or
  * BRAID_ENOENT. */

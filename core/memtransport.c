@@ -163,9 +163,11 @@ static int braid__mem_may_read(const braid_memory_transport_t *mt) {
 }
 
 static void braid__mem_pump(braid_memory_transport_t *mt) {
-  braid_protocol_t *p = mt->t.proto;
   mt->depth++;
   while (!mt->lost) {
+    /* Read at every step: a callback may hand the connection to another
+     * protocol (STARTTLS puts the TLS layer there, braid/tls.h). */
+    braid_protocol_t *p = mt->t.proto;
     unsigned st = mt->t.state;
     if (mt->lose_pending) {
       braid__mem_finish(mt, mt->reason);

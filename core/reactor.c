@@ -17,6 +17,9 @@ typedef struct braid__io_choice {
 } braid__io_choice;
 
 static const braid__io_choice braid__io_choices[] = {
+#if BRAID_HAVE_IOCP
+    {"iocp", &braid__iocp_io},
+#endif
 #if BRAID_HAVE_EPOLL
     {"epoll", &braid__posix_io},
 #endif
@@ -25,6 +28,9 @@ static const braid__io_choice braid__io_choices[] = {
 #endif
 #if BRAID_HAVE_POLL
     {"poll", &braid__posix_io},
+#endif
+#if BRAID_HAVE_URING
+    {"uring", &braid__uring_io},
 #endif
     {NULL, NULL}};
 
@@ -37,8 +43,24 @@ static int braid__io_pick(braid_reactor_t *r, const char *want) {
     if (strcmp(c->name, want) != 0)
       continue;
     int rc = c->ops->init(r, c->name);
-    if (rc == 0)
+    if (rc == 0) {
       r->io = c->ops;
+      return 0;
+    }
+    /* io_uring may be missing or switched off at run time (an old kernel,
+     * /proc/sys/kernel/io_uring_disabled, seccomp): use the first
+     * readiness poller instead (epoll on Linux). Not for ENOMEM, which
+     * says nothing about io_uring. */
+    if (c->ops->caps & BRAID__CAP_COMPLETION && rc != BRAID_ENOMEM &&
+        braid__io_choices[0].ops != c->ops) {
+      braid_reactor_log(r, BRAID_LOG_WARN, "reactor",
+                        "poller \"%s\" is unavailable here (%s); using %s",
+                        want, braid_strerror(rc), braid__io_choices[0].name);
+      c = braid__io_choices;
+      rc = c->ops->init(r, c->name);
+      if (rc == 0)
+        r->io = c->ops;
+    }
     return rc;
   }
   braid_reactor_log(r, BRAID_LOG_ERROR, "reactor",

@@ -13,7 +13,7 @@
 
 #include "core/transport.h"
 
-#define BRAID__WBUFS 8
+#define BRAID__WBUFS 4
 #define BRAID__CHUNK 16384u
 
 typedef struct braid__chunk {
@@ -22,6 +22,9 @@ typedef struct braid__chunk {
   size_t off, len, cap; /* pending bytes are data[off..len) */
   braid_release_cb release; /* zero-copy chunk: give data back */
   void *rarg;
+  int file; /* a file chunk (sendfile): data is NULL and the pending
+               bytes are the file's [foff + off, foff + len); else -1 */
+  uint64_t foff;
 } braid__chunk;
 
 typedef struct braid__stream {
@@ -30,13 +33,23 @@ typedef struct braid__stream {
   braid__sock sock;
   braid__op rop, wop;
   braid__chunk *head, *tail;
+  /* Writes and connecting never overlap, so they share memory: an idle
+   * connection costs less than 512 bytes of braid state. */
   union {
     braid__buf wbufs[BRAID__WBUFS]; /* the write op in flight */
-    braid_addr_t caddr;             /* the connect target */
+    struct {
+      braid_addr_t *addr;  /* the connect target (allocated) */
+      braid_timer_t timer; /* connect timeout */
+    } c;                   /* while `connecting` */
   } u;
-  braid_timer_t ctimer; /* connect timeout */
-  int reason;           /* for connection_lost */
-  uint8_t reading, writing, made, client, closed, shut, timed_out;
+  /* Read while paused (see braid__stream_on_read): bytes, and the end of
+   * input, delivered from htimer after the resume. */
+  char *held;
+  size_t held_len;
+  uint8_t held_eof;
+  braid_timer_t htimer;
+  int reason; /* for connection_lost */
+  uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
   uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
@@ -80,8 +93,15 @@ static void braid__stream_closed(braid__sock *sock) {
   braid_protocol_t *p = s->t.proto;
   braid__handle_remove(&s->h);
   braid__chunks_free(s);
-  if (braid_timer_active(&s->ctimer))
-    braid_timer_cancel(&s->ctimer);
+  if (s->connecting) {
+    s->connecting = 0;
+    if (braid_timer_active(&s->u.c.timer))
+      braid_timer_cancel(&s->u.c.timer);
+    braid_free(s->u.c.addr);
+  }
+  if (braid_timer_active(&s->htimer))
+    braid_timer_cancel(&s->htimer);
+  braid_free(s->held);
   if (p != NULL && (s->made || s->client)) {
     s->t.state |= BRAID__T_DEAD;
     if (p->ops->connection_lost != NULL)
@@ -131,6 +151,26 @@ static void braid__stream_idle(braid__stream *s) {
 
 static void braid__stream_on_read(braid__stream *s, intptr_t st) {
   braid_protocol_t *p = s->t.proto;
+  if (st >= 0 && (s->t.state & BRAID__T_READ_PAUSED) && !s->closed) {
+    /* Paused while the read was in flight, and it completed before the
+     * cancel could: a completion platform keeps an op's result when it
+     * beats cancel() (core/io.h). The bytes are the platform's only for
+     * this callback and pausing promises no data_received until the
+     * resume, so keep a copy. No read is submitted while paused or while
+     * anything is held, so one read's worth at most. */
+    if (st == 0) {
+      s->held_eof = 1;
+      return;
+    }
+    s->held = braid_malloc((size_t)st);
+    if (s->held == NULL) {
+      braid__stream_fail(s, BRAID_ENOMEM); /* dropping bytes breaks it */
+      return;
+    }
+    memcpy(s->held, s->rop.u.read.base, (size_t)st);
+    s->held_len = (size_t)st;
+    return;
+  }
   if (st > 0) {
     if (p->ops->data_received != NULL)
       p->ops->data_received(p, s->rop.u.read.base, (size_t)st);
@@ -157,7 +197,7 @@ static void braid__stream_on_read(braid__stream *s, intptr_t st) {
 }
 
 static int braid__stream_may_read(const braid__stream *s) {
-  return !s->reading && !s->closed &&
+  return !s->reading && !s->closed && s->held == NULL && !s->held_eof &&
          !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
                          BRAID__T_DEAD | BRAID__T_EOF));
 }
@@ -166,6 +206,28 @@ static void braid__stream_read_cb(braid__op *op, intptr_t st) {
   braid__stream *s = braid__container_of(op, braid__stream, rop);
   s->reading = 0;
   braid__stream_on_read(s, st);
+  braid__stream_read(s, 0);
+}
+
+/* After a resume: what was read while paused, from the loop (resume may be
+ * called inside data_received), then reading goes on. */
+static void braid__stream_held_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  braid__stream *s = arg;
+  if (s->held != NULL && !s->closed &&
+      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
+    braid_protocol_t *p = s->t.proto;
+    char *data = s->held;
+    s->held = NULL;
+    if (p->ops->data_received != NULL)
+      p->ops->data_received(p, data, s->held_len);
+    braid_free(data);
+  }
+  if (s->held_eof && s->held == NULL && !s->closed &&
+      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
+    s->held_eof = 0;
+    braid__stream_on_read(s, 0);
+  }
   braid__stream_read(s, 0);
 }
 
@@ -241,6 +303,8 @@ static void braid__stream_flush(braid__stream *s) {
          c = c->next) {
       if (c->len == c->off)
         continue;
+      if (c->file >= 0)
+        break; /* sent by its own op, after the bytes before it */
       s->u.wbufs[n].base = c->data + c->off;
       s->u.wbufs[n].len = c->len - c->off;
       n++;
@@ -251,6 +315,17 @@ static void braid__stream_flush(braid__stream *s) {
     s->wop.u.write.bufs = s->u.wbufs;
     s->wop.u.write.nbufs = n;
     s->wop.u.write.done = 0;
+    if (n == 0) {
+      /* The queue starts with a file chunk: let the kernel send it. */
+      braid__chunk *c = s->head;
+      while (c->len == c->off)
+        c = c->next;
+      s->wop.type = BRAID__OP_SENDFILE;
+      s->wop.u.sendfile.file = c->file;
+      s->wop.u.sendfile.offset = c->foff + c->off;
+      s->wop.u.sendfile.len = c->len - c->off;
+      s->wop.u.sendfile.done = 0;
+    }
     intptr_t st = s->t.reactor->io->submit(&s->sock, &s->wop);
     if (st == BRAID__PENDING) {
       s->writing = 1;
@@ -276,6 +351,8 @@ static braid__chunk *braid__chunk_new(size_t cap) {
   c->cap = cap;
   c->release = NULL;
   c->rarg = NULL;
+  c->file = -1;
+  c->foff = 0;
   return c;
 }
 
@@ -388,6 +465,8 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     c->len = c->cap = iov[0].len;
     c->release = release;
     c->rarg = arg;
+    c->file = -1;
+    c->foff = 0;
     braid__chunk_append(s, c);
     t->queued += total - done;
   } else {
@@ -399,6 +478,35 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     if (rc < 0)
       return rc;
   }
+  braid__stream_flush(s);
+  return 0;
+}
+
+/* Only where the I/O layer has BRAID__OP_SENDFILE; otherwise the caller
+ * reads the file itself (BRAID_ENOTSUP). */
+static int braid__stream_sendfile(braid_transport_t *t, int fd, uint64_t offset,
+                                  size_t len, braid_release_cb release,
+                                  void *arg) {
+  braid__stream *s = BRAID__S(t);
+  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE))
+    return BRAID_ENOTSUP;
+  if (s->closed) {
+    release(NULL, arg);
+    return 0;
+  }
+  braid__chunk *c = braid_malloc(sizeof *c);
+  if (c == NULL)
+    return BRAID_ENOMEM;
+  c->next = NULL;
+  c->data = NULL;
+  c->off = 0;
+  c->len = c->cap = len;
+  c->release = release;
+  c->rarg = arg;
+  c->file = fd;
+  c->foff = offset;
+  braid__chunk_append(s, c);
+  t->queued += len;
   braid__stream_flush(s);
   return 0;
 }
@@ -441,6 +549,12 @@ static int braid__stream_set_reading(braid_transport_t *t, int on) {
   if (!on) {
     if (s->reading)
       t->reactor->io->cancel(&s->sock, &s->rop);
+    return 0;
+  }
+  if (s->held != NULL || s->held_eof) {
+    if (!braid_timer_active(&s->htimer))
+      return braid_timer_start(t->reactor, &s->htimer, 0, braid__stream_held_cb,
+                               s);
     return 0;
   }
   /* Resume may be called from inside a data_received: deferring the read
@@ -486,6 +600,7 @@ static const braid__transport_vt braid__stream_vt = {
     .set_reading = braid__stream_set_reading,
     .addr = braid__stream_addr,
     .sockopt = braid__stream_sockopt,
+    .sendfile = braid__stream_sendfile,
 };
 
 /* Reactor teardown with the connection still open. */
@@ -680,8 +795,13 @@ int braid_listener_close(braid_listener_t *l) {
 
 static void braid__connect_done(braid__stream *s, intptr_t st) {
   s->writing = 0;
-  if (braid_timer_active(&s->ctimer))
-    braid_timer_cancel(&s->ctimer);
+  if (s->connecting) {
+    s->connecting = 0;
+    if (braid_timer_active(&s->u.c.timer))
+      braid_timer_cancel(&s->u.c.timer);
+    braid_free(s->u.c.addr);
+    s->u.c.addr = NULL;
+  }
   if (st == BRAID_ECANCELED && s->timed_out)
     st = BRAID_ETIMEDOUT;
   if (st < 0) {
@@ -738,11 +858,19 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
       return rc;
     }
   }
-  s->u.caddr = *addr;
+  s->u.c.addr = braid_malloc(sizeof *addr);
+  if (s->u.c.addr == NULL) {
+    s->t.proto = NULL;
+    braid__stream_shut(s);
+    return BRAID_ENOMEM;
+  }
+  *s->u.c.addr = *addr;
+  s->u.c.timer = (braid_timer_t)BRAID_TIMER_INIT;
+  s->connecting = 1;
   s->wop.type = BRAID__OP_CONNECT;
   s->wop.flags = 0;
   s->wop.cb = braid__connect_cb;
-  s->wop.addr = braid__addr_sa(&s->u.caddr);
+  s->wop.addr = braid__addr_sa(s->u.c.addr);
   s->wop.addrlen = (int)addr->len_;
   intptr_t st = io->submit(&s->sock, &s->wop);
   if (st == BRAID__PENDING) {
@@ -759,7 +887,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
         if (now > r->now && delay + (now - r->now) > delay)
           delay += now - r->now;
       }
-      braid_timer_start(r, &s->ctimer, delay, braid__connect_timeout, s);
+      braid_timer_start(r, &s->u.c.timer, delay, braid__connect_timeout, s);
     }
     return 0;
   }

@@ -90,6 +90,25 @@ int braid_transport_write_owned(braid_transport_t *t, void *data, size_t len,
   return rc;
 }
 
+int braid_transport_sendfile(braid_transport_t *t, int fd, uint64_t offset,
+                             size_t len, braid_release_cb release, void *arg) {
+  int rc = braid__write_check(t);
+  if (rc < 0)
+    return rc;
+  if (fd < 0 || release == NULL)
+    return BRAID_EINVAL;
+  if (t->vt->sendfile == NULL)
+    return BRAID_ENOTSUP;
+  if ((t->state & BRAID__T_DEAD) || len == 0) {
+    release(NULL, arg);
+    return 0;
+  }
+  rc = t->vt->sendfile(t, fd, offset, len, release, arg);
+  if (rc == 0)
+    braid__transport_filled(t);
+  return rc;
+}
+
 int braid_transport_close(braid_transport_t *t) {
   if (t == NULL)
     return BRAID_EINVAL;

@@ -33,6 +33,11 @@ typedef struct braid__transport_vt {
   int (*addr)(braid_transport_t *t, int peer, braid_addr_t *out);
   /* A BRAID__T_* socket option. NULL: BRAID_ENOTSUP. */
   int (*sockopt)(braid_transport_t *t, int opt, int on, unsigned value);
+  /* Queue len bytes of a file from offset (braid_transport_sendfile).
+   * NULL, or BRAID_ENOTSUP at run time: the caller falls back to reading
+   * the file itself. Updates t->queued. */
+  int (*sendfile)(braid_transport_t *t, int fd, uint64_t offset, size_t len,
+                  braid_release_cb release, void *arg);
 } braid__transport_vt;
 
 struct braid_transport {

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Set up braid (installing the build tools from Debian's archive if missing),
 # build it, and run the braid program with the given arguments:
+#   sh scripts/run.sh web                       # serve this folder on tcp:8080
+#   sh scripts/run.sh web --path DIR --listen tcp:port=8080:interface=127.0.0.1
 #   sh scripts/run.sh echo                      # echo server on tcp:7000
-#   sh scripts/run.sh echo --listen unix:/tmp/e # any endpoint
 set -eu
 cd "$(dirname "$0")/.."
 need=""

@@ -20,6 +20,9 @@ command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
 [ -f /usr/include/cmocka.h ] || need="$need libcmocka-dev"
+# TLS (optional in the build; without these its tests are skipped)
+[ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 case $mode in
   clang|asan) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
   valgrind) command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;

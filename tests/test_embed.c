@@ -51,10 +51,7 @@ static int ms_up(int64_t ns) {
 /* The poller has no descriptor (poll): descriptor-mode tests do not
  * apply; the thread-hosted mode covers it. */
 static int no_fd(braid_reactor_t *r) {
-  if (braid_embed_fd(r) >= 0)
-    return 0;
-  assert_string_equal(braid_reactor_poller(r), "poll");
-  return 1;
+  return braid_embed_fd(r) < 0;
 }
 
 /* Whether fd is readable right now. */
@@ -84,9 +81,11 @@ static void t_timeout_values(void **state) {
   assert_int_equal(braid_embed_fd(NULL), -1);
   assert_int_equal(braid_embed_timeout(NULL), -1);
   assert_int_equal(braid_embed_run(NULL), BRAID_EINVAL);
-  /* Nothing scheduled: only the descriptor can wake braid. */
-  assert_int_equal(braid_embed_timeout(r), -1);
+  /* Nothing scheduled: only the descriptor can wake braid. (A fresh
+   * io_uring reactor has its wakeup's read queued, not yet submitted, which
+   * is work for the first run: hence the run first.) */
   assert_int_equal(braid_embed_run(r), 0);
+  assert_int_equal(braid_embed_timeout(r), -1);
   /* A call-soon is work ready now. */
   soon_ran = 0;
   assert_int_equal(braid_call_soon(r, soon_cb, NULL), 0);
@@ -98,6 +97,9 @@ static void t_timeout_values(void **state) {
   braid_timer_t t = BRAID_TIMER_INIT;
   assert_int_equal(braid_timer_start(r, &t, BRAID_MSEC(200), noop_timer, NULL),
                    0);
+  /* Starting it from host code woke the descriptor; on io_uring that
+   * wakeup is a completion, ready now, so braid runs once first. */
+  braid_embed_run(r);
   int64_t left = braid_embed_timeout(r);
   assert_true(left > (int64_t)BRAID_MSEC(150));
   assert_true(left <= (int64_t)BRAID_MSEC(200));
@@ -437,6 +439,10 @@ static void watch_stopped(braid__posix_watch *w) {
 static void t_watch_level_borrowed(void **state) {
   (void)state;
   braid_reactor_t *r = new_reactor();
+  if (!braid__posix_watch_supported(r)) { /* io_uring, IOCP */
+    braid_reactor_destroy(r);
+    skip();
+  }
   int p[2];
   assert_int_equal(pipe(p), 0);
   watched x;

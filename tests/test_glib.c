@@ -55,7 +55,7 @@ static braid_reactor_t *new_reactor(void) {
 static GSource *source_or_skip(braid_reactor_t *r) {
   GSource *s = braid_glib_source_new(r);
   if (s == NULL) {
-    assert_string_equal(braid_reactor_poller(r), "poll");
+    assert_int_equal(braid_embed_fd(r), -1);
     braid_reactor_destroy(r);
     skip();
   }
@@ -404,7 +404,11 @@ static void t_braid_hosts_glib(void **state) {
   h.r = new_reactor();
   GMainContext *ctx = g_main_context_new();
   braid_glib_host_t *host = braid_glib_host_context(h.r, ctx);
-  assert_non_null(host);
+  if (host == NULL) { /* a completion poller (io_uring): no watches */
+    g_main_context_unref(ctx);
+    braid_reactor_destroy(h.r);
+    skip();
+  }
   /* One context per reactor. */
   GMainContext *ctx2 = g_main_context_new();
   assert_null(braid_glib_host_context(h.r, ctx2));
@@ -499,7 +503,11 @@ static void t_glib_source_from_thread_wakes_braid(void **state) {
   x.r = new_reactor();
   x.ctx = g_main_context_new();
   x.host = braid_glib_host_context(x.r, x.ctx);
-  assert_non_null(x.host);
+  if (x.host == NULL) { /* a completion poller (io_uring): no watches */
+    g_main_context_unref(x.ctx);
+    braid_reactor_destroy(x.r);
+    skip();
+  }
   braid_timer_t wd = BRAID_TIMER_INIT;
   assert_int_equal(
       braid_timer_start(x.r, &wd, BRAID_SEC(10), xthread_watchdog, NULL), 0);

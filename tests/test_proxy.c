@@ -266,7 +266,12 @@ static void t_proxy(void **st) {
   /* Bounded: the queue never grows past the high mark plus one read (the
    * 64 KiB read buffer), and the process stays far below the data size. */
   assert_true(px.max_queued <= 64 * 1024 + 64 * 1024);
+#if defined(__SANITIZE_ADDRESS__)
+  /* ASan keeps freed memory in quarantine, so RSS says nothing about the
+   * proxy there; the queue bound above still holds. */
+#else
   assert_true(ru1.ru_maxrss - ru0.ru_maxrss < 32 * 1024);
+#endif
   braid_listener_close(l);
   assert_int_equal(braid_reactor_destroy(px.r), 0);
 }

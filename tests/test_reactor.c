@@ -117,6 +117,17 @@ static void t_create_unknown_poller_option(void **st) {
   assert_non_null(strstr(cap.msg, "no-such-poller"));
 }
 
+#ifdef _WIN32
+/* The C runtime on Windows has _putenv_s instead of setenv/unsetenv. */
+static int setenv(const char *name, const char *value, int overwrite) {
+  (void)overwrite;
+  return _putenv_s(name, value) == 0 ? 0 : -1;
+}
+static int unsetenv(const char *name) {
+  return _putenv_s(name, "") == 0 ? 0 : -1;
+}
+#endif
+
 static void t_create_unknown_poller_env(void **st) {
   (void)st;
   const char *old = getenv("BRAID_POLLER");

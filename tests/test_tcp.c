@@ -735,13 +735,27 @@ static void t_slow_reader(void **st) {
   assert_int_equal(braid_connect(r, &bound, NULL, &c.base), 0);
   RUN_UNTIL(r, srv.n == 1 && srv.conns[0]->pauses == 1);
   tp *s = srv.conns[0];
+  /* Wait until the kernel's socket buffers are full. A readiness engine
+   * writes straight to the kernel (BRAID__CAP_TRY_WRITE), so they are
+   * full by the first pause. A completion platform (io_uring) queues
+   * every write and sends it from the loop, as io.h allows: the first
+   * pause comes while the kernel's buffers are still empty, and the queue
+   * drains into them, resuming and pausing the writer, until they fill. */
+  size_t last;
+  do {
+    last = s->sent;
+    run_for(r, BRAID_MSEC(50));
+  } while (s->sent != last && !g_timed_out);
+  int resumes = s->resumes;
   /* Let the loop spin a while: nothing may move. */
   run_for(r, BRAID_MSEC(50));
   assert_int_equal(c.nrx, 0);
   assert_true(s->sent < total);
+  assert_int_equal(s->sent, last);
+  assert_true(s->writing_paused);
   assert_true(s->max_queued <= 64u * 1024u + CHUNK);
   assert_true(braid_transport_write_queued(s->t) <= 64u * 1024u + CHUNK);
-  assert_int_equal(s->resumes, 0);
+  assert_int_equal(s->resumes, resumes);
   /* Read again: everything arrives, in order, then the server's close. */
   assert_int_equal(braid_transport_resume_reading(c.t), 0);
   RUN_UNTIL(r, c.lost);
@@ -837,6 +851,43 @@ static void hc_server_eof(tp *p) {
   assert_int_equal(braid_transport_write(p->t, "reply:", 6), 0);
   assert_int_equal(braid_transport_write(p->t, p->rx, p->rxlen), 0);
   assert_int_equal(braid_transport_close(p->t), 0);
+}
+
+/* pause_reading from outside the read callback while a read is in flight
+ * and its data has already arrived: on a completion platform the read can
+ * beat its cancel (io.h: an op that completed first keeps its result).
+ * data_received must still wait for the resume, and nothing is lost. */
+static void t_pause_inflight_read(void **st) {
+  (void)st;
+  braid_reactor_t *r = reactor_new();
+  server srv;
+  server_init(&srv, 1);
+  srv.tmpl.keep_rx = 1;
+  braid_addr_t bound;
+  braid_listener_t *l = listen_ip(r, "127.0.0.1", &srv, &bound);
+  int fd = raw_connect(&bound);
+  PUMP_UNTIL(r, fd, 0, srv.n == 1 && srv.conns[0]->made);
+  tp *s = srv.conns[0];
+  run_for(r, BRAID_MSEC(5)); /* the server's read is in flight now */
+  assert_int_equal(send(fd, "abc", 3, 0), 3);
+  poll(NULL, 0, 10); /* the data reaches the server's socket */
+  assert_int_equal(braid_transport_pause_reading(s->t), 0);
+  run_for(r, BRAID_MSEC(50));
+  assert_int_equal(s->datas, 0);
+  assert_int_equal(send(fd, "def", 3, 0), 3);
+  close(fd); /* the EOF waits for the resume too */
+  run_for(r, BRAID_MSEC(20));
+  assert_int_equal(s->datas, 0);
+  assert_int_equal(s->eofs, 0);
+  assert_int_equal(braid_transport_resume_reading(s->t), 0);
+  RUN_UNTIL(r, s->lost);
+  assert_int_equal(s->rxlen, 6);
+  assert_memory_equal(s->rx, "abcdef", 6);
+  assert_int_equal(s->eofs, 1);
+  assert_int_equal(s->reason, 0);
+  braid_listener_close(l);
+  reactor_free(r);
+  server_fini(&srv);
 }
 
 static void t_half_close(void **st) {
@@ -1773,6 +1824,7 @@ int main(void) {
       cmocka_unit_test(t_write_limits),
       cmocka_unit_test(t_slow_reader),
       cmocka_unit_test(t_pause_resume_reading),
+      cmocka_unit_test(t_pause_inflight_read),
       cmocka_unit_test(t_half_close),
       cmocka_unit_test(t_eof_autoclose),
       cmocka_unit_test(t_close_flushes),

@@ -58,7 +58,9 @@ typedef struct rx {
   int err[8], nerr, stop_on_error;
   int closed;
   int close_on_recv, pause_on_recv;
-  int in_order; /* burst: each datagram carries its index */
+  int in_order;    /* burst: each datagram carries its index */
+  char big[65507]; /* the whole of the last datagram */
+  size_t big_len;
 } rx;
 
 static void on_dgram(braid_udp_t *u, const void *data, size_t len,
@@ -74,6 +76,8 @@ static void on_dgram(braid_udp_t *u, const void *data, size_t len,
   x->n++;
   x->last_len = len < sizeof x->last ? len : sizeof x->last;
   memcpy(x->last, data, x->last_len);
+  x->big_len = len < sizeof x->big ? len : sizeof x->big;
+  memcpy(x->big, data, x->big_len);
   x->from = *from;
   if (x->close_on_recv)
     assert_int_equal(braid_udp_close(u), 0);
@@ -181,6 +185,36 @@ static void t_v4(void **st) {
 static void t_v6(void **st) {
   (void)st;
   ping_pong("::1");
+}
+
+/* Datagrams larger than a stream read's chunk, up to IPv4's limit, come
+ * whole through the platform's buffer (io_uring's ring buffers are 16
+ * KiB: datagrams need their own). */
+static void t_large(void **st) {
+  (void)st;
+  rx a = {0}, b = {0};
+  braid_udp_options o = {0};
+  o.recv_buffer_size = 1 << 20;
+  assert_int_equal(open_rx(&a, "127.0.0.1", 0, NULL), 0);
+  assert_int_equal(open_rx(&b, "127.0.0.1", 0, &o), 0);
+  braid_addr_t ba;
+  addr_of(&b, &ba);
+  static char big[65507];
+  for (size_t i = 0; i < sizeof big; i++)
+    big[i] = (char)(i * 7);
+  static const size_t sizes[] = {16385, 40000, sizeof big};
+  for (size_t k = 0; k < 3; k++) {
+    assert_int_equal(braid_udp_send(a.u, big, sizes[k], &ba), 0);
+    b.expect = (int)k + 1;
+    run_for(5000);
+    assert_false(timed_out);
+    assert_int_equal(b.nerr, 0);
+    assert_int_equal(b.n, (int)k + 1);
+    assert_int_equal(b.big_len, sizes[k]);
+    assert_memory_equal(b.big, big, sizes[k]);
+  }
+  rx *xs[] = {&a, &b};
+  close_all(xs, 2);
 }
 
 static void t_bad_args(void **st) {
@@ -580,14 +614,20 @@ static intptr_t holding_submit(braid__sock *s, braid__op *op) {
   return real_io->submit(s, op);
 }
 
-/* Complete the held send for real; the queue behind it flushes. */
-static void release_held(void) {
+/* Complete the held send for real; the queue behind it flushes. A
+ * readiness engine sends at once and the status is handed to the
+ * callback here; a completion platform (io_uring) may answer PENDING to
+ * any op, as io.h allows, and then calls the callback itself from wait():
+ * run the loop until the queue has drained. */
+static void release_held(braid_udp_t *u) {
   holding = 0;
   braid__op *op = held;
   held = NULL;
   intptr_t st = real_io->submit(op->sock, op);
-  assert_true(st != BRAID__PENDING);
-  op->cb(op, st);
+  if (st != BRAID__PENDING)
+    op->cb(op, st);
+  for (int i = 0; i < 1000 && braid_udp_send_queued(u) > 0; i++)
+    assert_true(braid_reactor_run_once(R, true) >= 0);
 }
 
 static void t_send_queue(void **st) {
@@ -617,14 +657,17 @@ static void t_send_queue(void **st) {
   assert_int_equal(braid_udp_send(a.u, &i, sizeof i, &ba), BRAID_ELIMIT);
   assert_int_equal(braid_udp_connect(a.u, &ba), BRAID_EBUSY);
   assert_int_equal(b.n, 0);
-  release_held();
+  b.in_order = 1;
+  release_held(a.u);
   assert_int_equal(braid_udp_send_queued(a.u), 0);
   assert_int_equal(a.nerr, 1);
   assert_int_equal(a.err[0], BRAID_EMSGSIZE);
-  b.in_order = 1;
-  b.expect = 3;
-  run_for(5000);
-  assert_false(timed_out);
+  /* Where release_held ran the loop, b may have everything already. */
+  if (b.n < 3) {
+    b.expect = 3;
+    run_for(5000);
+    assert_false(timed_out);
+  }
   assert_int_equal(b.n, 3);
   assert_true(b.in_order);
   /* Closing with a send in flight and one queued: the in-flight one is
@@ -653,6 +696,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(t_v4, setup, teardown),
       cmocka_unit_test_setup_teardown(t_v6, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_large, setup, teardown),
       cmocka_unit_test_setup_teardown(t_bad_args, setup, teardown),
       cmocka_unit_test_setup_teardown(t_burst, setup, teardown),
       cmocka_unit_test_setup_teardown(t_connected, setup, teardown),

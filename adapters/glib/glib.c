@@ -236,7 +236,9 @@ static void braid__ghost_after(braid_reactor_t *r, void *arg) {
 
 braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
                                            GMainContext *ctx) {
-  if (r == NULL)
+  /* GLib's descriptors can be watched only through the readiness engine;
+   * under io_uring or IOCP, use the thread-hosted mode of braid/embed.h. */
+  if (r == NULL || !braid__posix_watch_supported(r))
     return NULL;
   if (ctx == NULL)
     ctx = g_main_context_default();

@@ -5,6 +5,12 @@
  *           "unix:address=@abstract"  (reuseport=1 is accepted on tcp)
  * Clients:  "tcp:host=example.org:port=80:timeout=5"  "tcp:127.0.0.1:80"
  *           "unix:/path/sock"  "unix:path=/path/sock"
+ * TLS (braid/tls.h; "ssl:" is an alias, as in Twisted):
+ * Servers:  "tls:port=8443:certificate=cert.pem:privateKey=key.pem"
+ *           (+ interface, backlog, alpn=h2,http/1.1)
+ * Clients:  "tls:host=example.org:port=443" (+ caFile, caCertsDir, sni,
+ *           alpn, timeout); the server is verified against the system CA
+ *           store (or caFile/caCertsDir) and the host (or sni) name.
  * A ':' inside a value is written "\:". Errors name the bad part.
  */
 #ifndef BRAID_ENDPOINT_H

@@ -47,7 +47,12 @@ typedef struct braid_failure braid_failure_t;
 braid_failure_t *braid_failure_new(braid_reactor_t *r, const char *domain,
                                    int code, braid_failure_t *cause,
                                    const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__) && !defined(__clang__)
+    /* braid formats with mingw's C99 printf (__USE_MINGW_ANSI_STDIO), not
+     * msvcrt's, so %zu and %lld are checked as on other systems (clang
+     * checks printf that way on mingw already). */
+    __attribute__((format(gnu_printf, 5, 6)))
+#elif defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 5, 6)))
 #endif
     ;

@@ -36,7 +36,8 @@ extern "C" {
  *   dispatch: braid_embed_run(); the source stays attached.
  * Attach it with g_source_attach(), and g_source_destroy() plus
  * g_source_unref() it before braid_reactor_destroy(). Returns NULL when the
- * poller has no pollable descriptor (poll(2)): use the thread-hosted mode
+ * poller has no pollable descriptor (poll(2), and any without
+ * BRAID__CAP_EMBED_FD): use the thread-hosted mode
  * of braid/embed.h, handing results over with g_main_context_invoke(). The
  * reactor enters embedded mode: do not also braid_reactor_run() it. */
 GSource *braid_glib_source_new(braid_reactor_t *r);
@@ -53,7 +54,7 @@ typedef struct braid_glib_host braid_glib_host_t;
  * other thread may iterate it meanwhile, and r is held alive
  * (braid_reactor_hold). Returns NULL when ctx is owned by another thread,
  * the reactor already hosts a context or is not on a POSIX readiness
- * poller, or memory ran out. */
+ * poller (epoll, kqueue, poll; not io_uring or IOCP), or memory ran out. */
 braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
                                            GMainContext *ctx);
 

@@ -107,7 +107,12 @@ void braid_reactor_set_log(braid_reactor_t *r, braid_log_cb cb, void *arg);
 /* Log through the reactor's handler, printf-style. */
 void braid_reactor_log(braid_reactor_t *r, braid_log_level level,
                        const char *domain, const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__) && !defined(__clang__)
+    /* braid formats with mingw's C99 printf (__USE_MINGW_ANSI_STDIO), not
+     * msvcrt's, so %zu and %lld are checked as on other systems (clang
+     * checks printf that way on mingw already). */
+    __attribute__((format(gnu_printf, 4, 5)))
+#elif defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 4, 5)))
 #endif
     ;

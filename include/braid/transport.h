@@ -139,6 +139,18 @@ int braid_transport_writev(braid_transport_t *t, const braid_iovec_t *iov,
 int braid_transport_write_owned(braid_transport_t *t, void *data, size_t len,
                                 braid_release_cb release, void *arg);
 
+/* Zero-copy file write: queue `len` bytes of the open regular file `fd`
+ * from `offset`, sent by the kernel (Linux sendfile(2)) after whatever is
+ * queued before it. The descriptor stays the caller's: braid calls
+ * release(NULL, arg) once the bytes are written or dropped on close, and
+ * the caller may close it then. The bytes count in write_queued() and in
+ * flow control like any other. BRAID_ENOTSUP when this transport or
+ * platform cannot do it (TLS, the memory transport, poll without
+ * sendfile): then read the file and use the calls above. On an error
+ * return, release has NOT been called. */
+int braid_transport_sendfile(braid_transport_t *t, int fd, uint64_t offset,
+                             size_t len, braid_release_cb release, void *arg);
+
 /* Close after everything queued is written (Twisted's loseConnection).
  * Reading stops at once. connection_lost(0) follows. */
 int braid_transport_close(braid_transport_t *t);

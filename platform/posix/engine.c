@@ -24,10 +24,16 @@
 
 #include "core/config.h"
 #include "platform/posix/engine.h"
+#include "platform/posix/sock.h"
 #include "platform/posix/watch.h"
 
 #if BRAID_HAVE_EVENTFD
 #include <sys/eventfd.h>
+#endif
+#if BRAID_HAVE_SENDFILE
+#include <pthread.h>
+#include <signal.h>
+#include <sys/sendfile.h>
 #endif
 
 #ifndef MSG_NOSIGNAL
@@ -56,23 +62,6 @@ int braid__timeout_ms(int64_t timeout_ns) {
   int64_t ms = (timeout_ns + 999999) / 1000000;
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
-
-/* Needed only where a descriptor cannot be born non-blocking and
- * close-on-exec: a pipe instead of an eventfd, accept() instead of
- * accept4(), socket() without SOCK_NONBLOCK (macOS). Built only then,
- * because clang's -Wunused-function (an error under -Werror) also flags
- * unused static inline functions, which gcc does not. */
-#if !BRAID_HAVE_EVENTFD || !BRAID_HAVE_ACCEPT4 || !defined(SOCK_NONBLOCK)
-static inline int braid__set_nonblock_cloexec(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-    return braid__translate_sys_error(errno);
-  fl = fcntl(fd, F_GETFD);
-  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
-    return braid__translate_sys_error(errno);
-  return 0;
-}
-#endif
 
 /* ------------------------------------------------------------------------
  * Wakeup
@@ -440,6 +429,58 @@ static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
   }
 }
 
+/* Linux sendfile(2) from a regular file to a stream socket: the kernel
+ * copies page-cache pages, so a large static file never passes through
+ * user memory. Like a write, the op completes when every byte is sent. */
+#if BRAID_HAVE_SENDFILE
+#define BRAID__POSIX_CAP_SENDFILE BRAID__CAP_SENDFILE
+static intptr_t braid__try_sendfile_(braid__sock *s, braid__op *op) {
+  while (op->u.sendfile.len > 0) {
+    off_t off = (off_t)op->u.sendfile.offset;
+    /* Linux sends at most 0x7ffff000 bytes per call. */
+    size_t ask =
+        op->u.sendfile.len < 0x7ffff000u ? op->u.sendfile.len : 0x7ffff000u;
+    ssize_t w = sendfile(s->fd, op->u.sendfile.file, &off, ask);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->events_ &= ~BRAID__S_WRITABLE;
+        return BRAID_EAGAIN;
+      }
+      return braid__translate_sys_error(errno);
+    }
+    if (w == 0)
+      return BRAID_EIO; /* the file shrank under us: never spin */
+    op->u.sendfile.offset += (uint64_t)w;
+    op->u.sendfile.len -= (size_t)w;
+    op->u.sendfile.done += (size_t)w;
+  }
+  return (intptr_t)op->u.sendfile.done;
+}
+
+/* sendfile(2) has no MSG_NOSIGNAL: writing to a connection the peer reset
+ * raises SIGPIPE, which kills an application that did not ignore it. Block
+ * it around the call and swallow the one the call raised. */
+static intptr_t braid__try_sendfile(braid__sock *s, braid__op *op) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  intptr_t st = braid__try_sendfile_(s, op);
+  if (st == BRAID_EPIPE && !sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    struct timespec zero = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+      sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return st;
+}
+#else
+#define BRAID__POSIX_CAP_SENDFILE 0
+#endif
+
 static intptr_t braid__try(braid__sock *s, braid__op *op) {
   switch (op->type) {
   case BRAID__OP_READ:
@@ -454,6 +495,10 @@ static intptr_t braid__try(braid__sock *s, braid__op *op) {
     return braid__try_recvfrom(s, op);
   case BRAID__OP_SENDTO:
     return braid__try_sendto(s, op);
+#if BRAID_HAVE_SENDFILE
+  case BRAID__OP_SENDFILE:
+    return braid__try_sendfile(s, op);
+#endif
   }
   return BRAID_EINVAL;
 }
@@ -622,6 +667,13 @@ void braid__engine_sock_error(braid__sock *s, int syserr) {
 }
 
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
+  /* The first event of a batch refreshes the reactor's clock, so that
+   * callbacks (and the timers they start) see the time after the wait
+   * rather than before it, at one clock read per batch. */
+  if (!e->time_fresh) {
+    braid_reactor_update_time(e->r);
+    e->time_fresh = 1;
+  }
   if (s->flags_ & BRAID__F_CLOSING)
     return; /* closed by an earlier callback in this batch */
   if (s->flags_ & BRAID__F_WAKE) {
@@ -685,6 +737,7 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   braid__engine *e = braid__eng(r);
   if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
     timeout_ns = 0;
+  e->time_fresh = 0;
   int rc = e->poller->wait(e, timeout_ns);
   /* Deferred ops on sockets already known to be ready. Taken as a batch:
    * ops their callbacks defer wait for the next wait(). */
@@ -742,20 +795,9 @@ static int braid__posix_sock_adopt(braid_reactor_t *r, braid__sock *s,
 
 static int braid__posix_sock_open(braid_reactor_t *r, braid__sock *s,
                                   int family, int type) {
-#ifdef SOCK_NONBLOCK
-  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = braid__sock_socket(family, type);
   if (fd < 0)
-    return braid__translate_sys_error(errno);
-#else
-  int fd = socket(family, type, 0);
-  if (fd < 0)
-    return braid__translate_sys_error(errno);
-  int rc0 = braid__set_nonblock_cloexec(fd);
-  if (rc0 < 0) {
-    close(fd);
-    return rc0;
-  }
-#endif
+    return fd;
   int rc = braid__posix_sock_adopt(r, s, fd);
   if (rc < 0)
     close(fd);
@@ -815,212 +857,6 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   s->reactor->active_io++;
 }
 
-static void braid__posix_fd_close(braid__fd fd) { close(fd); }
-
-static int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a,
-                                  int len) {
-  if (bind(s->fd, a, (socklen_t)len) < 0)
-    return braid__translate_sys_error(errno);
-  return 0;
-}
-
-static int braid__posix_sock_listen(braid__sock *s, int backlog) {
-  if (listen(s->fd, backlog) < 0)
-    return braid__translate_sys_error(errno);
-  return 0;
-}
-
-static int braid__posix_sock_name(braid__sock *s, int peer,
-                                  struct sockaddr *a, int *len) {
-  socklen_t l = (socklen_t)*len;
-  int rc = peer ? getpeername(s->fd, a, &l) : getsockname(s->fd, a, &l);
-  if (rc < 0)
-    return braid__translate_sys_error(errno);
-  *len = (int)l;
-  return 0;
-}
-
-static int braid__dgram_opt(braid__sock *s, int opt, int *value, int set);
-
-static int braid__setopt(int fd, int level, int name, int value) {
-  if (setsockopt(fd, level, name, &value, sizeof value) < 0)
-    return braid__translate_sys_error(errno);
-  return 0;
-}
-
-static int braid__posix_sock_setopt(braid__sock *s, int opt, int value) {
-  switch (opt) {
-  case BRAID__SO_REUSEADDR:
-    return braid__setopt(s->fd, SOL_SOCKET, SO_REUSEADDR, value);
-  case BRAID__SO_REUSEPORT:
-#ifdef SO_REUSEPORT
-    return braid__setopt(s->fd, SOL_SOCKET, SO_REUSEPORT, value);
-#else
-    return BRAID_ENOTSUP;
-#endif
-  case BRAID__SO_V6ONLY:
-    return braid__setopt(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, value);
-  case BRAID__SO_NODELAY:
-    return braid__setopt(s->fd, IPPROTO_TCP, TCP_NODELAY, value);
-  case BRAID__SO_BROADCAST:
-    return braid__setopt(s->fd, SOL_SOCKET, SO_BROADCAST, value);
-  case BRAID__SO_RCVBUF:
-  case BRAID__SO_SNDBUF:
-  case BRAID__SO_MULTICAST_TTL:
-  case BRAID__SO_MULTICAST_LOOP:
-    return braid__dgram_opt(s, opt, &value, 1);
-  case BRAID__SO_LINGER0: {
-    struct linger lg;
-    lg.l_onoff = value != 0;
-    lg.l_linger = 0;
-    if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0)
-      return braid__translate_sys_error(errno);
-    return 0;
-  }
-  case BRAID__SO_KEEPALIVE: {
-    int rc = braid__setopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, value > 0);
-    if (rc < 0 || value <= 0)
-      return rc;
-#if defined(TCP_KEEPIDLE)
-    return braid__setopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, value);
-#elif defined(TCP_KEEPALIVE)
-    return braid__setopt(s->fd, IPPROTO_TCP, TCP_KEEPALIVE, value); /* macOS */
-#else
-    return 0;
-#endif
-  }
-  }
-  return BRAID_EINVAL;
-}
-
-/* ------------------------------------------------------------------------
- * Datagram socket options and multicast
- * ------------------------------------------------------------------------ */
-
-static int braid__sock_family(braid__sock *s) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0)
-    return braid__translate_sys_error(errno);
-  return ss.ss_family;
-}
-
-/* IPv4's IP_MULTICAST_TTL and IP_MULTICAST_LOOP take an int on Linux but
- * an unsigned char on the BSDs and macOS (Linux accepts both). */
-#ifdef __linux__
-typedef int braid__mc4_t;
-#else
-typedef unsigned char braid__mc4_t;
-#endif
-
-/* Set (set = 1) or get the datagram options of sock_setopt/sock_getopt. */
-static int braid__dgram_opt(braid__sock *s, int opt, int *value, int set) {
-  int level, name, v6 = 0;
-  switch (opt) {
-  case BRAID__SO_BROADCAST:
-    level = SOL_SOCKET;
-    name = SO_BROADCAST;
-    break;
-  case BRAID__SO_RCVBUF:
-    level = SOL_SOCKET;
-    name = SO_RCVBUF;
-    break;
-  case BRAID__SO_SNDBUF:
-    level = SOL_SOCKET;
-    name = SO_SNDBUF;
-    break;
-  case BRAID__SO_MULTICAST_TTL:
-  case BRAID__SO_MULTICAST_LOOP: {
-    int fam = braid__sock_family(s);
-    if (fam < 0)
-      return fam;
-    if (fam != AF_INET && fam != AF_INET6)
-      return BRAID_EAFNOSUPPORT;
-    v6 = fam == AF_INET6;
-    level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-    if (opt == BRAID__SO_MULTICAST_TTL)
-      name = v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL;
-    else
-      name = v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP;
-    break;
-  }
-  default:
-    return BRAID_EINVAL;
-  }
-  int rc;
-  if (level == IPPROTO_IP) {
-    braid__mc4_t c = (braid__mc4_t)*value;
-    socklen_t len = sizeof c;
-    rc = set ? setsockopt(s->fd, level, name, &c, len)
-             : getsockopt(s->fd, level, name, &c, &len);
-    if (rc == 0 && !set)
-      *value = (int)c;
-  } else {
-    int v = *value;
-    socklen_t len = sizeof v;
-    rc = set ? setsockopt(s->fd, level, name, &v, len)
-             : getsockopt(s->fd, level, name, &v, &len);
-    if (rc == 0 && !set)
-      *value = v;
-  }
-  return rc < 0 ? braid__translate_sys_error(errno) : 0;
-}
-
-static int braid__posix_sock_getopt(braid__sock *s, int opt, int *value) {
-  *value = 0;
-  return braid__dgram_opt(s, opt, value, 0);
-}
-
-/* ip_mreq (interface by address) for IPv4, which every system has;
- * ipv6_mreq (interface by index) for IPv6. */
-static int braid__posix_sock_mcast(braid__sock *s, int op, int family,
-                                   const struct sockaddr *group,
-                                   const struct sockaddr *iface4,
-                                   unsigned ifindex) {
-  int rc;
-  if (family == AF_INET) {
-    struct in_addr ifa;
-    ifa.s_addr = htonl(INADDR_ANY);
-    if (iface4 != NULL)
-      ifa = ((const struct sockaddr_in *)iface4)->sin_addr;
-    if (op == BRAID__MC_IF) {
-      rc = setsockopt(s->fd, IPPROTO_IP, IP_MULTICAST_IF, &ifa, sizeof ifa);
-    } else {
-      struct ip_mreq mr;
-      memset(&mr, 0, sizeof mr);
-      mr.imr_multiaddr = ((const struct sockaddr_in *)group)->sin_addr;
-      mr.imr_interface = ifa;
-      rc = setsockopt(s->fd, IPPROTO_IP,
-                      op == BRAID__MC_JOIN ? IP_ADD_MEMBERSHIP
-                                           : IP_DROP_MEMBERSHIP,
-                      &mr, sizeof mr);
-    }
-  } else if (family == AF_INET6) {
-    if (op == BRAID__MC_IF) {
-      rc = setsockopt(s->fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex,
-                      sizeof ifindex);
-    } else {
-      struct ipv6_mreq mr;
-      memset(&mr, 0, sizeof mr);
-      mr.ipv6mr_multiaddr = ((const struct sockaddr_in6 *)group)->sin6_addr;
-      mr.ipv6mr_interface = ifindex;
-      rc = setsockopt(s->fd, IPPROTO_IPV6,
-                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP
-                                           : IPV6_LEAVE_GROUP,
-                      &mr, sizeof mr);
-    }
-  } else {
-    return BRAID_EAFNOSUPPORT;
-  }
-  return rc < 0 ? braid__translate_sys_error(errno) : 0;
-}
-
-static int braid__posix_sock_shutdown(braid__sock *s) {
-  if (shutdown(s->fd, SHUT_WR) < 0)
-    return braid__translate_sys_error(errno);
-  return 0;
-}
-
 static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
   braid__engine *e = braid__eng(r);
   /* The handler wakes reactors by write(2) to a descriptor, the only
@@ -1054,6 +890,10 @@ static int braid__posix_pending(const braid_reactor_t *r) {
 static unsigned braid__watch_want(unsigned events) {
   return ((events & BRAID__WATCH_READ) ? BRAID__S_WANT_READ : 0) |
          ((events & BRAID__WATCH_WRITE) ? BRAID__S_WANT_WRITE : 0);
+}
+
+int braid__posix_watch_supported(const braid_reactor_t *r) {
+  return r != NULL && r->io == &braid__posix_io;
 }
 
 int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
@@ -1128,7 +968,8 @@ void braid__posix_watch_stop(braid__posix_watch *w,
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
-            BRAID__CAP_TRY_WRITE,
+            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE |
+            BRAID__CAP_TRY_SENDTO,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,
     .poller_name = braid__posix_poller_name,

@@ -100,6 +100,7 @@ struct braid__engine {
                              here, not in a local, so that close() can
                              unlink a socket from it (see posix_close) */
   char *rbuf;             /* shared read buffer for READ with base NULL */
+  int time_fresh;         /* the clock was refreshed in this wait() */
   size_t rbuf_len;
 };
 

@@ -8,6 +8,10 @@
  * reactor then compares counters with what its watchers last saw. Many
  * reactors in many threads may watch the same signal; each sees it.
  *
+ * The registry knows reactors only by their wakeup descriptor, so the
+ * readiness engine and io_uring (which registers the eventfd it polls)
+ * share it.
+ *
  * A slot being released is set to -1 first, then the releaser waits until
  * no handler is inside it, so a handler can never write to a descriptor
  * number that was closed and reused. */
@@ -19,6 +23,7 @@
 #include <unistd.h>
 
 #include "platform/posix/engine.h"
+#include "platform/posix/signal.h"
 
 #define BRAID__SIG_MAX 65 /* signal numbers braid accepts are all below */
 #define BRAID__SIG_SLOTS 64
@@ -60,27 +65,27 @@ unsigned braid__sig_count(int signo) {
   return atomic_load(&braid__sig_counts[signo]);
 }
 
-static int braid__sig_claim(braid__engine *e) {
+static int braid__sig_claim(int fd, int *slot) {
   for (int i = 0; i < BRAID__SIG_SLOTS; i++) {
     int expect = -1;
-    if (atomic_compare_exchange_strong(&braid__sig_slots[i].fd, &expect,
-                                       e->wake_wfd)) {
-      e->sig_slot = i;
+    if (atomic_compare_exchange_strong(&braid__sig_slots[i].fd, &expect, fd)) {
+      *slot = i;
       return 0;
     }
   }
   return BRAID_ELIMIT; /* more than 64 reactors watching signals */
 }
 
-static void braid__sig_release(braid__engine *e) {
-  braid__sig_slot *sl = &braid__sig_slots[e->sig_slot];
+static void braid__sig_release(int *slot) {
+  braid__sig_slot *sl = &braid__sig_slots[*slot];
   atomic_store(&sl->fd, -1);
   while (atomic_load(&sl->busy) != 0)
     ; /* a handler is inside this slot: it finishes in a few instructions */
-  e->sig_slot = -1;
+  *slot = -1;
 }
 
-int braid__sig_watch(braid__engine *e, int signo, int on) {
+int braid__sig_watch_fd(int wake_fd, int *slot, unsigned *refs, int signo,
+                        int on) {
   if (signo <= 0 || signo >= BRAID__SIG_MAX)
     return BRAID_EINVAL;
   int rc = 0;
@@ -91,7 +96,7 @@ int braid__sig_watch(braid__engine *e, int signo, int on) {
     braid__sig_inited = 1;
   }
   if (on) {
-    if (e->sig_refs == 0 && (rc = braid__sig_claim(e)) < 0)
+    if (*refs == 0 && (rc = braid__sig_claim(wake_fd, slot)) < 0)
       goto out;
     if (braid__sig_watchers[signo] == 0) {
       struct sigaction sa;
@@ -105,20 +110,25 @@ int braid__sig_watch(braid__engine *e, int signo, int on) {
 #endif
       if (sigaction(signo, &sa, &braid__sig_old[signo]) < 0) {
         rc = braid__translate_sys_error(errno);
-        if (e->sig_refs == 0)
-          braid__sig_release(e);
+        if (*refs == 0)
+          braid__sig_release(slot);
         goto out;
       }
     }
     braid__sig_watchers[signo]++;
-    e->sig_refs++;
+    (*refs)++;
   } else {
     if (--braid__sig_watchers[signo] == 0)
       sigaction(signo, &braid__sig_old[signo], NULL);
-    if (--e->sig_refs == 0)
-      braid__sig_release(e);
+    if (--*refs == 0)
+      braid__sig_release(slot);
   }
 out:
   pthread_mutex_unlock(&braid__sig_lock);
   return rc;
+}
+
+int braid__sig_watch(braid__engine *e, int signo, int on) {
+  return braid__sig_watch_fd(e->wake_wfd, &e->sig_slot, &e->sig_refs, signo,
+                             on);
 }

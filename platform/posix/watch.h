@@ -51,6 +51,10 @@ struct braid__posix_watch {
   void *data;                    /* the owner's */
 };
 
+/* Whether r's I/O layer is the POSIX readiness engine, the only one with
+ * watches (not io_uring or IOCP). */
+int braid__posix_watch_supported(const braid_reactor_t *r);
+
 /* Start watching fd for `events` (BRAID__WATCH_READ / _WRITE). cb runs on
  * the loop thread from inside the reactor's wait. BRAID_ENOTSUP where the
  * reactor's I/O layer is not the POSIX readiness engine. */

@@ -1,0 +1,317 @@
+/* braid: the HTTP/1.1 server (RFC 9110, RFC 9112) and static files.
+ *
+ * A server is a router plus a protocol factory. Each connection parses
+ * request heads with braid/http_parser.h and hands every request to the
+ * handler of the route that matches it:
+ *
+ *   braid_http_server_t *srv;
+ *   braid_http_server_create(r, NULL, &srv);
+ *   braid_http_route(srv, "GET", "/hello", hello, NULL);
+ *   braid_http_server_listen(srv, "tcp:8080", err, sizeof err);
+ *
+ *   static void hello(braid_http_req_t *req, void *arg) {
+ *     braid_http_respond(req, 200, NULL, 0, "hello, world\n", 13);
+ *   }
+ *
+ * Routing: a route is a method (NULL: any) and a path prefix. The route
+ * with the longest prefix that matches the request's decoded path wins; a
+ * prefix matches at a segment boundary ("/a" matches "/a" and "/a/b", not
+ * "/ab"; "/" matches everything). When prefixes match but no route takes
+ * the method, the answer is 405; when nothing matches, 404. The part of
+ * the path after the prefix is braid_http_req_rest().
+ *
+ * One request at a time: a connection parses the next request only after
+ * the current response is finished, so pipelined requests are answered in
+ * order by construction (Twisted's HTTPChannel does the same). While a
+ * request is being answered the connection reads on (so a reset is
+ * noticed) until 64 KiB of later requests are buffered, then pauses, so a
+ * client that pipelines without reading cannot grow the server's memory.
+ *
+ * Request lifetime: a braid_http_req_t is valid from the handler call until
+ * braid_http_finish() (or braid_http_respond(), which finishes) returns.
+ * If the connection is lost first, the stream ops' `closed` callback runs
+ * and the request is freed when it returns; without a `closed` callback
+ * the request stays allocated, every call on it returns BRAID_ECLOSED, and
+ * braid_http_finish() frees it. Either way a handler never sees a dangling
+ * request.
+ *
+ * Bodies stream both ways:
+ *   - The request body is not read until the handler asks with
+ *     braid_http_read_body(); then it arrives in pieces (Content-Length and
+ *     chunked alike, decoded), then one `end` call. "Expect: 100-continue"
+ *     is answered with "100 Continue" at that moment, not before. A body
+ *     larger than max_body (declared in Content-Length) is refused with
+ *     413 before the handler runs; a chunked one that grows past it ends
+ *     with BRAID_ELIMIT, and the handler should answer 413 (the
+ *     connection closes after that response). A handler that responds without
+ * reading the body gets it discarded (the connection stays usable), except
+ * after an unanswered 100-continue or over max_body, where the connection is
+ *     closed after the response.
+ *   - A response is complete (braid_http_respond) or streamed
+ *     (braid_http_start, braid_http_write..., braid_http_finish). A
+ *     streamed response has Content-Length when the length is given, else
+ *     chunked coding (HTTP/1.1) or a close-delimited body (HTTP/1.0).
+ *     Writes queue on the transport; past its high-water mark the stream
+ *     ops' `pause` callback says to stop producing and `resume` to go on,
+ *     so a slow reader costs at most the transport's window.
+ *   - braid_http_sendfile() sends a file range with sendfile(2) where the
+ *     platform has it, else by reading 64 KiB pieces as the client drains
+ *     them.
+ *
+ * Timeouts (slowloris): a request head must arrive within header_timeout
+ * from its first byte, or the client gets 408 and the connection closes;
+ * a connection with no request in progress closes after idle_timeout; a
+ * client that stops reading a response or sending a body it was asked for
+ * is dropped after idle_timeout without progress.
+ *
+ * Errors from the parser are answered with its status (400, 413, 414,
+ * 431, 501, 505) and "Connection: close", then the connection closes.
+ *
+ * Access log: one line per request through braid_reactor_log() with
+ * domain "access" and level INFO, in the Common Log Format:
+ *   127.0.0.1 - - [22/Nov/2026:03:23:05 +0000] "GET /x HTTP/1.1" 200 13
+ */
+#ifndef BRAID_HTTP_H
+#define BRAID_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "braid/http_parser.h"
+#include "braid/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct braid_http_server braid_http_server_t;
+typedef struct braid_http_req braid_http_req_t;
+
+/* A response header field given by the handler: two NUL-terminated
+ * strings. CR, LF and NUL are refused (BRAID_EINVAL) so a handler cannot be
+ * tricked into splitting a response. */
+typedef struct braid_http_field {
+  const char *name;
+  const char *value;
+} braid_http_field_t;
+
+/* A streamed response's length when it is not known in advance. */
+#define BRAID_HTTP_LENGTH_UNKNOWN UINT64_MAX
+
+typedef struct braid_http_server_options {
+  uint64_t header_timeout;    /* ns; 0: 10 s */
+  uint64_t idle_timeout;      /* ns; 0: 60 s */
+  uint64_t max_body;          /* request body bytes; 0: 16 MiB */
+  braid_http_limits_t limits; /* head limits (zero: the parser's) */
+  const char *server_name;    /* "Server:" value (at most 128 bytes); NULL:
+                                 "braid"; "" sends no Server field */
+  bool no_access_log;         /* do not log one line per request */
+  bool no_sendfile;           /* always read files into memory (nginx's
+                                 "sendfile off": for file systems where the
+                                 kernel's copy misbehaves, and for tests) */
+} braid_http_server_options;
+
+typedef void (*braid_http_handler_cb)(braid_http_req_t *req, void *arg);
+
+/* Create a server on `r`. opts may be NULL. The options are copied. */
+int braid_http_server_create(braid_reactor_t *r,
+                             const braid_http_server_options *opts,
+                             braid_http_server_t **out);
+
+/* Add a route (see the top of this file). `method` and `prefix` are
+ * copied; prefix must start with '/'. BRAID_EEXIST for a duplicate. */
+int braid_http_route(braid_http_server_t *srv, const char *method,
+                     const char *prefix, braid_http_handler_cb cb, void *arg);
+
+/* The factory that builds one HTTP connection per accepted socket: give it
+ * to braid_listen or braid_endpoint_listen, or use the call below. */
+braid_factory_t *braid_http_server_factory(braid_http_server_t *srv);
+
+/* Listen on an endpoint description ("tcp:8080"); the listener is closed
+ * with the server. May be called several times. */
+int braid_http_server_listen(braid_http_server_t *srv, const char *endpoint,
+                             char *err, size_t errlen);
+
+/* The first listener's address (for port 0). */
+int braid_http_server_addr(const braid_http_server_t *srv, braid_addr_t *out);
+
+/* Close the listeners and abort open connections (their requests see
+ * `closed`). The memory is freed once the last connection is gone, which
+ * may be during this call or later in the loop. Idempotent. */
+void braid_http_server_destroy(braid_http_server_t *srv);
+
+/* Open connections (for tests and figures). */
+size_t braid_http_server_connections(const braid_http_server_t *srv);
+
+/* ------------------------------------------------------------------------
+ * The request
+ * ------------------------------------------------------------------------ */
+
+/* Views into the request head, valid as long as the request. */
+braid_http_view_t braid_http_req_method(const braid_http_req_t *req);
+braid_http_view_t braid_http_req_target(const braid_http_req_t *req);
+/* The target's path, percent-decoded, NUL-terminated (a decoded NUL makes
+ * the request a 400 before any handler sees it). */
+const char *braid_http_req_path(const braid_http_req_t *req);
+/* The part of the path after the route's prefix (always starts with '/'
+ * unless empty). */
+const char *braid_http_req_rest(const braid_http_req_t *req);
+/* The query without '?', not decoded; {NULL, 0} when absent. */
+braid_http_view_t braid_http_req_query(const braid_http_req_t *req);
+/* HTTP/1.<minor>. */
+int braid_http_req_minor_version(const braid_http_req_t *req);
+bool braid_http_req_is_head(const braid_http_req_t *req);
+/* The first header with this name (case-insensitive); {NULL, 0} if none. */
+braid_http_view_t braid_http_req_header(const braid_http_req_t *req,
+                                        const char *name);
+/* All header lines, in order. */
+const braid_http_header_t *braid_http_req_headers(const braid_http_req_t *req,
+                                                  size_t *n);
+/* Body framing as the parser saw it. */
+braid_http_body_kind_t braid_http_req_body_kind(const braid_http_req_t *req);
+uint64_t braid_http_req_content_length(const braid_http_req_t *req);
+/* The client's address. */
+int braid_http_req_peer(const braid_http_req_t *req, braid_addr_t *out);
+braid_reactor_t *braid_http_req_reactor(const braid_http_req_t *req);
+
+/* Where a handler keeps its own per-request state. */
+void braid_http_req_set_user(braid_http_req_t *req, void *user);
+void *braid_http_req_user(const braid_http_req_t *req);
+
+/* ------------------------------------------------------------------------
+ * The request body
+ * ------------------------------------------------------------------------ */
+
+typedef struct braid_http_body_ops {
+  /* A piece of the body, valid only during the call. */
+  void (*data)(braid_http_req_t *req, const void *data, size_t len, void *arg);
+  /* The body ended: 0 when complete, BRAID_ELIMIT over max_body,
+   * BRAID_EPROTO for bad chunked framing, BRAID_ETIMEDOUT, or the
+   * connection's error. Called once. After an error the handler should
+   * still finish (a 4xx response goes out if none started). */
+  void (*end)(braid_http_req_t *req, int status, void *arg);
+} braid_http_body_ops;
+
+/* Start receiving the body (sends "100 Continue" when the client asked).
+ * A request without a body gets `end(0)` from the loop, never from inside
+ * this call. BRAID_EALREADY if called twice. `ops` must outlive the body. */
+int braid_http_read_body(braid_http_req_t *req, const braid_http_body_ops *ops,
+                         void *arg);
+
+/* Stop / restart body delivery (flow control for uploads: the client's
+ * sending is throttled by TCP once the socket buffers fill). */
+int braid_http_pause_body(braid_http_req_t *req);
+int braid_http_resume_body(braid_http_req_t *req);
+
+/* ------------------------------------------------------------------------
+ * The response
+ * ------------------------------------------------------------------------ */
+
+/* A complete response: head, body, finish. Content-Length is set from
+ * `len` (drop it from `fields`); Date, Server and Connection are added.
+ * For HEAD, and for 1xx/204/304, the body is not sent. */
+int braid_http_respond(braid_http_req_t *req, int status,
+                       const braid_http_field_t *fields, size_t nfields,
+                       const void *body, size_t len);
+
+/* A streamed response: send the head now. `length` is the body length
+ * (Content-Length) or BRAID_HTTP_LENGTH_UNKNOWN (chunked on HTTP/1.1,
+ * close-delimited on HTTP/1.0). BRAID_EALREADY if a head was sent. */
+int braid_http_start(braid_http_req_t *req, int status,
+                     const braid_http_field_t *fields, size_t nfields,
+                     uint64_t length);
+
+/* A piece of a streamed body (copied when it cannot be written at once).
+ * Writing more than a declared length is BRAID_ERANGE. Returns
+ * BRAID_ECLOSED once the connection is gone. */
+int braid_http_write(braid_http_req_t *req, const void *data, size_t len);
+
+/* Send len bytes of an open regular file from offset as part of the body:
+ * sendfile(2) where the platform allows, else read in 64 KiB pieces as
+ * the transport drains. done(req, status, arg) runs once from the loop
+ * when the bytes are queued (sendfile) or written, or failed; the
+ * descriptor stays the caller's and may be closed from `done`. One at a
+ * time (BRAID_EBUSY). */
+typedef void (*braid_http_file_cb)(braid_http_req_t *req, int status,
+                                   void *arg);
+int braid_http_sendfile(braid_http_req_t *req, int fd, uint64_t offset,
+                        uint64_t len, braid_http_file_cb done, void *arg);
+
+/* End the response (the last chunk for chunked bodies). A response
+ * shorter than its Content-Length closes the connection, since the client
+ * cannot frame what follows. Frees the request (see the top). */
+int braid_http_finish(braid_http_req_t *req);
+
+/* Producer callbacks for streamed responses (Twisted's IPushProducer). */
+typedef struct braid_http_stream_ops {
+  void (*pause)(braid_http_req_t *req, void *arg);  /* stop producing */
+  void (*resume)(braid_http_req_t *req, void *arg); /* go on */
+  /* The connection was lost before finish: `reason` is the BRAID_E*
+   * code. The request is freed when this returns. */
+  void (*closed)(braid_http_req_t *req, int reason, void *arg);
+} braid_http_stream_ops;
+
+int braid_http_set_stream_ops(braid_http_req_t *req,
+                              const braid_http_stream_ops *ops, void *arg);
+
+/* True while the transport asks the producer to pause. */
+bool braid_http_write_paused(const braid_http_req_t *req);
+
+/* The reason phrase for a status ("Not Found"), "" when unknown. */
+const char *braid_http_reason(int status);
+
+/* Write an HTTP-date (RFC 9110 section 5.6.7) for a Unix time into buf
+ * (at least 30 bytes); returns its length. Parse one back: 0 or
+ * BRAID_EINVAL (the three formats of RFC 9110 section 5.6.7). */
+size_t braid_http_date_format(int64_t unix_time, char *buf);
+int braid_http_date_parse(const char *s, size_t len, int64_t *unix_time);
+
+/* Percent-decode a path into out (size >= len + 1); returns the decoded
+ * length, or BRAID_EINVAL for a bad escape or a decoded NUL. */
+int braid_http_path_decode(const char *in, size_t len, char *out);
+
+/* ------------------------------------------------------------------------
+ * Static files (twisted.web.static.File)
+ *
+ * GET and HEAD only (405 otherwise). The path after the route's prefix is
+ * percent-decoded and resolved under `root`; any ".." segment (decoded, so
+ * "%2e%2e" too), a NUL, a backslash, or a symlink that leaves `root` is
+ * refused with 403 (404 for hidden names under no_dotfiles). A directory
+ * without a trailing slash redirects (301) to one; with it, index.html is
+ * served or a listing generated (names HTML-escaped and percent-encoded).
+ * Every file response has Content-Type from the extension (mime.c),
+ * Last-Modified, an ETag ("size-mtime" in hex, weak-free) and
+ * Accept-Ranges: bytes. If-None-Match (first) or If-Modified-Since give
+ * 304. One "Range: bytes=" range gives 206 with Content-Range, an
+ * unsatisfiable one 416 with "Content-Range: bytes * /size"; several
+ * ranges are answered with the whole file (200), which RFC 9110 section
+ * 14.2 allows (a server may ignore Range). If-Range is honoured for ETags
+ * and dates. The body goes through braid_http_sendfile.
+ * ------------------------------------------------------------------------ */
+
+typedef struct braid_http_static braid_http_static_t;
+
+typedef struct braid_http_static_options {
+  bool no_listing;  /* 404 for directories without index.html */
+  bool no_dotfiles; /* 404 for names starting with '.' */
+} braid_http_static_options;
+
+int braid_http_static_create(const char *root,
+                             const braid_http_static_options *opts,
+                             braid_http_static_t **out);
+void braid_http_static_destroy(braid_http_static_t *st);
+
+/* The handler: route it with the static object as its argument, e.g.
+ * braid_http_route(srv, NULL, "/", braid_http_static_handler, st). */
+void braid_http_static_handler(braid_http_req_t *req, void *arg);
+
+/* The MIME type for a file name, by extension (case-insensitive);
+ * "application/octet-stream" when unknown. Text types carry
+ * "; charset=utf-8". */
+const char *braid_http_mime_type(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

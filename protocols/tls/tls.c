@@ -1,0 +1,1549 @@
+/* TLS as a transport over a transport (braid/tls.h), on OpenSSL 3 through
+ * memory BIOs.
+ *
+ * Why it lives in protocols/ and not core/: core has no dependencies and
+ * this file needs OpenSSL; and like any protocol it only uses the lower
+ * transport through the public braid_transport_* API, so it works over
+ * streams, the memory transport and whatever transport comes next. Its
+ * upper side implements the internal transport vtable (core/transport.h)
+ * so that argument checks, state bits and flow-control marks stay in
+ * core/transport.c.
+ *
+ * Data flow: the lower transport's bytes are appended to `rbio`; OpenSSL
+ * reads them from there and writes records to `wbio`, which is drained into
+ * braid_transport_write(lower) after every step. Plaintext for the
+ * protocol is read with SSL_read_ex into a stack buffer the size of one
+ * record and delivered without a further copy.
+ *
+ * Lifetime: one braid__tls per connection, freed in the lower transport's
+ * connection_lost (which never runs inside another of its callbacks), right
+ * after the user's connection_lost. Every user callback may call back into
+ * the TLS transport; the code re-checks the state after each one. */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "braid/endpoint.h"
+#include "braid/tls.h"
+#include "core/endpoint_internal.h"
+#include "core/transport.h"
+
+#define BRAID__TLS_ERR_MAX 256
+#define BRAID__TLS_CACHE_MAX 64
+#define BRAID__TLS_ALPN_MAX 256
+
+/* ------------------------------------------------------------------------
+ * Contexts
+ * ------------------------------------------------------------------------ */
+
+/* One cached client session, by server name. */
+typedef struct braid__tls_sess {
+  struct braid__tls_sess *next;
+  SSL_SESSION *sess;
+  char name[]; /* NUL-terminated */
+} braid__tls_sess;
+
+struct braid_tls_context {
+  SSL_CTX *ctx;
+  unsigned refs;
+  braid_tls_role role;
+  bool verify, lenient_eof;
+  unsigned char alpn[BRAID__TLS_ALPN_MAX]; /* wire format */
+  size_t alpn_len;
+  braid_tls_sni_cb sni_cb;
+  void *sni_arg;
+  braid__tls_sess *cache; /* most recent first */
+  size_t cache_n;
+};
+
+/* The first error on OpenSSL's thread-local queue as text, clearing it. */
+static void braid__tls_errtext(char *buf, size_t len) {
+  unsigned long e = ERR_get_error();
+  if (e == 0)
+    snprintf(buf, len, "unknown OpenSSL error");
+  else
+    ERR_error_string_n(e, buf, len);
+  ERR_clear_error();
+}
+
+static void braid__tls_ctx_log(const char *what) {
+  char e[BRAID__TLS_ERR_MAX];
+  braid__tls_errtext(e, sizeof e);
+  char line[BRAID__TLS_ERR_MAX + 128];
+  snprintf(line, sizeof line, "%s: %s", what, e);
+  braid_log_default(NULL, BRAID_LOG_ERROR, "tls", line);
+}
+
+bool braid_tls_available(void) {
+  return true;
+}
+
+static void braid__tls_cache_free(braid_tls_context_t *c) {
+  braid__tls_sess *s = c->cache;
+  while (s != NULL) {
+    braid__tls_sess *next = s->next;
+    SSL_SESSION_free(s->sess);
+    braid_free(s);
+    s = next;
+  }
+  c->cache = NULL;
+  c->cache_n = 0;
+}
+
+static void braid__tls_ctx_unref(braid_tls_context_t *c) {
+  if (c == NULL || --c->refs > 0)
+    return;
+  braid__tls_cache_free(c);
+  SSL_CTX_free(c->ctx);
+  braid_free(c);
+}
+
+void braid_tls_context_free(braid_tls_context_t *ctx) {
+  braid__tls_ctx_unref(ctx);
+}
+
+static int braid__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess);
+static int braid__tls_alpn_select_cb(SSL *ssl, const unsigned char **out,
+                                     unsigned char *outlen,
+                                     const unsigned char *in,
+                                     unsigned int inlen, void *arg);
+static int braid__tls_sni_select_cb(SSL *ssl, int *alert, void *arg);
+
+int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
+  if (out == NULL || (role != BRAID_TLS_CLIENT && role != BRAID_TLS_SERVER))
+    return BRAID_EINVAL;
+  *out = NULL;
+  braid_tls_context_t *c = braid_calloc(1, sizeof *c);
+  if (c == NULL)
+    return BRAID_ENOMEM;
+  c->ctx = SSL_CTX_new(role == BRAID_TLS_SERVER ? TLS_server_method()
+                                                : TLS_client_method());
+  if (c->ctx == NULL) {
+    braid__tls_ctx_log("SSL_CTX_new failed");
+    braid_free(c);
+    return BRAID_ENOMEM;
+  }
+  c->refs = 1;
+  c->role = role;
+  /* Our context hangs off the SSL_CTX's app data (ex_data index 0, which
+   * OpenSSL reserves for the application), so callbacks that only get an
+   * SSL find it, also after SNI switched contexts; no process-wide index
+   * has to be allocated (and raced for). */
+  SSL_CTX_set_app_data(c->ctx, c);
+  SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+  /* Renegotiation is a source of bugs and DoS with little use left; TLS
+   * 1.3 removed it. Compression invites CRIME. */
+  SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  /* Idle connections give their record buffers back. */
+  SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (role == BRAID_TLS_CLIENT) {
+    c->verify = true;
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    /* OpenSSL's internal cache only serves servers; clients keep sessions
+     * themselves, so the new-session callback stores them by name. */
+    SSL_CTX_set_session_cache_mode(
+        c->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c->ctx, braid__tls_new_session_cb);
+    if (SSL_CTX_set_default_verify_paths(c->ctx) != 1)
+      ERR_clear_error(); /* no system store: load_ca can still add one */
+  } else {
+    /* Sessions (and client-certificate verification) are bound to this
+     * id; tickets are on by default. */
+    SSL_CTX_set_session_id_context(c->ctx, (const unsigned char *)"braid", 5);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_alpn_select_cb(c->ctx, braid__tls_alpn_select_cb, c);
+    SSL_CTX_set_tlsext_servername_callback(c->ctx, braid__tls_sni_select_cb);
+    SSL_CTX_set_tlsext_servername_arg(c->ctx, c);
+    /* 0-RTT stays off: max_early_data is 0 unless set. */
+    SSL_CTX_set_max_early_data(c->ctx, 0);
+  }
+  *out = c;
+  return 0;
+}
+
+int braid_tls_context_use_certificate_file(braid_tls_context_t *ctx,
+                                           const char *chain_file,
+                                           const char *key_file) {
+  if (ctx == NULL || chain_file == NULL || key_file == NULL)
+    return BRAID_EINVAL;
+  if (SSL_CTX_use_certificate_chain_file(ctx->ctx, chain_file) != 1) {
+    char what[300];
+    snprintf(what, sizeof what, "cannot load certificate chain '%s'",
+             chain_file);
+    braid__tls_ctx_log(what);
+    return BRAID_EINVAL;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx->ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx->ctx) != 1) {
+    char what[300];
+    snprintf(what, sizeof what, "cannot use private key '%s'", key_file);
+    braid__tls_ctx_log(what);
+    return BRAID_EINVAL;
+  }
+  return 0;
+}
+
+int braid_tls_context_use_certificate_mem(braid_tls_context_t *ctx,
+                                          const void *chain_pem,
+                                          size_t chain_len, const void *key_pem,
+                                          size_t key_len) {
+  if (ctx == NULL || chain_pem == NULL || key_pem == NULL ||
+      chain_len > INT_MAX || key_len > INT_MAX)
+    return BRAID_EINVAL;
+  int rc = BRAID_EINVAL;
+  BIO *b = BIO_new_mem_buf(chain_pem, (int)chain_len);
+  BIO *k = BIO_new_mem_buf(key_pem, (int)key_len);
+  X509 *leaf = NULL;
+  EVP_PKEY *key = NULL;
+  if (b == NULL || k == NULL) {
+    rc = BRAID_ENOMEM;
+    goto out;
+  }
+  leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
+  if (leaf == NULL || SSL_CTX_use_certificate(ctx->ctx, leaf) != 1) {
+    braid__tls_ctx_log("cannot load certificate from memory");
+    goto out;
+  }
+  SSL_CTX_clear_chain_certs(ctx->ctx);
+  for (;;) {
+    X509 *ca = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    if (ca == NULL)
+      break;
+    if (SSL_CTX_add0_chain_cert(ctx->ctx, ca) != 1) {
+      X509_free(ca);
+      braid__tls_ctx_log("cannot add chain certificate");
+      goto out;
+    }
+  }
+  ERR_clear_error(); /* the loop ends on "no start line" */
+  key = PEM_read_bio_PrivateKey(k, NULL, NULL, NULL);
+  if (key == NULL || SSL_CTX_use_PrivateKey(ctx->ctx, key) != 1 ||
+      SSL_CTX_check_private_key(ctx->ctx) != 1) {
+    braid__tls_ctx_log("cannot use private key from memory");
+    goto out;
+  }
+  rc = 0;
+out:
+  X509_free(leaf);
+  EVP_PKEY_free(key);
+  BIO_free(b);
+  BIO_free(k);
+  return rc;
+}
+
+int braid_tls_context_load_ca(braid_tls_context_t *ctx, const char *file,
+                              const char *dir) {
+  if (ctx == NULL)
+    return BRAID_EINVAL;
+  if (file == NULL && dir == NULL) {
+    if (SSL_CTX_set_default_verify_paths(ctx->ctx) != 1) {
+      braid__tls_ctx_log("cannot load the system CA store");
+      return BRAID_EINVAL;
+    }
+    return 0;
+  }
+  if (SSL_CTX_load_verify_locations(ctx->ctx, file, dir) != 1) {
+    char what[600];
+    snprintf(what, sizeof what, "cannot load CA certificates from '%s'",
+             file != NULL ? file : dir);
+    braid__tls_ctx_log(what);
+    return BRAID_EINVAL;
+  }
+  return 0;
+}
+
+int braid_tls_context_load_ca_mem(braid_tls_context_t *ctx, const void *pem,
+                                  size_t len) {
+  if (ctx == NULL || pem == NULL || len > INT_MAX)
+    return BRAID_EINVAL;
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  if (b == NULL)
+    return BRAID_ENOMEM;
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx->ctx);
+  int n = 0, rc = 0;
+  for (;;) {
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    if (x == NULL)
+      break;
+    if (X509_STORE_add_cert(store, x) != 1)
+      rc = BRAID_EINVAL;
+    X509_free(x);
+    n++;
+  }
+  ERR_clear_error();
+  BIO_free(b);
+  if (n == 0 || rc < 0) {
+    braid_log_default(NULL, BRAID_LOG_ERROR, "tls",
+                      "no usable CA certificate in the PEM given");
+    return BRAID_EINVAL;
+  }
+  return 0;
+}
+
+int braid_tls_context_set_verify(braid_tls_context_t *ctx, bool on) {
+  if (ctx == NULL)
+    return BRAID_EINVAL;
+  ctx->verify = on;
+  int mode = SSL_VERIFY_NONE;
+  if (on)
+    mode = ctx->role == BRAID_TLS_SERVER
+               ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+               : SSL_VERIFY_PEER;
+  SSL_CTX_set_verify(ctx->ctx, mode, NULL);
+  return 0;
+}
+
+int braid_tls_context_set_alpn(braid_tls_context_t *ctx,
+                               const char *const *protos, size_t n) {
+  if (ctx == NULL || (protos == NULL && n > 0))
+    return BRAID_EINVAL;
+  size_t len = 0;
+  unsigned char wire[BRAID__TLS_ALPN_MAX];
+  for (size_t i = 0; i < n; i++) {
+    size_t l = protos[i] != NULL ? strlen(protos[i]) : 0;
+    if (l == 0 || l > 255 || len + 1 + l > sizeof wire)
+      return BRAID_EINVAL;
+    wire[len++] = (unsigned char)l;
+    memcpy(wire + len, protos[i], l);
+    len += l;
+  }
+  memcpy(ctx->alpn, wire, len);
+  ctx->alpn_len = len;
+  /* Clients offer the list in the ClientHello; servers select in the
+   * callback. SSL_CTX_set_alpn_protos returns 0 on success. */
+  if (ctx->role == BRAID_TLS_CLIENT &&
+      SSL_CTX_set_alpn_protos(ctx->ctx, len ? ctx->alpn : NULL,
+                              (unsigned)len) != 0)
+    return BRAID_ENOMEM;
+  return 0;
+}
+
+int braid_tls_context_set_min_version(braid_tls_context_t *ctx, int version) {
+  if (ctx == NULL || (version != BRAID_TLS_1_2 && version != BRAID_TLS_1_3))
+    return BRAID_EINVAL;
+  return SSL_CTX_set_min_proto_version(ctx->ctx, version) == 1 ? 0
+                                                               : BRAID_EINVAL;
+}
+
+int braid_tls_context_set_lenient_eof(braid_tls_context_t *ctx, bool on) {
+  if (ctx == NULL)
+    return BRAID_EINVAL;
+  ctx->lenient_eof = on;
+  return 0;
+}
+
+int braid_tls_context_set_sni_cb(braid_tls_context_t *ctx, braid_tls_sni_cb cb,
+                                 void *arg) {
+  if (ctx == NULL || ctx->role != BRAID_TLS_SERVER)
+    return BRAID_EINVAL;
+  ctx->sni_cb = cb;
+  ctx->sni_arg = arg;
+  return 0;
+}
+
+int braid_tls_context_set_early_data(braid_tls_context_t *ctx, bool on) {
+  if (ctx == NULL)
+    return BRAID_EINVAL;
+  return on ? BRAID_ENOTSUP : 0;
+}
+
+void *braid_tls_context_native(braid_tls_context_t *ctx) {
+  return ctx != NULL ? ctx->ctx : NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The connection
+ * ------------------------------------------------------------------------ */
+
+/* Plaintext written before the handshake completed. */
+typedef struct braid__tls_chunk {
+  struct braid__tls_chunk *next;
+  size_t len;
+  unsigned char data[];
+} braid__tls_chunk;
+
+typedef struct braid__tls {
+  braid_transport_t t;      /* what the user's protocol sees */
+  braid_protocol_t lower_p; /* what the lower transport sees */
+  braid_transport_t *lower;
+  braid_tls_context_t *ctx; /* referenced */
+  SSL *ssl;
+  BIO *rbio, *wbio;              /* network -> OpenSSL, OpenSSL -> network */
+  braid__tls_chunk *head, *tail; /* plaintext waiting for the handshake */
+  size_t pending;                /* bytes in that queue */
+  size_t lower_low;              /* the lower limits we last set */
+  braid_factory_t *inner;        /* server wrap: builds the user protocol */
+  braid_addr_t peer;
+  braid_timer_t kick; /* processes buffered input on a later turn */
+  int reason;         /* for the user's connection_lost */
+  char *alpn;         /* negotiated, NUL-terminated */
+  char err[BRAID__TLS_ERR_MAX];
+  uint8_t server, started, handshaken, made, lost, failed, sent_shutdown,
+      got_close_notify, eof_delivered, in_process;
+} braid__tls;
+
+#define BRAID__TLS(tp) braid__container_of(tp, braid__tls, t)
+
+static const braid__transport_vt braid__tls_vt;
+static const braid_protocol_ops braid__tls_lower_ops;
+
+static braid__tls *braid__tls_of(const braid_transport_t *t) {
+  if (t == NULL || t->vt != &braid__tls_vt)
+    return NULL;
+  return braid__container_of((braid_transport_t *)t, braid__tls, t);
+}
+
+static void braid__tls_process(braid__tls *s);
+
+/* The TLS transport's queue: plaintext waiting for the handshake plus the
+ * lower transport's ciphertext. */
+static void braid__tls_sync_queued(braid__tls *s) {
+  size_t lq = s->lower != NULL ? braid_transport_write_queued(s->lower) : 0;
+  s->t.queued = s->pending + lq;
+}
+
+/* The lower transport pauses us at the TLS transport's low mark, so its
+ * resume_writing arrives exactly when our queue fell back below it (the
+ * lower queue is ours minus the plaintext). Re-done when the user changed
+ * the marks. */
+static void braid__tls_sync_limits(braid__tls *s) {
+  if (s->lower != NULL && s->lower_low != s->t.low) {
+    s->lower_low = s->t.low;
+    braid_transport_set_write_limits(s->lower, s->t.low, s->t.low);
+  }
+}
+
+static void braid__tls_free_pending(braid__tls *s) {
+  braid__tls_chunk *c = s->head;
+  while (c != NULL) {
+    braid__tls_chunk *next = c->next;
+    braid_free(c);
+    c = next;
+  }
+  s->head = s->tail = NULL;
+  s->pending = 0;
+}
+
+static void braid__tls_destroy(braid__tls *s) {
+  if (braid_timer_active(&s->kick))
+    braid_timer_cancel(&s->kick);
+  braid__tls_free_pending(s);
+  SSL_free(s->ssl); /* frees both BIOs */
+  braid__tls_ctx_unref(s->ctx);
+  braid_free(s->alpn);
+  braid_free(s);
+}
+
+/* Move everything OpenSSL produced to the lower transport. */
+static int braid__tls_flush(braid__tls *s) {
+  char *data;
+  long n = BIO_get_mem_data(s->wbio, &data);
+  if (n <= 0)
+    return 0;
+  int rc = 0;
+  if (s->lower != NULL && !braid_transport_closing(s->lower))
+    rc = braid_transport_write(s->lower, data, (size_t)n);
+  /* Consume what was written. Not BIO_reset: on a read-write memory BIO
+   * it clears the whole allocation, which stays as large as the largest
+   * burst, on every flush. Reading only moves a pointer (and copies n). */
+  char scratch[4096];
+  while (BIO_read(s->wbio, scratch, sizeof scratch) > 0)
+    ;
+  if (rc == BRAID_ECLOSED)
+    rc = 0; /* the lower side is going away; connection_lost follows */
+  braid__tls_sync_queued(s);
+  return rc;
+}
+
+/* The connection failed: record why, send whatever alert OpenSSL queued,
+ * and drop the lower transport. */
+static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...) {
+  if (s->failed || s->lost)
+    return;
+  s->failed = 1;
+  s->reason = reason;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->err, sizeof s->err, fmt, ap);
+  va_end(ap);
+  char peer[64] = "?";
+  if (s->lower != NULL) {
+    braid_addr_t a;
+    if (braid_transport_peer_addr(s->lower, &a) == 0)
+      braid_addr_format(&a, peer, sizeof peer);
+  }
+  braid_reactor_log(s->t.reactor, s->server ? BRAID_LOG_INFO : BRAID_LOG_WARN,
+                    "tls", "%s with %s: %s",
+                    s->handshaken ? "connection" : "handshake", peer, s->err);
+  s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+  braid__tls_free_pending(s);
+  if (s->lower != NULL) {
+    /* The alert (if any) is best effort: close flushes it first. */
+    braid__tls_flush(s);
+    if (braid_transport_close(s->lower) < 0)
+      braid_transport_abort(s->lower);
+  }
+}
+
+/* Turn an SSL_get_error result into a failure with a reason naming the
+ * problem (the certificate check's own text when that is what failed). */
+static void braid__tls_ssl_fail(braid__tls *s, int ret) {
+  int e = SSL_get_error(s->ssl, ret);
+  long v = SSL_get_verify_result(s->ssl);
+  if (v != X509_V_OK) {
+    ERR_clear_error();
+    braid__tls_fail(s, BRAID_EPROTO,
+                    "certificate verify failed: %s (X509 error %ld)",
+                    X509_verify_cert_error_string(v), v);
+    return;
+  }
+  char e2[BRAID__TLS_ERR_MAX - 32];
+  if (e == SSL_ERROR_SSL) {
+    braid__tls_errtext(e2, sizeof e2);
+    braid__tls_fail(s, BRAID_EPROTO, "TLS error: %s", e2);
+  } else {
+    ERR_clear_error();
+    braid__tls_fail(s, BRAID_EPROTO, "TLS error (SSL_get_error %d)", e);
+  }
+}
+
+static void braid__tls_kick_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  braid__tls_process(arg);
+}
+
+static void braid__tls_schedule(braid__tls *s) {
+  if (s->lost || braid_timer_active(&s->kick))
+    return;
+  if (braid_timer_start(s->t.reactor, &s->kick, 0, braid__tls_kick_cb, s) < 0)
+    braid__tls_fail(s, BRAID_ENOMEM, "cannot schedule TLS processing");
+}
+
+/* Encrypt plaintext now that the handshake is done. */
+static int braid__tls_encrypt(braid__tls *s, const void *data, size_t len) {
+  /* One record at a time, each flushed to the lower transport at once: the
+   * write BIO never holds more than a record, so a large write does not
+   * leave a large buffer behind on the connection. */
+  size_t done = 0;
+  while (done < len) {
+    size_t n = 0, want = len - done;
+    if (want > 16384)
+      want = 16384;
+    int ret = SSL_write_ex(s->ssl, (const char *)data + done, want, &n);
+    if (ret != 1) {
+      braid__tls_ssl_fail(s, ret);
+      return BRAID_EPROTO;
+    }
+    done += n;
+    if (braid__tls_flush(s) < 0) {
+      braid__tls_fail(s, BRAID_ENOMEM, "cannot queue encrypted data");
+      return BRAID_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Send the close_notify once, then act on the lower transport. */
+static void braid__tls_send_shutdown(braid__tls *s) {
+  if (s->sent_shutdown || !s->handshaken)
+    return;
+  s->sent_shutdown = 1;
+  int ret = SSL_shutdown(s->ssl);
+  if (ret < 0)
+    ERR_clear_error(); /* a peer that already went away */
+  braid__tls_flush(s);
+}
+
+/* The handshake completed: the user's protocol exists from now on (server
+ * wrap) and learns about the connection. */
+static void braid__tls_handshake_done(braid__tls *s) {
+  s->handshaken = 1;
+  const unsigned char *a = NULL;
+  unsigned alen = 0;
+  SSL_get0_alpn_selected(s->ssl, &a, &alen);
+  if (alen > 0) {
+    s->alpn = braid_malloc(alen + 1);
+    if (s->alpn != NULL) {
+      memcpy(s->alpn, a, alen);
+      s->alpn[alen] = '\0';
+    }
+  }
+  if (s->inner != NULL) {
+    braid_protocol_t *p = s->inner->build(s->inner, &s->peer);
+    s->inner = NULL;
+    if (p == NULL) {
+      s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+      s->failed = 1;
+      braid_transport_abort(s->lower); /* refused, as a plain listener does */
+      return;
+    }
+    s->t.proto = p;
+  }
+  braid_protocol_t *p = s->t.proto;
+  /* Plaintext written before the handshake goes first. */
+  braid__tls_chunk *c = s->head;
+  s->head = s->tail = NULL;
+  s->pending = 0;
+  int rc = 0;
+  while (c != NULL) {
+    braid__tls_chunk *next = c->next;
+    if (rc == 0)
+      rc = braid__tls_encrypt(s, c->data, c->len);
+    braid_free(c);
+    c = next;
+  }
+  if (rc < 0)
+    return;
+  s->made = 1;
+  p->transport = &s->t;
+  /* What the protocol asked for before this point; from connection_made on,
+   * close and shutdown_write act at once (braid__tls_close). */
+  unsigned before = s->t.state;
+  /* A client that closed before the handshake completed has its writes
+   * sent, but is not told the connection was made. */
+  if (p->ops->connection_made != NULL && !(before & BRAID__T_CLOSING))
+    p->ops->connection_made(p, &s->t);
+  if (s->lost || (s->t.state & BRAID__T_DEAD))
+    return;
+  /* A producer paused by plaintext queued during the handshake is resumed
+   * here if that plaintext, now ciphertext, sits below the low mark (the
+   * lower transport only reports drains from above it). */
+  braid__tls_sync_queued(s);
+  braid__transport_drained(&s->t);
+  /* A close asked for before the handshake can go ahead now. */
+  if (before & BRAID__T_CLOSING) {
+    braid__tls_send_shutdown(s);
+    braid_transport_close(s->lower);
+  } else if (before & BRAID__T_WR_SHUT) {
+    braid__tls_send_shutdown(s);
+    braid_transport_shutdown_write(s->lower);
+  }
+}
+
+static int braid__tls_may_read(const braid__tls *s) {
+  return !s->lost && !s->failed &&
+         !(s->t.state &
+           (BRAID__T_READ_PAUSED | BRAID__T_CLOSING | BRAID__T_DEAD));
+}
+
+/* The peer's close_notify: an orderly end of its output. */
+static void braid__tls_close_notify(braid__tls *s) {
+  braid_protocol_t *p = s->t.proto;
+  s->got_close_notify = 1;
+  s->eof_delivered = 1;
+  s->t.state |= BRAID__T_EOF;
+  if (p->ops->eof_received == NULL) {
+    /* Not half-close aware: answer with ours and close, as a stream
+     * closes on EOF. */
+    if (!(s->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD))) {
+      s->t.state |= BRAID__T_CLOSING;
+      braid__tls_send_shutdown(s);
+      braid_transport_close(s->lower);
+    }
+    return;
+  }
+  p->ops->eof_received(p);
+  if ((s->t.state & BRAID__T_WR_SHUT) && !(s->t.state & BRAID__T_DEAD))
+    braid_transport_close(s->lower); /* both directions are done */
+}
+
+/* Run OpenSSL over what is buffered: the handshake, then plaintext for the
+ * protocol while it reads. */
+static void braid__tls_process(braid__tls *s) {
+  if (s->lost || s->failed || s->in_process)
+    return;
+  s->in_process = 1;
+  if (!s->handshaken) {
+    ERR_clear_error();
+    int ret = SSL_do_handshake(s->ssl);
+    if (ret == 1) {
+      if (braid__tls_flush(s) < 0) {
+        braid__tls_fail(s, BRAID_ENOMEM, "cannot queue handshake output");
+        goto out;
+      }
+      braid__tls_handshake_done(s);
+    } else {
+      int e = SSL_get_error(s->ssl, ret);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        braid__tls_ssl_fail(s, ret);
+        goto out;
+      }
+    }
+    if (braid__tls_flush(s) < 0)
+      braid__tls_fail(s, BRAID_ENOMEM, "cannot queue handshake output");
+    if (!s->handshaken)
+      goto out;
+  }
+  while (braid__tls_may_read(s) && !s->got_close_notify) {
+    /* One record's worth: SSL_read never returns more than that. */
+    unsigned char buf[16384];
+    size_t n = 0;
+    ERR_clear_error();
+    int ret = SSL_read_ex(s->ssl, buf, sizeof buf, &n);
+    /* Reading may produce output (TLS 1.3 key updates, alerts). */
+    braid__tls_flush(s);
+    if (ret == 1) {
+      braid_protocol_t *p = s->t.proto;
+      if (p->ops->data_received != NULL)
+        p->ops->data_received(p, buf, n);
+      continue;
+    }
+    int e = SSL_get_error(s->ssl, ret);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+      break;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      braid__tls_close_notify(s);
+      break;
+    }
+    braid__tls_ssl_fail(s, ret);
+    break;
+  }
+out:
+  s->in_process = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The lower transport's protocol
+ * ------------------------------------------------------------------------ */
+
+#define BRAID__TLS_LOWER(p) braid__container_of(p, braid__tls, lower_p)
+
+static int braid__tls_begin(braid__tls *s);
+
+static void braid__tls_lower_made(braid_protocol_t *p, braid_transport_t *t) {
+  braid__tls *s = BRAID__TLS_LOWER(p);
+  s->lower = t;
+  if (s->t.reactor == NULL) /* built by a factory, which has no reactor */
+    s->t.reactor = t->reactor;
+  if (s->t.state & BRAID__T_DEAD) { /* aborted while connecting */
+    braid_transport_abort(t);
+    return;
+  }
+  if (s->t.state & BRAID__T_READ_PAUSED)
+    braid_transport_pause_reading(t);
+  braid__tls_sync_limits(s);
+  int rc = braid__tls_begin(s);
+  if (rc < 0)
+    braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
+}
+
+static void braid__tls_lower_data(braid_protocol_t *p, const void *data,
+                                  size_t len) {
+  braid__tls *s = BRAID__TLS_LOWER(p);
+  if (s->lost || s->failed)
+    return;
+  /* A memory BIO grows as needed; it only fails without memory. */
+  if (len > INT_MAX || BIO_write(s->rbio, data, (int)len) != (int)len) {
+    braid__tls_fail(s, BRAID_ENOMEM, "cannot buffer received data");
+    return;
+  }
+  braid__tls_process(s);
+}
+
+static void braid__tls_lower_eof(braid_protocol_t *p) {
+  braid__tls *s = BRAID__TLS_LOWER(p);
+  if (s->lost || s->failed)
+    return;
+  /* Records still buffered come before the end. (With reading paused they
+   * stay buffered: the lower transport is paused too then, so its EOF
+   * comes after the resume.) */
+  braid__tls_process(s);
+  if (s->lost || s->failed)
+    return;
+  if (s->got_close_notify) {
+    if (s->t.state & BRAID__T_WR_SHUT)
+      braid_transport_close(s->lower);
+    return;
+  }
+  if (!s->handshaken) {
+    braid__tls_fail(s, BRAID_EPROTO,
+                    "the peer closed the connection during the handshake");
+    return;
+  }
+  if (!s->ctx->lenient_eof) {
+    braid__tls_fail(s, BRAID_EPROTO,
+                    "the peer closed the connection without close_notify "
+                    "(truncated)");
+    return;
+  }
+  /* Lenient: an ordinary EOF. */
+  braid_protocol_t *up = s->t.proto;
+  s->eof_delivered = 1;
+  s->t.state |= BRAID__T_EOF;
+  if (up->ops->eof_received == NULL) {
+    if (!(s->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD))) {
+      s->t.state |= BRAID__T_CLOSING;
+      braid_transport_close(s->lower);
+    }
+    return;
+  }
+  up->ops->eof_received(up);
+  if ((s->t.state & BRAID__T_WR_SHUT) && !(s->t.state & BRAID__T_DEAD))
+    braid_transport_close(s->lower);
+}
+
+static void braid__tls_lower_lost(braid_protocol_t *p, int reason) {
+  braid__tls *s = BRAID__TLS_LOWER(p);
+  s->lost = 1;
+  s->t.state |= BRAID__T_DEAD;
+  int r = s->failed ? s->reason : reason;
+  braid_protocol_t *up = s->t.proto;
+  /* A server whose handshake never completed has no user protocol; a
+   * client (or STARTTLS) protocol hears about the failure. */
+  if (up != NULL && s->inner == NULL && up->ops->connection_lost != NULL) {
+    if (!s->made && r == 0)
+      r = BRAID_ECONNABORTED; /* closed before the handshake completed */
+    up->ops->connection_lost(up, r);
+  }
+  braid__tls_destroy(s);
+}
+
+static void braid__tls_lower_pause(braid_protocol_t *p) {
+  (void)p; /* our own mark decides; see braid__tls_sync_limits */
+}
+
+static void braid__tls_lower_resume(braid_protocol_t *p) {
+  braid__tls *s = BRAID__TLS_LOWER(p);
+  if (s->lost)
+    return;
+  braid__tls_sync_queued(s);
+  if (s->made)
+    braid__transport_drained(&s->t);
+}
+
+static const braid_protocol_ops braid__tls_lower_ops = {
+    .connection_made = braid__tls_lower_made,
+    .data_received = braid__tls_lower_data,
+    .eof_received = braid__tls_lower_eof,
+    .connection_lost = braid__tls_lower_lost,
+    .pause_writing = braid__tls_lower_pause,
+    .resume_writing = braid__tls_lower_resume,
+};
+
+/* ------------------------------------------------------------------------
+ * The TLS transport's vtable
+ * ------------------------------------------------------------------------ */
+
+static int braid__tls_write(braid_transport_t *t, const braid_iovec_t *iov,
+                            size_t n, braid_release_cb release, void *arg) {
+  braid__tls *s = BRAID__TLS(t);
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += iov[i].len;
+  int rc = 0;
+  if (s->lost || s->failed) {
+    /* swallowed until connection_lost, as on a failed stream */
+  } else if (!s->made) {
+    braid__tls_chunk *c = braid_malloc(sizeof *c + total);
+    if (c == NULL)
+      return BRAID_ENOMEM; /* release not called: the caller keeps it */
+    c->next = NULL;
+    c->len = total;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (iov[i].len > 0)
+        memcpy(c->data + off, iov[i].base, iov[i].len);
+      off += iov[i].len;
+    }
+    if (s->tail != NULL)
+      s->tail->next = c;
+    else
+      s->head = c;
+    s->tail = c;
+    s->pending += total;
+  } else {
+    /* Small iovecs are coalesced so that a line and its delimiter make one
+     * record, not two. */
+    unsigned char buf[4096];
+    if (n > 1 && total <= sizeof buf) {
+      size_t off = 0;
+      for (size_t i = 0; i < n; i++) {
+        if (iov[i].len > 0)
+          memcpy(buf + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+      }
+      rc = braid__tls_encrypt(s, buf, total);
+    } else {
+      for (size_t i = 0; i < n && rc == 0; i++)
+        rc = braid__tls_encrypt(s, iov[i].base, iov[i].len);
+    }
+    if (rc == 0 && braid__tls_flush(s) < 0)
+      braid__tls_fail(s, BRAID_ENOMEM, "cannot queue encrypted data");
+    rc = 0; /* a failure ends the connection; the write itself is taken */
+  }
+  /* The bytes were copied or encrypted: the caller's memory is free. */
+  if (release != NULL)
+    release((void *)iov[0].base, arg);
+  braid__tls_sync_limits(s);
+  braid__tls_sync_queued(s);
+  return rc;
+}
+
+static int braid__tls_close(braid_transport_t *t, int how) {
+  braid__tls *s = BRAID__TLS(t);
+  if (s->lost || s->lower == NULL)
+    return 0;
+  switch (how) {
+  case BRAID__ABORT:
+    s->reason = BRAID_ECONNABORTED;
+    braid__tls_free_pending(s);
+    braid_transport_abort(s->lower);
+    return 0;
+  case BRAID__CLOSE:
+    if (s->failed)
+      return 0;
+    if (!s->made) {
+      /* Before the handshake: a client or STARTTLS protocol waits for it
+       * to finish so that its queued writes go out (see handshake_done). */
+      return 0;
+    }
+    braid__tls_send_shutdown(s);
+    braid_transport_close(s->lower);
+    return 0;
+  case BRAID__SHUTDOWN_WRITE:
+    if (!s->made || s->failed)
+      return 0;
+    braid__tls_send_shutdown(s);
+    if (s->got_close_notify)
+      braid_transport_close(s->lower);
+    else
+      braid_transport_shutdown_write(s->lower);
+    return 0;
+  }
+  return BRAID_EINVAL;
+}
+
+static int braid__tls_set_reading(braid_transport_t *t, int on) {
+  braid__tls *s = BRAID__TLS(t);
+  if (s->lost || s->lower == NULL)
+    return 0;
+  if (!on)
+    return braid_transport_pause_reading(s->lower);
+  int rc = braid_transport_resume_reading(s->lower);
+  /* Records OpenSSL already holds are delivered on the next turn, so a
+   * resume inside data_received does not nest callbacks. */
+  braid__tls_schedule(s);
+  return rc;
+}
+
+static int braid__tls_addr(braid_transport_t *t, int peer, braid_addr_t *out) {
+  braid__tls *s = BRAID__TLS(t);
+  if (s->lost || s->lower == NULL)
+    return BRAID_ECLOSED;
+  return peer ? braid_transport_peer_addr(s->lower, out)
+              : braid_transport_local_addr(s->lower, out);
+}
+
+static int braid__tls_sockopt(braid_transport_t *t, int opt, int on,
+                              unsigned value) {
+  braid__tls *s = BRAID__TLS(t);
+  if (s->lost || s->lower == NULL)
+    return BRAID_ECLOSED;
+  if (opt == BRAID__T_NODELAY)
+    return braid_transport_set_nodelay(s->lower, on);
+  return braid_transport_set_keepalive(s->lower, on, value);
+}
+
+static const braid__transport_vt braid__tls_vt = {
+    .write = braid__tls_write,
+    .close = braid__tls_close,
+    .set_reading = braid__tls_set_reading,
+    .addr = braid__tls_addr,
+    .sockopt = braid__tls_sockopt,
+};
+
+/* ------------------------------------------------------------------------
+ * Creating connections
+ * ------------------------------------------------------------------------ */
+
+/* A name that parses as an IPv4 or IPv6 address. */
+static int braid__tls_is_ip(const char *name) {
+  braid_addr_t a;
+  return braid_addr_ip(&a, name, 0) == 0;
+}
+
+static braid__tls *braid__tls_new(braid_reactor_t *r, braid_tls_context_t *ctx,
+                                  braid_protocol_t *user,
+                                  const char *server_name) {
+  /* Callers check that a verifying client has a name to verify. */
+  braid__tls *s = braid_calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  s->ssl = SSL_new(ctx->ctx);
+  s->rbio = BIO_new(BIO_s_mem());
+  s->wbio = BIO_new(BIO_s_mem());
+  if (s->ssl == NULL || s->rbio == NULL || s->wbio == NULL)
+    goto fail;
+  /* An empty read BIO means "wait for more", not end of input. */
+  BIO_set_mem_eof_return(s->rbio, -1);
+  SSL_set_bio(s->ssl, s->rbio, s->wbio);
+  SSL_set_app_data(s->ssl, s);
+  s->server = ctx->role == BRAID_TLS_SERVER;
+  if (s->server) {
+    SSL_set_accept_state(s->ssl);
+  } else {
+    SSL_set_connect_state(s->ssl);
+    if (server_name != NULL && server_name[0] != '\0') {
+      int ip = braid__tls_is_ip(server_name);
+      if (!ip && SSL_set_tlsext_host_name(s->ssl, server_name) != 1)
+        goto fail;
+      if (ctx->verify) {
+        int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl),
+                                                    server_name)
+                    : SSL_set1_host(s->ssl, server_name);
+        if (ok != 1)
+          goto fail;
+      }
+      /* Resume a session we have for this name. */
+      for (braid__tls_sess *c = ctx->cache; c != NULL; c = c->next)
+        if (strcmp(c->name, server_name) == 0) {
+          if (SSL_SESSION_is_resumable(c->sess))
+            SSL_set_session(s->ssl, c->sess);
+          break;
+        }
+    }
+  }
+  s->ctx = ctx;
+  ctx->refs++;
+  braid__transport_init(&s->t, &braid__tls_vt, r, user);
+  s->lower_p.ops = &braid__tls_lower_ops;
+  s->lower_low = (size_t)-1;
+  return s;
+fail:
+  ERR_clear_error();
+  if (s->ssl != NULL) {
+    SSL_free(s->ssl);
+  } else {
+    BIO_free(s->rbio);
+    BIO_free(s->wbio);
+  }
+  /* SSL_set_bio gave the BIOs to the SSL; without it they are freed above. */
+  braid_free(s);
+  return NULL;
+}
+
+/* The lower transport is up: a client sends its ClientHello. */
+static int braid__tls_begin(braid__tls *s) {
+  s->started = 1;
+  if (!s->server)
+    braid__tls_process(s);
+  return 0;
+}
+
+int braid_tls_connect(braid_reactor_t *r, const braid_addr_t *addr,
+                      const braid_connect_options *opts,
+                      braid_tls_context_t *ctx, const char *server_name,
+                      braid_protocol_t *p) {
+  if (r == NULL || addr == NULL || ctx == NULL || p == NULL || p->ops == NULL ||
+      ctx->role != BRAID_TLS_CLIENT)
+    return BRAID_EINVAL;
+  if (ctx->verify && (server_name == NULL || server_name[0] == '\0')) {
+    braid_reactor_log(r, BRAID_LOG_ERROR, "tls",
+                      "a verifying client needs the server's name (or turn "
+                      "verification off)");
+    return BRAID_EINVAL;
+  }
+  braid__tls *s = braid__tls_new(r, ctx, p, server_name);
+  if (s == NULL)
+    return BRAID_ENOMEM;
+  p->transport = &s->t;
+  int rc = braid_connect(r, addr, opts, &s->lower_p);
+  if (rc < 0)
+    braid__tls_destroy(s);
+  return rc;
+}
+
+typedef struct braid__tls_factory {
+  braid_factory_t f;
+  braid_factory_t *inner;
+  braid_tls_context_t *ctx;
+} braid__tls_factory;
+
+static braid_protocol_t *braid__tls_build(braid_factory_t *f,
+                                          const braid_addr_t *peer) {
+  braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
+  /* The factory has no reactor; the listener's comes with the transport,
+   * so the TLS transport gets it in lower_made. */
+  braid__tls *s = braid__tls_new(NULL, tf->ctx, NULL, NULL);
+  if (s == NULL)
+    return NULL;
+  s->inner = tf->inner;
+  s->peer = *peer;
+  return &s->lower_p;
+}
+
+int braid_tls_wrap_factory(braid_factory_t *inner, braid_tls_context_t *ctx,
+                           braid_factory_t **out) {
+  if (inner == NULL || ctx == NULL || out == NULL ||
+      ctx->role != BRAID_TLS_SERVER)
+    return BRAID_EINVAL;
+  braid__tls_factory *tf = braid_calloc(1, sizeof *tf);
+  if (tf == NULL)
+    return BRAID_ENOMEM;
+  tf->f.build = braid__tls_build;
+  tf->inner = inner;
+  tf->ctx = ctx;
+  ctx->refs++;
+  *out = &tf->f;
+  return 0;
+}
+
+void braid_tls_factory_free(braid_factory_t *f) {
+  if (f == NULL || f->build != braid__tls_build)
+    return;
+  braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
+  braid__tls_ctx_unref(tf->ctx);
+  braid_free(tf);
+}
+
+int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
+                    const char *server_name, braid_protocol_t *p,
+                    braid_transport_t **out) {
+  if (lower == NULL || ctx == NULL || p == NULL || p->ops == NULL)
+    return BRAID_EINVAL;
+  if (braid_transport_closing(lower))
+    return BRAID_ECLOSED;
+  if (ctx->role == BRAID_TLS_CLIENT && ctx->verify &&
+      (server_name == NULL || server_name[0] == '\0')) {
+    braid_reactor_log(lower->reactor, BRAID_LOG_ERROR, "tls",
+                      "a verifying client needs the server's name (or turn "
+                      "verification off)");
+    return BRAID_EINVAL;
+  }
+  braid__tls *s = braid__tls_new(lower->reactor, ctx, p, server_name);
+  if (s == NULL)
+    return BRAID_ENOMEM;
+  /* From here on the lower transport talks to the TLS layer. Both stream
+   * and memory transports read t->proto at every event. */
+  lower->proto = &s->lower_p;
+  s->lower = lower;
+  p->transport = &s->t;
+  if (out != NULL)
+    *out = &s->t;
+  braid__tls_sync_limits(s);
+  braid__tls_begin(s);
+  return 0;
+}
+
+int braid_tls_feed(braid_transport_t *tls, const void *data, size_t len) {
+  braid__tls *s = braid__tls_of(tls);
+  if (s == NULL || (data == NULL && len > 0) || len > INT_MAX)
+    return BRAID_EINVAL;
+  if (s->lost || s->failed || braid_transport_closing(tls))
+    return BRAID_ECLOSED;
+  if (len == 0)
+    return 0;
+  if (BIO_write(s->rbio, data, (int)len) != (int)len)
+    return BRAID_ENOMEM;
+  braid__tls_schedule(s);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * OpenSSL callbacks
+ * ------------------------------------------------------------------------ */
+
+/* Client: a new session (TLS 1.3 tickets come after the handshake). Keep
+ * it under the server name; returning 1 keeps the reference. */
+static int braid__tls_new_session_cb(SSL *ssl, SSL_SESSION *sess) {
+  braid_tls_context_t *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == NULL) {
+    /* An IP address (no SNI): the verified name is the key then. */
+    name = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+  }
+  if (c == NULL || name == NULL)
+    return 0;
+  braid__tls_sess **pp = &c->cache;
+  for (; *pp != NULL; pp = &(*pp)->next)
+    if (strcmp((*pp)->name, name) == 0) {
+      braid__tls_sess *old = *pp;
+      SSL_SESSION_free(old->sess);
+      old->sess = sess;
+      return 1;
+    }
+  size_t nlen = strlen(name);
+  braid__tls_sess *e = braid_malloc(sizeof *e + nlen + 1);
+  if (e == NULL)
+    return 0;
+  memcpy(e->name, name, nlen + 1);
+  e->sess = sess;
+  e->next = c->cache;
+  c->cache = e;
+  if (++c->cache_n > BRAID__TLS_CACHE_MAX) {
+    /* Drop the oldest (the last). */
+    braid__tls_sess **q = &c->cache;
+    while ((*q)->next != NULL)
+      q = &(*q)->next;
+    SSL_SESSION_free((*q)->sess);
+    braid_free(*q);
+    *q = NULL;
+    c->cache_n--;
+  }
+  return 1;
+}
+
+static int braid__tls_alpn_select_cb(SSL *ssl, const unsigned char **out,
+                                     unsigned char *outlen,
+                                     const unsigned char *in,
+                                     unsigned int inlen, void *arg) {
+  (void)arg;
+  /* The context in force (SNI may have switched it). */
+  braid_tls_context_t *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  if (c == NULL || c->alpn_len == 0)
+    return SSL_TLSEXT_ERR_NOACK;
+  unsigned char *sel = NULL;
+  unsigned char sel_len = 0;
+  if (SSL_select_next_proto(&sel, &sel_len, c->alpn, (unsigned)c->alpn_len, in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK; /* no overlap: go on without ALPN */
+  *out = sel;
+  *outlen = sel_len;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static int braid__tls_sni_select_cb(SSL *ssl, int *alert, void *arg) {
+  (void)alert;
+  braid_tls_context_t *c = arg;
+  if (c->sni_cb == NULL)
+    return SSL_TLSEXT_ERR_OK;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  braid_tls_context_t *other = c->sni_cb(c->sni_arg, name);
+  if (other != NULL && other != c && other->role == BRAID_TLS_SERVER) {
+    if (SSL_set_SSL_CTX(ssl, other->ctx) == NULL)
+      return SSL_TLSEXT_ERR_ALERT_FATAL;
+    /* SSL_set_SSL_CTX swaps the certificate only: take the verification
+     * settings of the chosen context too. */
+    SSL_set_verify(ssl, SSL_CTX_get_verify_mode(other->ctx), NULL);
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Inspection
+ * ------------------------------------------------------------------------ */
+
+bool braid_transport_is_tls(const braid_transport_t *t) {
+  return braid__tls_of(t) != NULL;
+}
+
+const char *braid_tls_alpn(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL ? s->alpn : NULL;
+}
+
+const char *braid_tls_server_name(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL ? SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name)
+                   : NULL;
+}
+
+const char *braid_tls_version(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL && s->handshaken ? SSL_get_version(s->ssl) : NULL;
+}
+
+const char *braid_tls_cipher(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL && s->handshaken ? SSL_get_cipher_name(s->ssl) : NULL;
+}
+
+bool braid_tls_session_reused(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL && s->handshaken && SSL_session_reused(s->ssl) == 1;
+}
+
+const char *braid_tls_error(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL && s->err[0] != '\0' ? s->err : NULL;
+}
+
+static int braid__tls_peer(const braid_transport_t *t, X509 **out) {
+  braid__tls *s = braid__tls_of(t);
+  if (s == NULL)
+    return BRAID_EINVAL;
+  if (!s->handshaken)
+    return BRAID_ENOTCONN;
+  *out = SSL_get0_peer_certificate(s->ssl);
+  return *out != NULL ? 0 : BRAID_ENOENT;
+}
+
+static int braid__tls_name(const X509_NAME *n, char *buf, size_t len) {
+  if (buf == NULL || len == 0)
+    return BRAID_EINVAL;
+  BIO *b = BIO_new(BIO_s_mem());
+  if (b == NULL)
+    return BRAID_ENOMEM;
+  X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253);
+  char *data;
+  long dl = BIO_get_mem_data(b, &data);
+  size_t w = dl > 0 ? (size_t)dl : 0;
+  if (w >= len)
+    w = len - 1;
+  memcpy(buf, data, w);
+  buf[w] = '\0';
+  BIO_free(b);
+  return (int)w;
+}
+
+int braid_tls_peer_subject(const braid_transport_t *t, char *buf, size_t len) {
+  X509 *x;
+  int rc = braid__tls_peer(t, &x);
+  return rc < 0 ? rc : braid__tls_name(X509_get_subject_name(x), buf, len);
+}
+
+int braid_tls_peer_issuer(const braid_transport_t *t, char *buf, size_t len) {
+  X509 *x;
+  int rc = braid__tls_peer(t, &x);
+  return rc < 0 ? rc : braid__tls_name(X509_get_issuer_name(x), buf, len);
+}
+
+int braid_tls_peer_fingerprint(const braid_transport_t *t, char *buf,
+                               size_t len) {
+  X509 *x;
+  int rc = braid__tls_peer(t, &x);
+  if (rc < 0)
+    return rc;
+  if (buf == NULL || len == 0)
+    return BRAID_EINVAL;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned mdlen = 0;
+  if (X509_digest(x, EVP_sha256(), md, &mdlen) != 1)
+    return BRAID_ENOMEM;
+  char hex[EVP_MAX_MD_SIZE * 3 + 1];
+  size_t w = 0;
+  for (unsigned i = 0; i < mdlen; i++)
+    w += (size_t)snprintf(hex + w, sizeof hex - w, i ? ":%02X" : "%02X", md[i]);
+  if (w >= len)
+    w = len - 1;
+  memcpy(buf, hex, w);
+  buf[w] = '\0';
+  return (int)w;
+}
+
+void *braid_tls_peer_x509(const braid_transport_t *t) {
+  X509 *x;
+  return braid__tls_peer(t, &x) == 0 ? x : NULL;
+}
+
+void *braid_tls_native(const braid_transport_t *t) {
+  braid__tls *s = braid__tls_of(t);
+  return s != NULL ? s->ssl : NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Endpoint strings: "tls:" (and Twisted's "ssl:")
+ * ------------------------------------------------------------------------ */
+
+/* Append one part to a "tcp:" description, escaping ':' and '\'. */
+static int braid__tls_ep_append(char *out, size_t cap, size_t *len,
+                                const braid__ep_part *part) {
+  char tmp[2 * BRAID__EP_PART_MAX + 40];
+  size_t n = 0;
+  tmp[n++] = ':';
+  if (part->key[0] != '\0') {
+    size_t kl = strlen(part->key);
+    memcpy(tmp + n, part->key, kl);
+    n += kl;
+    tmp[n++] = '=';
+  }
+  for (const char *v = part->value; *v != '\0'; v++) {
+    if (*v == ':' || *v == '\\' || (part->key[0] == '\0' && *v == '='))
+      tmp[n++] = '\\';
+    tmp[n++] = *v;
+  }
+  if (*len + n + 1 > cap)
+    return BRAID_EINVAL;
+  memcpy(out + *len, tmp, n);
+  *len += n;
+  out[*len] = '\0';
+  return 0;
+}
+
+typedef struct braid__tls_ep {
+  char tcp[BRAID__EP_MAX_PARTS * (2 * BRAID__EP_PART_MAX + 40)];
+  const char *cert, *key, *ca_file, *ca_dir, *sni, *alpn;
+  braid__ep_part parts[BRAID__EP_MAX_PARTS];
+} braid__tls_ep;
+
+/* Take the TLS options out of `desc` and rebuild the rest as "tcp:...". */
+static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
+                               char *err, size_t errlen) {
+  char type[16];
+  int n = 0;
+  memset(e, 0, sizeof *e);
+  int rc = braid__ep_split(desc, type, sizeof type, e->parts, &n, err, errlen);
+  if (rc < 0)
+    return rc;
+  size_t len = 0;
+  memcpy(e->tcp, "tcp", 4);
+  len = 3;
+  for (int i = 0; i < n; i++) {
+    const char *k = e->parts[i].key, *v = e->parts[i].value;
+    if (server && strcmp(k, "certificate") == 0)
+      e->cert = v;
+    else if (server && strcmp(k, "privateKey") == 0)
+      e->key = v;
+    else if (!server && strcmp(k, "caFile") == 0)
+      e->ca_file = v;
+    else if (!server && strcmp(k, "caCertsDir") == 0)
+      e->ca_dir = v;
+    else if (!server && strcmp(k, "sni") == 0)
+      e->sni = v;
+    else if (strcmp(k, "alpn") == 0)
+      e->alpn = v;
+    else if (braid__tls_ep_append(e->tcp, sizeof e->tcp, &len, &e->parts[i]) <
+             0)
+      goto toolong;
+  }
+  if (server && e->cert == NULL) {
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen, "missing certificate in '%s'", desc);
+    return BRAID_EINVAL;
+  }
+  if (server && e->key == NULL)
+    e->key = e->cert; /* as Twisted: the key may sit in the certificate file */
+  return 0;
+toolong:
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "description too long: '%s'", desc);
+  return BRAID_EINVAL;
+}
+
+/* "h2,http/1.1" -> the context's ALPN list. */
+static int braid__tls_ep_alpn(braid_tls_context_t *ctx, const char *list) {
+  char buf[BRAID__EP_PART_MAX];
+  const char *names[16];
+  size_t n = 0;
+  snprintf(buf, sizeof buf, "%s", list);
+  for (char *tok = strtok(buf, ","); tok != NULL && n < 16;
+       tok = strtok(NULL, ","))
+    names[n++] = tok;
+  return braid_tls_context_set_alpn(ctx, names, n);
+}
+
+/* The wrapping factory of a "tls:" listener lives until the reactor is
+ * destroyed: a listener has no close hook to free it earlier. */
+typedef struct braid__tls_ep_owner {
+  braid__handle h;
+  braid_factory_t *f;
+} braid__tls_ep_owner;
+
+static void braid__tls_ep_owner_abort(braid__handle *h) {
+  braid__tls_ep_owner *o = braid__container_of(h, braid__tls_ep_owner, h);
+  braid_tls_factory_free(o->f);
+  braid_free(o);
+}
+
+static int braid__tls_ep_fail(char *err, size_t errlen, int rc,
+                              const char *what, const char *desc) {
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s in '%s' (see the tls log)", what, desc);
+  return rc;
+}
+
+int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
+                               braid_factory_t *f, braid_listener_t **out,
+                               char *err, size_t errlen) {
+  braid__tls_ep *e = braid_malloc(sizeof *e);
+  if (e == NULL)
+    return BRAID_ENOMEM;
+  braid_tls_context_t *ctx = NULL;
+  braid_factory_t *tf = NULL;
+  braid__tls_ep_owner *o = NULL;
+  int rc = braid__tls_ep_parse(e, desc, true, err, errlen);
+  if (rc < 0)
+    goto out;
+  rc = braid_tls_context_create(&ctx, BRAID_TLS_SERVER);
+  if (rc < 0)
+    goto out;
+  rc = braid_tls_context_use_certificate_file(ctx, e->cert, e->key);
+  if (rc < 0) {
+    braid__tls_ep_fail(err, errlen, rc, "cannot load certificate/key", desc);
+    goto out;
+  }
+  if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0) {
+    braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
+    goto out;
+  }
+  rc = braid_tls_wrap_factory(f, ctx, &tf);
+  if (rc < 0)
+    goto out;
+  o = braid_calloc(1, sizeof *o);
+  if (o == NULL) {
+    rc = BRAID_ENOMEM;
+    goto out;
+  }
+  rc = braid_endpoint_listen(r, e->tcp, tf, out, err, errlen);
+  if (rc < 0)
+    goto out;
+  o->f = tf;
+  braid__handle_add(r, &o->h, braid__tls_ep_owner_abort);
+  o = NULL;
+  tf = NULL;
+out:
+  braid_free(o);
+  braid_tls_factory_free(tf);
+  braid_tls_context_free(ctx); /* the factory holds its own reference */
+  braid_free(e);
+  return rc;
+}
+
+int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
+                                braid_protocol_t *p, char *err, size_t errlen) {
+  if (p == NULL || p->ops == NULL)
+    return BRAID_EINVAL;
+  braid__tls_ep *e = braid_malloc(sizeof *e);
+  if (e == NULL)
+    return BRAID_ENOMEM;
+  braid_tls_context_t *ctx = NULL;
+  braid__tls *s = NULL;
+  braid_endpoint_t ep;
+  int rc = braid__tls_ep_parse(e, desc, false, err, errlen);
+  if (rc < 0)
+    goto out;
+  rc = braid_endpoint_parse(&ep, e->tcp, false, err, errlen);
+  if (rc < 0)
+    goto out;
+  rc = braid_tls_context_create(&ctx, BRAID_TLS_CLIENT);
+  if (rc < 0)
+    goto out;
+  if ((e->ca_file != NULL || e->ca_dir != NULL) &&
+      (rc = braid_tls_context_load_ca(ctx, e->ca_file, e->ca_dir)) < 0) {
+    braid__tls_ep_fail(err, errlen, rc, "cannot load CA certificates", desc);
+    goto out;
+  }
+  if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0) {
+    braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
+    goto out;
+  }
+  s = braid__tls_new(r, ctx, p, e->sni != NULL ? e->sni : ep.host);
+  if (s == NULL) {
+    rc = BRAID_ENOMEM;
+    goto out;
+  }
+  p->transport = &s->t;
+  rc = braid_endpoint_connect(r, e->tcp, &s->lower_p, err, errlen);
+  if (rc < 0) {
+    braid__tls_destroy(s);
+    goto out;
+  }
+out:
+  braid_tls_context_free(ctx); /* the connection holds its own reference */
+  braid_free(e);
+  return rc;
+}
