@@ -21,6 +21,7 @@
 
 #include "braid/braid.h"
 #include "braid/glib.h"
+#include "braid/http.h"
 
 /* Timers must fire within 5 ms of their deadline. One sample can be late
  * for reasons no loop controls (the test machine runs other suites in
@@ -207,6 +208,112 @@ static void t_echo_server_in_glib_loop(void **state) {
   g_main_loop_unref(e.loop);
   g_main_context_unref(ctx);
   assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * `braid web`'s static file server inside a GMainLoop, fetched with curl
+ * ------------------------------------------------------------------------ */
+
+typedef struct web_test {
+  GMainLoop *loop;
+  char url[128];
+  char out[256];
+  int curl_rc;
+} web_test;
+
+/* curl runs from a thread of the test (system() waits for it), so the
+ * GLib loop keeps turning on the main thread meanwhile. */
+static void *web_client(void *arg) {
+  web_test *w = arg;
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "curl -s -f --max-time 20 -o '%s' '%s'", w->out,
+           w->url);
+  w->curl_rc = system(cmd);
+  g_main_loop_quit(w->loop);
+  return NULL;
+}
+
+static void t_braid_web_in_glib_loop(void **state) {
+  (void)state;
+  if (system("command -v curl >/dev/null 2>&1") != 0) {
+    print_message("curl not installed: skipped\n");
+    skip();
+  }
+  braid_reactor_t *r = new_reactor();
+  GSource *src = source_or_skip(r);
+  /* A folder with one file of 300 kB, more than one socket buffer. */
+  char dir[] = "/tmp/braid-glib-web-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char file[300], back[300];
+  snprintf(file, sizeof file, "%s/data.bin", dir);
+  enum { SIZE = 300 * 1000 };
+  unsigned char *data = malloc(SIZE);
+  assert_non_null(data);
+  for (size_t i = 0; i < SIZE; i++)
+    data[i] = (unsigned char)(i * 131u + (i >> 10));
+  FILE *f = fopen(file, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, SIZE, f), SIZE);
+  fclose(f);
+
+  braid_http_static_t *st = NULL;
+  assert_int_equal(braid_http_static_create(dir, NULL, &st), 0);
+  braid_http_server_options so = {0};
+  so.no_access_log = true;
+  braid_http_server_t *srv = NULL;
+  assert_int_equal(braid_http_server_create(r, &so, &srv), 0);
+  assert_int_equal(
+      braid_http_route(srv, NULL, "/", braid_http_static_handler, st), 0);
+  char err[128];
+  assert_int_equal(braid_http_server_listen(
+                       srv, "tcp:port=0:interface=127.0.0.1", err, sizeof err),
+                   0);
+  braid_addr_t a;
+  assert_int_equal(braid_http_server_addr(srv, &a), 0);
+
+  GMainContext *ctx = g_main_context_new();
+  web_test w;
+  memset(&w, 0, sizeof w);
+  w.loop = g_main_loop_new(ctx, FALSE);
+  snprintf(w.url, sizeof w.url, "http://127.0.0.1:%u/data.bin",
+           (unsigned)braid_addr_port(&a));
+  snprintf(w.out, sizeof w.out, "%s/fetched", dir);
+  g_source_attach(src, ctx);
+  GSource *wd = g_timeout_source_new_seconds(30);
+  g_source_set_callback(wd, watchdog, NULL, NULL);
+  g_source_attach(wd, ctx);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, web_client, &w), 0);
+  g_main_loop_run(w.loop);
+  pthread_join(th, NULL);
+  assert_int_equal(w.curl_rc, 0);
+
+  /* Byte for byte what the file holds. */
+  f = fopen(w.out, "rb");
+  assert_non_null(f);
+  unsigned char *got = malloc(SIZE + 1);
+  assert_non_null(got);
+  size_t n = fread(got, 1, SIZE + 1, f);
+  fclose(f);
+  assert_int_equal(n, SIZE);
+  assert_memory_equal(got, data, SIZE);
+  print_message("braid web in a GLib loop: curl fetched %zu bytes\n", n);
+  free(got);
+  free(data);
+
+  braid_http_server_destroy(srv);
+  braid_http_static_destroy(st);
+  g_source_destroy(wd);
+  g_source_unref(wd);
+  g_source_destroy(src);
+  g_source_unref(src);
+  g_main_loop_unref(w.loop);
+  g_main_context_unref(ctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  snprintf(back, sizeof back, "%s", w.out);
+  unlink(back);
+  unlink(file);
+  rmdir(dir);
 }
 
 /* ------------------------------------------------------------------------
@@ -532,6 +639,7 @@ static void t_glib_source_from_thread_wakes_braid(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_echo_server_in_glib_loop),
+      cmocka_unit_test(t_braid_web_in_glib_loop),
       cmocka_unit_test(t_braid_timers_under_glib),
       cmocka_unit_test(t_timer_added_by_glib_callback),
       cmocka_unit_test(t_braid_hosts_glib),
