@@ -3,8 +3,8 @@
  *
  * Two modes.
  *
- * 1. Descriptor mode (epoll, kqueue). The host loop owns the thread and
- *    the blocking wait. Each host iteration:
+ * 1. Descriptor mode (epoll, kqueue, io_uring). The host loop owns the
+ *    thread and the blocking wait. Each host iteration:
  *
  *        int fd = braid_embed_fd(r);             // once; stays the same
  *        int64_t t = braid_embed_timeout(r);     // ns; 0 ready; -1 no timer
@@ -45,9 +45,9 @@ extern "C" {
  * ------------------------------------------------------------------------ */
 
 /* The poller's descriptor, which becomes readable when braid has work
- * (I/O completions, a wakeup): the epoll or kqueue descriptor. Poll it for
- * readability only, never read it, close it or add it to another epoll set
- * with EPOLLET. -1 when the poller has no such descriptor (poll(2), IOCP):
+ * (I/O completions, a wakeup): the epoll, kqueue or io_uring descriptor. Poll
+ * it for readability only, never read it, close it or add it to another epoll
+ * set with EPOLLET. -1 when the poller has no such descriptor (poll(2), IOCP):
  * use the thread-hosted mode. -1 also for a NULL reactor. */
 int braid_embed_fd(braid_reactor_t *r);
 
