@@ -42,7 +42,8 @@ static void fire(braid_timer_t *t, void *arg) {
     return;
   }
   uint64_t d = next_delay(x);
-  x->due = braid_hrtime() + d;
+  /* From a braid callback a delay counts from braid_reactor_now(). */
+  x->due = braid_reactor_now(x->r) + d;
   braid_timer_start(x->r, t, d, fire, x);
 }
 
