@@ -117,6 +117,15 @@ struct braid_reactor {
 
   /* Queued braid__async calls (guarded by tlock). */
   braid__async *async;
+
+  /* --- embedding (core/embed.c) ---
+   * Set once a braid_embed_* function was called: a host loop, not
+   * braid_reactor_run(), decides when braid runs, so scheduling work from
+   * host code must wake the host's wait (braid__embed_note). */
+  int embedded;
+  /* Thread-hosted mode and the GLib host's per-iteration hooks; NULL until
+   * used, freed by braid__embed_teardown(). */
+  struct braid__embed *embed;
 };
 
 /* core/timer.c */
@@ -138,6 +147,37 @@ void braid__reactor_wakeup_drain(braid_reactor_t *r);
 void braid__async_send(braid_reactor_t *r, braid__async *a);
 /* Take `a` off the queue if it is there; for its owner's teardown. */
 void braid__async_cancel(braid_reactor_t *r, braid__async *a);
+
+/* core/embed.c: wake the host loop of an embedded reactor (its wait on the
+ * backend descriptor) so that it asks braid for a new timeout. */
+void braid__embed_poke(braid_reactor_t *r);
+/* core/embed.c: per-iteration hooks of an adapter hosting another loop
+ * (the GLib host), called from braid__iterate() around the I/O wait. */
+int64_t braid__embed_before_wait(braid_reactor_t *r, int64_t timeout);
+void braid__embed_after_wait(braid_reactor_t *r);
+/* core/embed.c: called by braid_reactor_destroy(). */
+void braid__embed_teardown(braid_reactor_t *r);
+
+uint64_t braid__hrtime(void);
+
+/* Work was scheduled (a timer that became the earliest, a call-soon). An
+ * embedded reactor outside its own dispatch is not running, so the host
+ * may be blocked with a timeout computed before this work existed: wake
+ * it (the libuv #1651 bug). Inside braid's dispatch the loop recomputes
+ * its timeout itself. For other reactors this is one predictable branch. */
+static inline void braid__embed_note(braid_reactor_t *r) {
+  if (r->embedded && !r->running)
+    braid__embed_poke(r);
+}
+
+/* A timer is being scheduled. Outside braid's dispatch, an embedded
+ * reactor's cached "now" dates from braid's last run, which may be long
+ * ago (the host ran its own callbacks meanwhile): refresh it, so that a
+ * delay counts from the moment the host asked, not from the past. */
+static inline void braid__embed_clock(braid_reactor_t *r) {
+  if (r->embedded && !r->running && !(r->flags & BRAID_REACTOR_MANUAL_CLOCK))
+    r->now = braid__hrtime();
+}
 
 /* platform: monotonic clock. */
 uint64_t braid__hrtime(void);

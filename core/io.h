@@ -256,6 +256,11 @@ typedef struct braid__io_ops {
   void (*close)(braid__sock *s, braid__close_cb cb);
   /* The pollable descriptor behind wait(), or -1 (for embedding). */
   int (*backend_fd)(const braid_reactor_t *r);
+  /* Nonzero when the next wait() has work it will do without waiting:
+   * completions or closes queued for it, deferred ops on ready sockets,
+   * registrations not yet handed to the kernel (kqueue's changelist). An
+   * embedding host must then not block on backend_fd. */
+  int (*pending)(const braid_reactor_t *r);
 } braid__io_ops;
 
 /* The I/O implementations built into this library. */

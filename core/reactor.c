@@ -129,6 +129,7 @@ int braid_reactor_destroy(braid_reactor_t *r) {
   /* Deferreds first: cancelling them runs errbacks that may still stop
    * timers and queue calls, which are dropped just below. */
   braid__deferred_reactor_teardown(r);
+  braid__embed_teardown(r);
   braid__timers_clear(r);
   r->io->destroy(r);
   braid_free(r->soon);
@@ -196,6 +197,8 @@ int braid_call_soon(braid_reactor_t *r, braid_callback_cb cb, void *arg) {
   r->soon[tail].cb = cb;
   r->soon[tail].arg = arg;
   r->soon_len++;
+  if (r->soon_len == 1)
+    braid__embed_note(r);
   return 0;
 }
 
@@ -378,8 +381,12 @@ static int braid__iterate(braid_reactor_t *r, int block) {
       timeout = deadline > r->now ? (int64_t)(deadline - r->now) : 0;
     }
   }
+  if (r->embed != NULL)
+    timeout = braid__embed_before_wait(r, timeout);
   int rc = r->io->wait(r, timeout);
   braid_reactor_update_time(r);
+  if (r->embed != NULL)
+    braid__embed_after_wait(r);
   return rc;
 }
 

@@ -223,6 +223,8 @@ static int braid__timer_schedule(braid_reactor_t *r, braid_timer_t *t,
   r->heap[i].deadline = deadline;
   r->heap[i].timer = t;
   braid__heap_up(r->heap, i, 1);
+  if (t->state_ == 1) /* now the earliest */
+    braid__embed_note(r);
   return 0;
 }
 
@@ -235,6 +237,7 @@ int braid_timer_start(braid_reactor_t *r, braid_timer_t *t, uint64_t delay,
   t->reactor_ = r;
   t->cb_ = cb;
   t->arg_ = arg;
+  braid__embed_clock(r);
   int rc = braid__timer_schedule(r, t, braid__deadline(r, delay));
   if (rc < 0)
     t->state_ = BRAID__T_IDLE;
@@ -273,12 +276,16 @@ static void braid__timer_move(braid_timer_t *t, uint64_t deadline) {
     braid__heap_up(r->heap, i, 1);
   else
     braid__heap_down(r->heap, r->heap_len, i);
+  /* Earlier and now first: the host may be waiting for the old deadline. */
+  if (deadline < old && t->state_ == 1)
+    braid__embed_note(r);
 }
 
 int braid_timer_reset(braid_timer_t *t, uint64_t delay) {
   int rc = braid__timer_check(t);
   if (rc < 0)
     return rc;
+  braid__embed_clock(t->reactor_);
   braid__timer_move(t, braid__deadline(t->reactor_, delay));
   return 0;
 }

@@ -6,6 +6,7 @@
 #include "braid/basic.h"
 #include "braid/endpoint.h"
 #include "braid/deferred.h"
+#include "braid/embed.h"
 #include "braid/error.h"
 #include "braid/failure.h"
 #include "braid/http.h"

@@ -121,10 +121,34 @@ static int braid__kq_queue(braid__kq *k, const struct kevent *kev) {
   return 0;
 }
 
+/* A watch of a borrowed descriptor (BRAID__F_LEVEL): both filters without
+ * EV_CLEAR, so they stay level-triggered, enabled as WANT_* says. Queued
+ * like every registration. */
+static int braid__kq_level(braid__kq *k, braid__sock *s, unsigned add) {
+  struct kevent kev[2];
+  unsigned r = (s->events_ & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
+  unsigned w = (s->events_ & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
+  EV_SET(&kev[0], (uintptr_t)s->fd, EVFILT_WRITE, add | w, 0, 0,
+         BRAID__KQ_UDATA(s));
+  EV_SET(&kev[1], (uintptr_t)s->fd, EVFILT_READ, add | r, 0, 0,
+         BRAID__KQ_UDATA(s));
+  for (int i = 0; i < 2; i++) {
+    int rc = braid__kq_queue(k, &kev[i]);
+    if (rc < 0) {
+      if (i > 0)
+        k->nchanges--;
+      return rc;
+    }
+  }
+  return 0;
+}
+
 static int braid__kq_add(braid__engine *e, braid__sock *s) {
   braid__kq *k = e->pstate;
   struct kevent kev[2];
   int n = 0;
+  if (s->flags_ & BRAID__F_LEVEL)
+    return braid__kq_level(k, s, EV_ADD);
   /* The wakeup pipe's read end is never written to; on FreeBSD,
    * EVFILT_WRITE on it would watch the other end. */
   if (!(s->flags_ & BRAID__F_WAKE))
@@ -153,9 +177,11 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
 }
 
 static void braid__kq_update(braid__engine *e, braid__sock *s) {
-  /* Never called: this poller is edge-triggered (BRAID__POLL_EDGE). */
-  (void)e;
-  (void)s;
+  /* Only level watches (BRAID__F_LEVEL) get here: sockets are registered
+   * once with EV_CLEAR (BRAID__POLL_EDGE). An allocation failure leaves
+   * the old interest in place: the owner polls again next iteration. */
+  if (s->flags_ & BRAID__F_LEVEL)
+    (void)braid__kq_level(e->pstate, s, 0);
 }
 
 static void braid__kq_del(braid__engine *e, braid__sock *s) {
@@ -171,7 +197,9 @@ static void braid__kq_del(braid__engine *e, braid__sock *s) {
     k->changes[j++] = k->changes[i];
   }
   k->nchanges = j;
-  if (queued)
+  /* fd -1: a watch whose descriptor was closed (and maybe reused) under
+   * it; the kernel dropped its knotes at close. */
+  if (queued || s->fd < 0)
     return;
   /* "Calling close() on a file descriptor will remove any kevents that
    * reference the descriptor", so on the BSDs this is belt and braces;
@@ -310,6 +338,10 @@ static int braid__kq_fd(const braid__engine *e) {
   return ((const braid__kq *)e->pstate)->kq;
 }
 
+static int braid__kq_pending(const braid__engine *e) {
+  return ((const braid__kq *)e->pstate)->nchanges > 0;
+}
+
 #if BRAID__KQ_USER
 static void braid__kq_wake(braid__engine *e) {
   /* Called from any thread. kevent() on one kqueue from several threads
@@ -346,6 +378,9 @@ const braid__poller braid__poller_kqueue = {
      * embedding API must flush them (a wait with timeout 0) before the
      * host blocks on it, as libuv's uv_backend_fd() users must. */
     .fd = braid__kq_fd,
+    /* Registrations still in the changelist: an embedding host must let
+     * braid run (braid_embed_timeout() says 0) before it blocks on fd. */
+    .pending = braid__kq_pending,
 #if BRAID__KQ_USER
     /* NOTE_TRIGGER on the EVFILT_USER event, from any thread. */
     .wake = braid__kq_wake,

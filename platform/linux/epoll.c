@@ -44,10 +44,27 @@ static void braid__epoll_destroy(braid__engine *e) {
   e->pstate = NULL;
 }
 
+/* A watch of a borrowed descriptor (BRAID__F_LEVEL) is level-triggered
+ * for its WANT_* bits, since nobody tells the engine when its owner has
+ * drained it; everything else is edge-triggered for both directions. */
+static uint32_t braid__epoll_mask(const braid__sock *s) {
+  /* The wakeup eventfd is only ever read. Watching it for EPOLLOUT too
+   * would queue a spurious event after every drain, since reading an
+   * eventfd makes it writable again, a new edge: one extra trip through
+   * epoll_wait per wakeup, and an embedding host would see braid's
+   * descriptor readable right after braid ran. */
+  if (s->flags_ & BRAID__F_WAKE)
+    return EPOLLIN | EPOLLET;
+  if (!(s->flags_ & BRAID__F_LEVEL))
+    return EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  return ((s->events_ & BRAID__S_WANT_READ) ? (uint32_t)EPOLLIN : 0u) |
+         ((s->events_ & BRAID__S_WANT_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+}
+
 static int braid__epoll_add(braid__engine *e, braid__sock *s) {
   braid__epoll *ep = e->pstate;
   struct epoll_event ev;
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = braid__epoll_mask(s);
   ev.data.ptr = s;
   if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0)
     return braid__translate_sys_error(errno);
@@ -55,9 +72,13 @@ static int braid__epoll_add(braid__engine *e, braid__sock *s) {
 }
 
 static void braid__epoll_update(braid__engine *e, braid__sock *s) {
-  /* Never called: this poller is edge-triggered (BRAID__POLL_EDGE). */
-  (void)e;
-  (void)s;
+  /* Only level watches (BRAID__F_LEVEL) get here: sockets are
+   * edge-triggered (BRAID__POLL_EDGE) and never change interest. */
+  braid__epoll *ep = e->pstate;
+  struct epoll_event ev;
+  ev.events = braid__epoll_mask(s);
+  ev.data.ptr = s;
+  epoll_ctl(ep->epfd, EPOLL_CTL_MOD, s->fd, &ev);
 }
 
 static void braid__epoll_del(braid__engine *e, braid__sock *s) {
@@ -66,7 +87,8 @@ static void braid__epoll_del(braid__engine *e, braid__sock *s) {
    * descriptor that was dup()ed stays in the interest list after close(),
    * so remove it explicitly rather than rely on close. */
   struct epoll_event ev = {0};
-  epoll_ctl(ep->epfd, EPOLL_CTL_DEL, s->fd, &ev);
+  if (s->fd >= 0) /* -1: a watch whose descriptor was closed under it */
+    epoll_ctl(ep->epfd, EPOLL_CTL_DEL, s->fd, &ev);
 }
 
 static int braid__epoll_wait(braid__engine *e, int64_t timeout_ns) {

@@ -1024,6 +1024,23 @@ static int braid__uring_backend_fd(const braid_reactor_t *r) {
   return ((const braid__uring *)r->io_state)->fd;
 }
 
+/* For embedding hosts (core/io.h): what makes wait() not block, plus SQEs
+ * queued but not yet handed to the kernel, which the ring descriptor
+ * cannot announce, and task work the kernel runs only on the next enter
+ * (IORING_SQ_TASKRUN). */
+static int braid__uring_pending(const braid_reactor_t *r) {
+  braid__uring *u = r->io_state;
+  if (u->closing != NULL || u->close_wait != NULL || u->cancelled != NULL)
+    return 1;
+  if (u->sq_local != atomic_load_explicit(u->sq_head, memory_order_acquire))
+    return 1;
+  if (atomic_load_explicit(u->sq_flags, memory_order_relaxed) &
+      IORING_SQ_TASKRUN)
+    return 1;
+  return atomic_load_explicit(u->cq_tail, memory_order_acquire) !=
+         atomic_load_explicit(u->cq_head, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------------------
  * wait
  * ------------------------------------------------------------------------ */
@@ -1342,4 +1359,5 @@ const braid__io_ops braid__uring_io = {
     .cancel = braid__uring_cancel,
     .close = braid__uring_close,
     .backend_fd = braid__uring_backend_fd,
+    .pending = braid__uring_pending,
 };

@@ -18,12 +18,14 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "platform/posix/engine.h"
 #include "platform/posix/sock.h"
+#include "platform/posix/watch.h"
 
 #if BRAID_HAVE_EVENTFD
 #include <sys/eventfd.h>
@@ -678,6 +680,22 @@ void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
     braid__wake_drain(e);
     return;
   }
+  if (s->flags_ & BRAID__F_WATCH) {
+    braid__posix_watch *w = braid__container_of(s, braid__posix_watch, sock_);
+    unsigned got = 0;
+    if (ev & BRAID__EV_READ)
+      got |= BRAID__WATCH_READ;
+    if (ev & BRAID__EV_WRITE)
+      got |= BRAID__WATCH_WRITE;
+    if (ev & BRAID__EV_ERROR)
+      got |= BRAID__WATCH_ERROR;
+    if (ev & BRAID__EV_HUP)
+      got |= BRAID__WATCH_HUP;
+    e->r->depth++;
+    w->cb_(w, got);
+    e->r->depth--;
+    return;
+  }
   if (ev & (BRAID__EV_READ | BRAID__EV_ERROR | BRAID__EV_HUP))
     s->events_ |= BRAID__S_READABLE;
   if (ev & (BRAID__EV_HUP | BRAID__EV_ERROR))
@@ -811,7 +829,8 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   s->flags_ |= BRAID__F_CLOSING;
   s->close_cb = cb;
   e->poller->del(e, s);
-  close(s->fd);
+  if (!(s->flags_ & BRAID__F_WATCH)) /* a watch's descriptor is borrowed */
+    close(s->fd);
   s->fd = -1;
   /* Pending ops complete with BRAID_ECANCELED before the close callback;
    * they keep their active_io count until then. */
@@ -857,6 +876,95 @@ static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
   return braid__sig_count(signo);
 }
 
+static int braid__posix_pending(const braid_reactor_t *r) {
+  const braid__engine *e = r->io_state;
+  if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
+    return 1;
+  return e->poller->pending != NULL && e->poller->pending(e);
+}
+
+/* ------------------------------------------------------------------------
+ * Watching borrowed descriptors (watch.h)
+ * ------------------------------------------------------------------------ */
+
+static unsigned braid__watch_want(unsigned events) {
+  return ((events & BRAID__WATCH_READ) ? BRAID__S_WANT_READ : 0) |
+         ((events & BRAID__WATCH_WRITE) ? BRAID__S_WANT_WRITE : 0);
+}
+
+int braid__posix_watch_supported(const braid_reactor_t *r) {
+  return r != NULL && r->io == &braid__posix_io;
+}
+
+int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
+                             unsigned events, braid__posix_watch_cb cb) {
+  if (r == NULL || w == NULL || fd < 0 || cb == NULL)
+    return BRAID_EINVAL;
+  if (r->io != &braid__posix_io)
+    return BRAID_ENOTSUP;
+  braid__engine *e = braid__eng(r);
+  braid__sock *s = &w->sock_;
+  memset(s, 0, sizeof *s);
+  s->fd = fd;
+  s->reactor = r;
+  s->pidx_ = -1;
+  /* Level-triggered for the interest set: the owner (GLib) may leave the
+   * descriptor ready across iterations and expects to hear so again, and
+   * the engine may not probe a descriptor it does not own to find out. */
+  s->flags_ = BRAID__F_WATCH | BRAID__F_LEVEL;
+  s->events_ = braid__watch_want(events);
+  w->cb_ = cb;
+  w->stopped_ = NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0)
+    return braid__translate_sys_error(errno);
+  w->dev_ = (unsigned long long)st.st_dev;
+  w->ino_ = (unsigned long long)st.st_ino;
+  int rc = e->poller->add(e, s);
+  if (rc < 0)
+    s->fd = -1;
+  return rc;
+}
+
+void braid__posix_watch_set(braid__posix_watch *w, unsigned events) {
+  braid__sock *s = &w->sock_;
+  if (s->flags_ & BRAID__F_CLOSING)
+    return;
+  unsigned want = braid__watch_want(events);
+  unsigned have = s->events_ & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
+  if (want == have)
+    return;
+  s->events_ =
+      (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
+  braid__engine *e = braid__eng(s->reactor);
+  e->poller->update(e, s);
+}
+
+static void braid__watch_closed(braid__sock *s) {
+  braid__posix_watch *w = braid__container_of(s, braid__posix_watch, sock_);
+  if (w->stopped_ != NULL)
+    w->stopped_(w);
+}
+
+void braid__posix_watch_stop(braid__posix_watch *w,
+                             braid__posix_watch_stopped_cb stopped) {
+  if (w->sock_.flags_ & BRAID__F_CLOSING)
+    return;
+  w->stopped_ = stopped;
+  /* The owner closed the descriptor already and the number now names
+   * another file (maybe a socket of braid's own): the kernel dropped the
+   * watch's registration at close, and a removal by number would remove
+   * the new file's. The poller then only forgets its bookkeeping (fd -1:
+   * poll's slot, kqueue's queued changes). */
+  struct stat st;
+  if (fstat(w->sock_.fd, &st) < 0 || (unsigned long long)st.st_dev != w->dev_ ||
+      (unsigned long long)st.st_ino != w->ino_)
+    w->sock_.fd = -1;
+  /* The socket close path, which skips close(2) for a watch: the record
+   * stays valid until the end of the wait that may still name it. */
+  braid__posix_close(&w->sock_, braid__watch_closed);
+}
+
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
@@ -883,4 +991,5 @@ const braid__io_ops braid__posix_io = {
     .cancel = braid__posix_cancel,
     .close = braid__posix_close,
     .backend_fd = braid__posix_backend_fd,
+    .pending = braid__posix_pending,
 };

@@ -32,6 +32,13 @@
                                      full, so readiness is cleared without
                                      an extra EAGAIN syscall */
 
+/* braid__sock.flags_ of a braid__posix_watch (watch.h): a borrowed
+ * descriptor, reported to its callback, never closed by the engine; and
+ * watched with level-triggered interest (WANT_* bits), even on edge
+ * pollers. */
+#define BRAID__F_WATCH 0x40u
+#define BRAID__F_LEVEL 0x80u
+
 /* Poller capabilities. */
 #define BRAID__POLL_EDGE 0x1u /* interest is registered once; edges report
                                  every new readiness (epoll EPOLLET, kqueue
@@ -50,9 +57,12 @@ typedef struct braid__poller {
   /* Close the kernel object and free e->pstate. */
   void (*destroy)(braid__engine *e);
   /* Start watching s->fd. Edge pollers watch both directions; level
-   * pollers watch what s->events_ WANT_* bits say. */
+   * pollers watch what s->events_ WANT_* bits say. A socket flagged
+   * BRAID__F_LEVEL is watched level-triggered for its WANT_* bits on
+   * every poller, and update() is called for it on edge pollers too. */
   int (*add)(braid__engine *e, braid__sock *s);
-  /* Level pollers only: WANT_* bits changed. May be batched until wait. */
+  /* Level pollers, and BRAID__F_LEVEL sockets on any poller: WANT_* bits
+   * changed. May be batched until wait. */
   void (*update)(braid__engine *e, braid__sock *s);
   /* Stop watching s->fd; called before the descriptor is closed. */
   void (*del)(braid__engine *e, braid__sock *s);
@@ -67,6 +77,10 @@ typedef struct braid__poller {
    * e->poller_wakes, so a poller can fall back at run time. Otherwise the
    * engine wakes the poller through an eventfd or a pipe it registers. */
   void (*wake)(braid__engine *e);
+  /* Optional (NULL: never): nonzero when registrations are queued that the
+   * kernel object does not hold yet, so a host polling fd() would miss
+   * their events until the next wait(). */
+  int (*pending)(const braid__engine *e);
 } braid__poller;
 
 struct braid__engine {
