@@ -1,8 +1,8 @@
-#!/bin/sh
+#!/bin/bash
 # https hello (keep-alive): braid web --tls-cert vs nginx (one process, TLS),
 # same certificate, same run, interleaved; wrk -t1 -c50. Server on CPU 0,
 # wrk on CPU 1. A benchmark, never a test.
-#   sh bench/https_hello.sh [SECONDS] [ROUNDS]       (defaults: 5, 3)
+#   bash bench/https_hello.sh [SECONDS] [ROUNDS]       (defaults: 5, 3)
 set -eu
 cd "$(dirname "$0")/.."
 SECS=${1:-5}; ROUNDS=${2:-3}

@@ -240,7 +240,7 @@ def bench_http(secs):
     tmp = os.path.join(ROOT, "bench", "out", "www")
     os.makedirs(tmp, exist_ok=True)
     open(os.path.join(tmp, "hello.txt"), "w").write("Hello, world!")  # 13 bytes
-    peers = [("braid", [braid, "web", "--path", tmp, "--listen", "tcp:port=PORT:interface=127.0.0.1"])]
+    peers = [("braid", [braid, "web", "--no-log", "--path", tmp, "--listen", "tcp:port=PORT:interface=127.0.0.1"])]
     if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
         conf = os.path.join(tmp, "..", "nginx.conf")
         pre = os.path.abspath(os.path.join(tmp, ".."))
