@@ -143,6 +143,9 @@ struct braid__sock {
   braid__op *wq_;    /* platform's: pending writes/connects */
   braid__op *wq_tail_;
   braid__sock *next_closing_; /* platform's: close list / ready list */
+  braid__sock **pprev_;       /* platform's: the link that points at this
+                                 socket on a list it must leave in O(1)
+                                 (the POSIX engine's ready list) */
   int pidx_;         /* platform's: poller slot */
   int err_;          /* platform's: the socket error a poller reported
                         with a hang-up (kqueue's fflags on EV_EOF) */

@@ -542,6 +542,23 @@ static void braid__enqueue(braid__sock *s, braid__op *op) {
   s->reactor->active_io++;
 }
 
+/* The ready list: push at the head, leave from anywhere in O(1). */
+static void braid__ready_push(braid__sock **head, braid__sock *s) {
+  s->next_closing_ = *head;
+  if (*head != NULL)
+    (*head)->pprev_ = &s->next_closing_;
+  *head = s;
+  s->pprev_ = head;
+}
+
+static void braid__ready_unlink(braid__sock *s) {
+  *s->pprev_ = s->next_closing_;
+  if (s->next_closing_ != NULL)
+    s->next_closing_->pprev_ = s->pprev_;
+  s->next_closing_ = NULL;
+  s->pprev_ = NULL;
+}
+
 static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
   braid__engine *e = braid__eng(s->reactor);
   op->sock = s;
@@ -573,8 +590,7 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
       /* Ready now, and an edge poller will not say so again: retry it
        * from the next wait(). */
       s->flags_ |= BRAID__F_ON_READY;
-      s->next_closing_ = e->ready;
-      e->ready = s;
+      braid__ready_push(&e->ready, s);
     }
     braid__interest(e, s);
     return BRAID__PENDING;
@@ -723,6 +739,8 @@ static void braid__engine_finish(braid__engine *e) {
     if (e->closing != NULL) {
       braid__sock *s = e->closing;
       e->closing = s->next_closing_;
+      if (e->closing == NULL)
+        e->closing_tail = NULL;
       r->active_io--;
       if (s->close_cb != NULL) {
         r->depth++;
@@ -738,15 +756,19 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
     timeout_ns = 0;
   e->time_fresh = 0;
-  int rc = e->poller->wait(e, timeout_ns);
-  /* Deferred ops on sockets already known to be ready. Taken as a batch:
-   * ops their callbacks defer wait for the next wait(). */
+  /* Deferred ops on sockets already known to be ready, taken as a batch
+   * before polling: ops deferred by the callbacks of this wait(), the
+   * events' as well as the batch's own, wait for the next one, so that a
+   * stream that used up its read budget (core/stream.c) lets the timers
+   * and the other sockets have their turn first. */
   e->ready_run = e->ready;
+  if (e->ready_run != NULL)
+    e->ready_run->pprev_ = &e->ready_run;
   e->ready = NULL;
+  int rc = e->poller->wait(e, timeout_ns);
   while (e->ready_run != NULL) {
     braid__sock *s = e->ready_run;
-    e->ready_run = s->next_closing_;
-    s->next_closing_ = NULL;
+    braid__ready_unlink(s);
     s->flags_ &= ~BRAID__F_ON_READY;
     if (s->flags_ & BRAID__F_CLOSING)
       continue;
@@ -814,16 +836,11 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
    * run from the ready list closes another socket queued behind it.
    * Relinking it in place would make wait() skip the sockets queued after
    * it (their deferred reads would never run on an edge poller) and cut
-   * the close list short (their close callbacks would never run). */
+   * the close list short (their close callbacks would never run). pprev_
+   * makes leaving O(1) wherever it is: a walk to find it made closing N
+   * ready sockets cost O(N^2). */
   if (s->flags_ & BRAID__F_ON_READY) {
-    braid__sock **lists[2] = {&e->ready, &e->ready_run};
-    for (int i = 0; i < 2; i++)
-      for (braid__sock **p = lists[i]; *p != NULL; p = &(*p)->next_closing_)
-        if (*p == s) {
-          *p = s->next_closing_;
-          i = 2;
-          break;
-        }
+    braid__ready_unlink(s);
     s->flags_ &= ~BRAID__F_ON_READY;
   }
   s->flags_ |= BRAID__F_CLOSING;
@@ -850,10 +867,11 @@ static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
   s->rq_ = s->wq_ = s->wq_tail_ = NULL;
   s->next_closing_ = NULL;
   /* Append, so close callbacks run in the order closes were asked. */
-  braid__sock **p = &e->closing;
-  while (*p != NULL)
-    p = &(*p)->next_closing_;
-  *p = s;
+  if (e->closing_tail != NULL)
+    e->closing_tail->next_closing_ = s;
+  else
+    e->closing = s;
+  e->closing_tail = s;
   s->reactor->active_io++;
 }
 

@@ -93,12 +93,19 @@ struct braid__engine {
   int wake_wfd;       /* write end (same fd for an eventfd), or -1 */
   int sig_slot;       /* slot in the process signal table, or -1 */
   unsigned sig_refs;  /* signal watchers on this reactor */
-  braid__sock *closing;   /* sockets whose close callback is due */
+  /* Sockets whose close callback is due, in the order close() was asked,
+   * appended at the tail: closing N sockets in one go costs O(N), not
+   * O(N^2) (a server dropping 100,000 connections at once). */
+  braid__sock *closing, *closing_tail;
   braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
-  braid__sock *ready;     /* sockets with deferred ops to retry */
-  braid__sock *ready_run; /* the part of `ready` wait() is working through;
-                             here, not in a local, so that close() can
-                             unlink a socket from it (see posix_close) */
+  /* Sockets with deferred ops to retry (BRAID__OPF_DEFER on a socket that
+   * is ready now), linked through next_closing_ and pprev_ so that close()
+   * unlinks one in O(1). `ready_run` is the batch the current wait() works
+   * through, taken before it polls: ops deferred while it runs callbacks
+   * wait for the next wait(), after the timers have had their turn. It is
+   * here, not in a local, so that close() can unlink from it. */
+  braid__sock *ready;
+  braid__sock *ready_run;
   char *rbuf;             /* shared read buffer for READ with base NULL */
   int time_fresh;         /* the clock was refreshed in this wait() */
   size_t rbuf_len;

@@ -31,6 +31,13 @@
 
 #define HC_SEC UINT64_C(1000000000)
 
+/* The most interim (1xx) responses a call accepts before its final one.
+ * RFC 9110 section 15.2 sets no number, but real servers send one or two
+ * (100 Continue, 102 Processing, 103 Early Hints), and each is parsed and
+ * dropped: a server that sent them without end kept a call busy, and its
+ * response timeout from firing, for as long as it went on. */
+#define HC_MAX_INTERIM 16
+
 typedef struct hc_pool hc_pool;
 typedef struct hc_conn hc_conn;
 
@@ -55,6 +62,7 @@ struct braid_http_call {
   bool expect_continue, waiting_continue, body_sent_any, retried;
   bool streaming; /* response body to handlers */
   bool fired;     /* the deferred succeeded (streaming) */
+  unsigned interim; /* interim responses seen (HC_MAX_INTERIM) */
   bool *alive;    /* cleared when freed (see braid_http_request_ex) */
 };
 
@@ -708,6 +716,11 @@ static void hc_data(braid_protocol_t *pr, const void *data, size_t n) {
         /* The connection would now speak another protocol; nothing here
          * asked for that. */
         hc_conn_fail(k, BRAID_EPROTO, "unexpected 101 Switching Protocols");
+        return;
+      }
+      if (++call->interim > HC_MAX_INTERIM) {
+        hc_conn_fail(k, BRAID_EPROTO,
+                     "too many interim (1xx) responses before the final one");
         return;
       }
       if (st == 100 && call->waiting_continue)
