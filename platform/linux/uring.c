@@ -411,6 +411,19 @@ static void braid__ur_sock_check(braid__uring *u, braid__sock *s) {
   u->closing_tail = s;
 }
 
+/* Whether a completion says the op did nothing yet and is to be issued
+ * again (or polled for first): a connect still in progress, a descriptor
+ * that would block, an empty buffer ring. After a cancel, such a
+ * completion means the cancel won, whatever order the kernel posted them
+ * in. */
+static int braid__ur_unfinished(const braid__op *op, int32_t res, int has_buf) {
+  if (op->type == BRAID__OP_CONNECT && (res == -EINPROGRESS || res == -EALREADY))
+    return 1;
+  if (res == -EAGAIN || res == -EWOULDBLOCK)
+    return 1;
+  return res == -ENOBUFS && !has_buf && braid__op_reads(op);
+}
+
 /* Re-issue op from its own completion (it stays in flight). Returns 1 if
  * it was queued. */
 static int braid__ur_again(braid__uring *u, braid__sock *s, braid__op *op) {
@@ -440,8 +453,14 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
   }
 
   if (closing || (op->flags & BRAID__U_OP_CANCEL)) {
-    if (was_poll && res >= 0)
-      res = -ECANCELED; /* the op itself never ran */
+    /* Cancelled (or closing) before this completion was handled: the
+     * retries below are not made, so a status that only asked for one
+     * (an empty buffer ring when more sockets had data than there are
+     * buffers, EAGAIN, a connect in progress) ends the op as cancelled.
+     * Passed on as it was, -ENOBUFS killed a connection that a proxy had
+     * merely paused, and a connect's timeout reported EINPROGRESS. */
+    if ((was_poll && res >= 0) || braid__ur_unfinished(op, res, has_buf))
+      res = -ECANCELED; /* the op itself never ran, or did nothing */
     else if (op->type == BRAID__OP_WRITE && res > 0)
       op->u.write.done += (size_t)res;
   } else if (was_poll) {
@@ -458,20 +477,15 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
     }
   } else {
     int again = 0;
-    if (op->type == BRAID__OP_CONNECT &&
-        (res == -EINPROGRESS || res == -EALREADY)) {
+    if (braid__ur_unfinished(op, res, has_buf)) {
       /* A kernel may report the non-blocking connect's progress instead
-       * of polling for it: wait for writability ourselves. */
-      op->flags |= BRAID__U_OP_POLL;
-      again = 1;
-    } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
-      /* A non-blocking descriptor io_uring does not poll for us (reads
-       * and writes of pipes opened O_NONBLOCK): poll, then retry. */
-      op->flags |= BRAID__U_OP_POLL;
-      again = 1;
-    } else if (res == -ENOBUFS && !has_buf && braid__op_reads(op)) {
-      /* The buffer ring was empty: buffers come back as completions are
-       * handled, so the retry, issued at the next wait(), finds one. */
+       * of polling for it, and a non-blocking descriptor io_uring does
+       * not poll for us (reads and writes of pipes opened O_NONBLOCK)
+       * says EAGAIN: poll, then retry. An empty buffer ring (-ENOBUFS):
+       * buffers come back as completions are handled, so the retry,
+       * issued at the next wait(), finds one. */
+      if (res != -ENOBUFS)
+        op->flags |= BRAID__U_OP_POLL;
       again = 1;
     } else if (op->type == BRAID__OP_WRITE && res > 0) {
       /* Count what was written, advance the buffers in place, and go on
