@@ -74,6 +74,18 @@
  * connection (held here, not in the kernel). */
 /* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
  * CLOSE); close_cb is due when it drops to zero on a closing socket. */
+/* braid__sock.wq_ and wq_tail_: the op the kernel has of the socket for
+ * reading (READ, RECVFROM, a single ACCEPT) and for writing (WRITE,
+ * SENDTO, CONNECT), so that close() cancels each by its user_data. A
+ * cancel by descriptor (IORING_ASYNC_CANCEL_FD) makes the kernel walk
+ * every request the ring has in flight, so closing N busy sockets that way
+ * cost O(N^2): a minute for 100,000 connections. Core keeps one op per
+ * direction in flight; should a caller submit a second, the socket is
+ * marked BRAID__U_UNTRACKED and cancelled by descriptor as before. */
+#define BRAID__U_UNTRACKED 0x80u
+/* SQEs braid__ur_close_queue may need: a cancel for each direction's op,
+ * one for a multishot ACCEPT, and the CLOSE. */
+#define BRAID__U_CLOSE_SQES 4u
 
 /* braid__op.flags: the platform's bits. Core rewrites flags on every
  * submit, so they start clear. */
@@ -424,6 +436,22 @@ static int braid__ur_unfinished(const braid__op *op, int32_t res, int has_buf) {
   return res == -ENOBUFS && !has_buf && braid__op_reads(op);
 }
 
+/* Note op as the socket's op in flight in its direction (see wq_ above). */
+static void braid__ur_track(braid__sock *s, braid__op *op) {
+  braid__op **slot = braid__op_reads(op) ? &s->wq_ : &s->wq_tail_;
+  if (*slot == NULL)
+    *slot = op;
+  else if (*slot != op)
+    s->flags_ |= BRAID__U_UNTRACKED;
+}
+
+static void braid__ur_untrack(braid__sock *s, braid__op *op) {
+  if (s->wq_ == op)
+    s->wq_ = NULL;
+  else if (s->wq_tail_ == op)
+    s->wq_tail_ = NULL;
+}
+
 /* Re-issue op from its own completion (it stays in flight). Returns 1 if
  * it was queued. */
 static int braid__ur_again(braid__uring *u, braid__sock *s, braid__op *op) {
@@ -512,6 +540,7 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
 
   /* Final. */
   op->flags &= ~BRAID__U_OP_INFLIGHT;
+  braid__ur_untrack(s, op);
   s->pidx_--;
   r->active_io--;
   intptr_t st = res >= 0 ? (intptr_t)res : braid__translate_sys_error(-res);
@@ -683,8 +712,10 @@ static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
        * ACCEPTs from now on; this op becomes one (still in flight). */
       u->no_mshot = 1;
       s->rq_ = NULL;
-      if (braid__ur_prep(u, s, op) == 0)
+      if (braid__ur_prep(u, s, op) == 0) {
+        braid__ur_track(s, op);
         return;
+      }
       braid__ur_local_done(u, s, op, BRAID_ENOMEM);
       return;
     }
@@ -1064,7 +1095,7 @@ static void braid__ur_close_queue(braid__uring *u, braid__sock *s);
 static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
   braid__uring *u = braid__ur(r);
   /* Closes that found the SQ full. */
-  while (u->close_wait != NULL && braid__ur_space(u) >= 2) {
+  while (u->close_wait != NULL && braid__ur_space(u) >= BRAID__U_CLOSE_SQES) {
     braid__sock *s = u->close_wait;
     u->close_wait = s->next_closing_;
     braid__ur_close_queue(u, s);
@@ -1217,6 +1248,7 @@ static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
   if (rc < 0)
     return rc == BRAID_EAGAIN ? BRAID_ENOMEM : rc;
   op->flags |= BRAID__U_OP_INFLIGHT;
+  braid__ur_track(s, op);
   s->pidx_++;
   s->reactor->active_io++;
   return BRAID__PENDING;
@@ -1249,19 +1281,41 @@ static int braid__uring_cancel(braid__sock *s, braid__op *op) {
   return 0;
 }
 
-/* Queue ASYNC_CANCEL(fd, ALL) hard-linked to CLOSE(fd): the descriptor
- * number stays ours until every request on it is cancelled, so the cancel
- * cannot hit a socket that reused the number. HARDLINK, since a cancel
- * that found nothing (-ENOENT) must not sever the chain. */
+/* Queue ASYNC_CANCELs of the socket's requests hard-linked to CLOSE(fd):
+ * the descriptor number stays ours until every request on it is
+ * cancelled, so a cancel cannot hit a socket that reused the number.
+ * HARDLINK, since a cancel that found nothing (-ENOENT) must not sever the
+ * chain. Each request is cancelled by its user_data (see wq_ above);
+ * only a socket with untracked requests is cancelled by descriptor. */
 static void braid__ur_close_queue(braid__uring *u, braid__sock *s) {
   s->flags_ &= ~BRAID__U_CLOSE_WAIT;
   if (s->pidx_ > 1) { /* ops in flight besides the CLOSE itself */
-    struct io_uring_sqe *sqe = braid__ur_sqe(u);
-    sqe->opcode = IORING_OP_ASYNC_CANCEL;
-    sqe->fd = s->fd;
-    sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-    sqe->flags = IOSQE_IO_HARDLINK;
-    sqe->user_data = BRAID__U_UD_IGNORE;
+    uint64_t ud[3];
+    unsigned n = 0;
+    if (!(s->flags_ & BRAID__U_UNTRACKED)) {
+      if (s->wq_ != NULL)
+        ud[n++] = (uint64_t)(uintptr_t)s->wq_;
+      if (s->wq_tail_ != NULL)
+        ud[n++] = (uint64_t)(uintptr_t)s->wq_tail_;
+      if (s->flags_ & BRAID__U_MSHOT)
+        ud[n++] = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
+    }
+    for (unsigned i = 0; i < n; i++) {
+      struct io_uring_sqe *sqe = braid__ur_sqe(u);
+      sqe->opcode = IORING_OP_ASYNC_CANCEL;
+      sqe->fd = -1;
+      sqe->addr = ud[i];
+      sqe->flags = IOSQE_IO_HARDLINK;
+      sqe->user_data = BRAID__U_UD_IGNORE;
+    }
+    if (s->flags_ & BRAID__U_UNTRACKED) {
+      struct io_uring_sqe *sqe = braid__ur_sqe(u);
+      sqe->opcode = IORING_OP_ASYNC_CANCEL;
+      sqe->fd = s->fd;
+      sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+      sqe->flags = IOSQE_IO_HARDLINK;
+      sqe->user_data = BRAID__U_UD_IGNORE;
+    }
   }
   struct io_uring_sqe *sqe = braid__ur_sqe(u);
   sqe->opcode = IORING_OP_CLOSE;
@@ -1295,7 +1349,7 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
    * listener leaves LISTEN, its backlog is reset, the ACCEPT fails). */
   if (s->flags_ & BRAID__U_LISTEN)
     (void)shutdown(s->fd, SHUT_RD);
-  if (braid__ur_reserve(u, 2)) {
+  if (braid__ur_reserve(u, BRAID__U_CLOSE_SQES)) {
     braid__ur_close_queue(u, s);
   } else {
     s->flags_ |= BRAID__U_CLOSE_WAIT;
