@@ -80,10 +80,16 @@ typedef void (*braid__close_cb)(braid__sock *s);
                                (do not TRY an empty datagram). */
 
 #define BRAID__OPF_DEFER 0x2u /* never complete inline: complete from the
-                                 next wait(), even if ready now. For
-                                 submits made inside another op's
-                                 callback where an inline completion
-                                 would nest callbacks (resume_reading). */
+                                 next wait(), even if ready now; when
+                                 submitted from a callback that a wait()
+                                 runs, from a later wait() than that one,
+                                 so that the loop's timers and call-soons
+                                 run first. For submits made inside
+                                 another op's callback where an inline
+                                 completion would nest callbacks
+                                 (resume_reading), and for a stream or
+                                 UDP socket that used up its read budget
+                                 for this loop iteration (fairness). */
 
 #define BRAID__OPF_TRUNCATED 0x4u /* RECVFROM, set by the platform on
                                      completion: the datagram was larger

@@ -1141,7 +1141,10 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
    * not the time before it. */
   braid_reactor_update_time(u->r);
   /* Run the completions posted so far; ones posted while their callbacks
-   * run wait for the next wait(). */
+   * run (or by a submission flushed because the SQ was full) wait for the
+   * next wait(). Each op completes at most once per wait(), so this is
+   * bounded by the ops in flight, and a socket that keeps completing (a
+   * flooding peer, a retry) cannot keep the timers from running. */
   unsigned head = atomic_load_explicit(u->cq_head, memory_order_relaxed);
   unsigned tail = atomic_load_explicit(u->cq_tail, memory_order_acquire);
   while (head != tail) {
