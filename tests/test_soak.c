@@ -1252,11 +1252,11 @@ static void t_closeall(void **st) {
                 "in the slowest batch)\n",
                 done, batches, batch, open_s, close_s,
                 close_s / (double)done * 1e6, worst_s * 1e6);
-  /* Linear: some 10 us per connection here whatever the batch (the
+  /* Linear: 8-30 us per connection here whatever the batch (the
    * syscalls, and the reset each sends). The walks made a batch of 19,864
-   * cost 450-800 us per connection (55 s for the 100,000), and io_uring's
-   * cancels by descriptor 600 us. */
-  double limit_us = 150;
+   * cost 230-800 us per connection (19-55 s for the 100,000), and
+   * io_uring's cancels by descriptor 560 us (49 s). */
+  double limit_us = 100;
 #if defined(__SANITIZE_ADDRESS__)
   limit_us *= 5;
 #endif
