@@ -53,11 +53,15 @@ struct braid_deferred {
   uint32_t flags;
 };
 
+/* Failure flags. */
+#define BRAID__F_TEARDOWN 1u /* made while its reactor was being destroyed */
+
 struct braid_failure {
   struct braid_failure *cause; /* first word: reused by the free list */
   uint32_t magic;
   uint32_t refs; /* UINT32_MAX: immortal (the preallocated ENOMEM one) */
   int code;
+  uint32_t flags; /* BRAID__F_* */
   const char *domain;
   braid_reactor_t *r;
   char *msg; /* points at inline_msg or at a braid_malloc'd string */

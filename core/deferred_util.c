@@ -173,8 +173,12 @@ static void braid__list_result_free(void *p) {
 }
 
 static braid_list_result *braid__list_result_new(size_t n) {
-  braid_list_result *lr =
-      braid_calloc(1, sizeof *lr + n * sizeof(braid_list_item));
+  /* Room for at least one item, zero-filled: an empty list's result has
+   * count 0, and code that reads items[0] without looking at count (a
+   * fire-on-one-callback winner) reads "no value, no failure" instead of
+   * running off the block. */
+  braid_list_result *lr = braid_calloc(
+      1, sizeof *lr + (n > 0 ? n : 1) * sizeof(braid_list_item));
   if (lr != NULL) {
     lr->count = n;
     lr->index = n;
@@ -314,8 +318,12 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
   }
   *out = d;
   if (n == 0) {
-    /* Twisted leaves an empty list with fireOnOneCallback unfired forever;
-     * in C that is a leak until teardown, so every empty list fires. */
+    /* Every empty list fires at once with a result of no items (count 0,
+     * index 0), whatever its flags. Twisted fires DeferredList([]) with []
+     * too, but leaves one with fireOnOneCallback unfired forever: no child
+     * can ever succeed. In C a deferred that never fires is a leak (and a
+     * caller waiting forever) until teardown, so braid fires that one as
+     * well: "nothing to wait for" is an answer, and count 0 says it. */
     braid_list_result *all = l->res;
     l->res = NULL;
     l->fired = 1;

@@ -445,6 +445,135 @@ static void t_chaining(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* ---- chain_deferred: long lines, and into a fired deferred --------------- */
+
+#define CHAIN_LINKS 1000000
+
+static void *chain_body(void *arg) {
+  int *ok = arg;
+  braid_reactor_t *r;
+  if (braid_testing_reactor_create(&r) != 0)
+    return NULL;
+  /* d[0] -> d[1] -> ... -> d[N]: each fires the next with its result. */
+  braid_deferred_t **ds = malloc((CHAIN_LINKS + 1) * sizeof *ds);
+  if (ds == NULL)
+    return NULL;
+  int bad = 0;
+  for (int i = 0; i <= CHAIN_LINKS; i++)
+    bad |= braid_deferred_new(r, &ds[i]) != 0;
+  braid_deferred_t *last = ds[CHAIN_LINKS];
+  braid_deferred_ref(last);
+  for (int i = 0; i < CHAIN_LINKS; i++)
+    bad |= braid_deferred_chain_deferred(ds[i], ds[i + 1]) != 0;
+  bad |= braid_deferred_callback(ds[0], (void *)(intptr_t)77, NULL) != 0;
+  intptr_t v = (intptr_t)braid_result_value(braid_deferred_result(last));
+  int called = braid_deferred_called(last);
+  braid_deferred_unref(last);
+  free(ds);
+  braid_testing_flush(r, 10);
+  size_t left = live_deferreds(r);
+  braid_reactor_destroy(r);
+  *ok = !bad && called && v == 77 && left == 0;
+  if (!*ok)
+    fprintf(stderr, "bad=%d called=%d v=%ld left=%zu\n", bad, called, (long)v,
+            left);
+  return NULL;
+}
+
+static void t_chain_deferred_small_stack(void **st) {
+  (void)st;
+  /* A million chained deferreds on 256 KiB: one recursive frame per link
+   * would need hundreds of megabytes. */
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  pthread_t t;
+  int ok = 0;
+  assert_int_equal(pthread_create(&t, &a, chain_body, &ok), 0);
+  pthread_join(t, NULL);
+  pthread_attr_destroy(&a);
+  assert_true(ok);
+}
+
+static braid_failure_t *kept_failure;
+static void eb_keep(braid_deferred_t *d, braid_result_t *res, void *arg) {
+  (void)d;
+  (void)arg;
+  tr('k');
+  kept_failure = braid_failure_ref(braid_result_failure(res));
+  braid_result_set(res, NULL, NULL);
+}
+
+static void t_chain_into_fired(void **st) {
+  (void)st;
+  logcap c;
+  braid_reactor_t *r = mk(&c);
+  braid_deferred_t *a, *b;
+  /* Twisted: b.errback(f) runs a.errback(f), which raises
+   * AlreadyCalledError; that failure goes down b's chain. Here it is
+   * BRAID_EALREADY, with b's own failure as its cause. */
+  assert_int_equal(braid_deferred_new(r, &a), 0);
+  assert_int_equal(braid_deferred_new(r, &b), 0);
+  assert_int_equal(braid_deferred_callback(a, (void *)1, NULL), 0);
+  assert_int_equal(braid_deferred_chain_deferred(b, a), 0);
+  trace[0] = 0;
+  kept_failure = NULL;
+  braid_deferred_add_errback(b, eb_keep, NULL);
+  assert_int_equal(
+      braid_deferred_errback(b, braid_failure_new(r, "db", 5, NULL, "b's own")),
+      0);
+  assert_string_equal(trace, "k");
+  assert_non_null(kept_failure);
+  assert_true(braid_failure_check(kept_failure, NULL, BRAID_EALREADY));
+  assert_true(braid_failure_check(braid_failure_cause(kept_failure), "db", 5));
+  braid_failure_unref(kept_failure);
+  /* a is untouched. */
+  assert_ptr_equal(braid_result_value(braid_deferred_result(a)), (void *)1);
+
+  /* A value chained into a fired deferred: destroyed, and EALREADY goes on;
+   * left unhandled, it is reported. */
+  dtor_count = 0;
+  assert_int_equal(braid_deferred_new(r, &a), 0);
+  assert_int_equal(braid_deferred_new(r, &b), 0);
+  assert_int_equal(braid_deferred_callback(a, (void *)1, NULL), 0);
+  assert_int_equal(braid_deferred_chain_deferred(b, a), 0);
+  assert_int_equal(braid_deferred_callback(b, (void *)2, count_dtor), 0);
+  assert_int_equal(dtor_count, 1);
+  assert_true(
+      braid_result_trap(braid_deferred_result(b), NULL, BRAID_EALREADY));
+  assert_int_equal(c.errors, 0);
+  braid_testing_flush(r, 10);
+  assert_int_equal(c.errors, 1);
+  assert_non_null(strstr(c.last, "already called"));
+
+  /* Unhandled with a failure: the report names both. */
+  assert_int_equal(braid_deferred_new(r, &a), 0);
+  assert_int_equal(braid_deferred_new(r, &b), 0);
+  assert_int_equal(braid_deferred_errback(a, braid_failure_from_code(r, BRAID_EIO)),
+                   0);
+  braid_deferred_add_errback(a, eb_recover, NULL);
+  assert_int_equal(braid_deferred_chain_deferred(b, a), 0);
+  braid_deferred_errback(b, braid_failure_new(r, "db", 6, NULL, "lost row"));
+  braid_testing_flush(r, 10);
+  assert_int_equal(c.errors, 2);
+  assert_non_null(strstr(c.last, "already called"));
+  assert_non_null(strstr(c.last, "lost row"));
+
+  /* Twisted's one exception: a deferred cancelled without a canceller
+   * silently eats one late result, chained or not. */
+  assert_int_equal(braid_deferred_new(r, &a), 0);
+  assert_int_equal(braid_deferred_new(r, &b), 0);
+  braid_deferred_add_errback(a, eb_recover, NULL);
+  braid_deferred_cancel(a);
+  assert_int_equal(braid_deferred_chain_deferred(b, a), 0);
+  braid_deferred_callback(b, (void *)3, NULL);
+  assert_true(braid_result_ok(braid_deferred_result(b)));
+  braid_testing_flush(r, 10);
+  assert_int_equal(c.errors, 2);
+  assert_int_equal(live_deferreds(r), 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 static void t_pause(void **st) {
   (void)st;
   braid_reactor_t *r = mk(NULL);
@@ -746,6 +875,8 @@ int main(void) {
       cmocka_unit_test(t_add_during_run),
       cmocka_unit_test(t_deep_small_stack),
       cmocka_unit_test(t_chaining),
+      cmocka_unit_test(t_chain_into_fired),
+      cmocka_unit_test(t_chain_deferred_small_stack),
       cmocka_unit_test(t_pause),
       cmocka_unit_test(t_cancel),
       cmocka_unit_test(t_unhandled_logged),

@@ -122,6 +122,58 @@ static void t_timeout(void **st) {
   done(r);
 }
 
+/* A failure nobody handled is an ERROR line when the reactor is destroyed,
+ * even one whose cause chain holds a cancellation: only the cancellations
+ * destroy itself makes are expected (DEBUG). */
+typedef struct levels {
+  int errors, debugs;
+  char last_error[512];
+} levels;
+
+static void level_log(void *arg, braid_log_level level, const char *domain,
+                      const char *msg) {
+  levels *lv = arg;
+  if (strcmp(domain, "deferred") != 0)
+    return;
+  if (level == BRAID_LOG_ERROR) {
+    lv->errors++;
+    snprintf(lv->last_error, sizeof lv->last_error, "%s", msg);
+  } else if (level == BRAID_LOG_DEBUG) {
+    lv->debugs++;
+  }
+}
+
+static void t_unhandled_at_destroy(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  levels lv;
+  memset(&lv, 0, sizeof lv);
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_reactor_set_log(r, level_log, &lv);
+  /* Timed out during the run, held by a reference, never handled. */
+  braid_deferred_t *d;
+  assert_int_equal(braid_deferred_new(r, &d), 0);
+  assert_int_equal(braid_deferred_add_timeout(d, BRAID_MSEC(10), NULL, NULL),
+                   0);
+  braid_deferred_ref(d);
+  braid_clock_advance(r, BRAID_MSEC(10));
+  assert_true(braid_result_trap(braid_deferred_result(d), NULL,
+                                BRAID_ETIMEDOUT));
+  /* Cancelled by the user during the run, held, never handled. */
+  braid_deferred_t *c;
+  assert_int_equal(braid_deferred_new(r, &c), 0);
+  braid_deferred_ref(c);
+  braid_deferred_cancel(c);
+  /* Not fired: destroy cancels it; that one is expected. */
+  braid_deferred_t *p;
+  assert_int_equal(braid_deferred_new(r, &p), 0);
+  braid_testing_flush(r, 10);
+  assert_int_equal(lv.errors, 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(lv.errors, 2);
+  assert_int_equal(lv.debugs, 1);
+}
+
 static void on_timeout_custom(braid_deferred_t *d, braid_result_t *res,
                               void *arg) {
   (void)d;
@@ -237,6 +289,38 @@ static void t_list_all(void **st) {
   watch(l, &s);
   assert_int_equal(s.called, 1);
   assert_int_equal(((braid_list_result *)s.value)->count, 0);
+  done(r);
+}
+
+/* Every flag combination over no children fires at once, with a result of
+ * no items (count == 0, index == 0); the block still has room for one zero
+ * item, so a reader that trusted "count == 1" reads nothing past it. */
+static void t_list_empty(void **st) {
+  (void)st;
+  braid_reactor_t *r = mk();
+  braid_deferred_t *l;
+  seen s;
+  for (unsigned flags = 0; flags < 8; flags++) {
+    assert_int_equal(braid_deferred_list(r, NULL, 0, flags, &l), 0);
+    watch(l, &s);
+    assert_int_equal(s.called, 1);
+    assert_true(s.ok);
+    const braid_list_result *lr = s.value;
+    assert_non_null(lr);
+    assert_int_equal(lr->count, 0);
+    assert_int_equal(lr->index, 0);
+    /* The old header promised one item for fire-on-one-callback. */
+    assert_false(lr->items[0].ok);
+    assert_null(lr->items[0].value);
+    assert_null(lr->items[0].failure);
+  }
+  for (int consume = 0; consume < 2; consume++) {
+    assert_int_equal(braid_gather_results(r, NULL, 0, consume, &l), 0);
+    watch(l, &s);
+    assert_int_equal(s.called, 1);
+    assert_int_equal(((const braid_list_result *)s.value)->count, 0);
+  }
+  assert_int_equal(braid_race(r, NULL, 0, &l), BRAID_EINVAL);
   done(r);
 }
 
@@ -542,8 +626,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_timeout),
       cmocka_unit_test(t_timeout_custom),
+      cmocka_unit_test(t_unhandled_at_destroy),
       cmocka_unit_test(t_defer_later),
       cmocka_unit_test(t_list_all),
+      cmocka_unit_test(t_list_empty),
       cmocka_unit_test(t_list_fire_on_one),
       cmocka_unit_test(t_list_cancel),
       cmocka_unit_test(t_gather),

@@ -67,7 +67,11 @@
  *   - When a deferred is freed, its last result is destroyed. If that last
  *     result is a failure, nobody handled it: it is logged through the
  *     reactor's log hook ("deferred" domain, ERROR level) with its message
- *     and causes (Twisted's "Unhandled error in Deferred").
+ *     and causes (Twisted's "Unhandled error in Deferred"). This holds at
+ *     reactor destroy too, whatever the failure's causes (a timeout is
+ *     caused by a cancel, and is still an error); only the cancellations
+ *     destroy itself makes, and failures made from them while it runs the
+ *     errbacks, are logged at DEBUG level.
  *   - A NULL dtor means the deferred does not own the value.
  *   - Step arguments (cb_arg, eb_arg) are never owned by braid.
  */
@@ -197,7 +201,14 @@ int braid_deferred_add_both(braid_deferred_t *d, braid_deferred_cb fn,
 
 /* Twisted's chainDeferred: when `d` fires, fire `other` with d's result
  * (the result moves to `other`; d's chain continues with a NULL value).
- * `other` is referenced until then. */
+ * `other` is referenced until then. A line of chained deferreds of any
+ * length runs without growing the C stack. If `other` has already fired
+ * when d's result reaches it, d's chain continues instead with a
+ * BRAID_EALREADY failure (Twisted's AlreadyCalledError) whose cause is
+ * d's failure, if d failed (a value is destroyed); like any failure, it is
+ * reported if nobody handles it. The one exception is Twisted's too: a
+ * deferred cancelled without a canceller eats one late result silently,
+ * and d goes on with a NULL value. */
 int braid_deferred_chain_deferred(braid_deferred_t *d, braid_deferred_t *other);
 
 /* ------------------------------------------------------------------------
@@ -263,9 +274,13 @@ typedef struct braid_list_item {
 } braid_list_item;
 
 /* The value a list, gather or race fires with (its dtor frees it and every
- * item). For a full list, items[i] is child i and index == count. For
- * fire-on-one-callback and race, count == 1, items[0] is the winner and
- * `index` its position. */
+ * item). For a full list, items[i] is child i and index == count. When a
+ * fire-on-one-callback list or a race fires for a winner, count == 1,
+ * items[0] is the winner and `index` its position. A list over no
+ * children, whatever its flags, fires with count == 0 and index == 0: no
+ * item exists. (items[] always has room for one item, zero-filled when
+ * count == 0, so that code reading items[0] without checking count reads
+ * "no value, no failure" rather than past the block.) */
 typedef struct braid_list_result {
   size_t count;
   size_t index;
@@ -280,20 +295,23 @@ typedef enum braid_list_flags {
   BRAID_LIST_CONSUME_ERRORS = 1u << 2
 } braid_list_flags;
 
-/* Twisted's DeferredList over n children (n may be 0: the list fires at
- * once with an empty result). Each child's value moves into the list's
- * result (the child's chain continues with a NULL value); failures are
- * shared (referenced). Fires with a braid_list_result when every child has
- * fired; or, with FIRE_ON_ONE_CALLBACK, on the first success (count 1);
- * with FIRE_ON_ONE_ERRBACK, errbacks on the first failure with a failure of
- * the same domain and code whose cause is the child's failure (Twisted's
- * FirstError). Cancelling the list cancels every child that has not fired.
- * Each child is referenced until it reports. */
+/* Twisted's DeferredList over n children. Each child's value moves into
+ * the list's result (the child's chain continues with a NULL value);
+ * failures are shared (referenced). Fires with a braid_list_result when
+ * every child has fired; or, with FIRE_ON_ONE_CALLBACK, on the first
+ * success (count 1); with FIRE_ON_ONE_ERRBACK, errbacks on the first
+ * failure with a failure of the same domain and code whose cause is the
+ * child's failure (Twisted's FirstError). n == 0 (ds may then be NULL):
+ * the list fires at once with a result of no items (count 0, index 0),
+ * for every combination of flags; Twisted does the same except with
+ * fireOnOneCallback, where its empty list never fires (a leak in C).
+ * Cancelling the list cancels every child that has not fired. Each child
+ * is referenced until it reports. */
 int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
                         size_t n, unsigned flags, braid_deferred_t **out);
 
 /* Twisted's gatherResults(): a list with FIRE_ON_ONE_ERRBACK whose result
- * is a braid_list_result of n values in order. */
+ * is a braid_list_result of n values in order (n == 0: count 0, at once). */
 int braid_gather_results(braid_reactor_t *r, braid_deferred_t *const *ds,
                          size_t n, bool consume_errors, braid_deferred_t **out);
 
