@@ -25,6 +25,11 @@
  * All functions here are for the reactor's thread only (see
  * braid/threadpool.h for crossing threads).
  *
+ * Where braid departs from Twisted on purpose (lifetime and handles, values
+ * moved into DeferredList results, errbacks of unfired deferreds run at
+ * reactor destroy, empty lists, errors as codes), docs/DEFERREDS.md lists
+ * each case with its reason.
+ *
  * ---------------------------------------------------------------------------
  * Handles
  *
