@@ -36,8 +36,8 @@
  * A braid_deferred_t is a small value, not a pointer: the deferred's slot
  * in its reactor's slab plus the slot's generation when the deferred was
  * made. Copy it, store it, pass it by value; compare two with
- * braid_deferred_same(). A zero-filled handle (BRAID_DEFERRED_NONE) names
- * no deferred. When a deferred is reclaimed (see "Lifetime"), its slot's
+ * braid_deferred_same(). A zero-filled handle (BRAID_DEFERRED_INIT,
+ * braid_deferred_none()) names no deferred. When a deferred is reclaimed (see "Lifetime"), its slot's
  * generation moves on, so a handle kept past its deferred's life is
  * *stale*, and every function given a stale handle does nothing and says
  * so (BRAID_EINVAL, false or NULL; a value or failure it was to consume is
@@ -48,8 +48,8 @@
  * Why generation-checked handles rather than handles that keep the
  * deferred alive until their holder drops them: the latter would make
  * every holder of every deferred release it (each forgotten release a
- * leak until reactor destroy, in code that today needs no release at all),
- * and a handle used after its release would be exactly as stale as today's
+ * leak until reactor destroy, in code that needs no release otherwise),
+ * and a handle used after its release would be as stale as a bare
  * pointer. A generation catches every misuse at the cost of one compare of
  * a word on the cache line the call reads anyway, and allocates nothing.
  * Handles must not be used after their reactor is destroyed.
