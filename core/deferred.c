@@ -362,11 +362,10 @@ static void braid__run(braid__deferred *start) {
           moved.failure = NULL;
           braid__result_destroy(&moved);
           cur->result.failure = braid__failure_or_oom(
-              cur->r,
-              braid_failure_new(cur->r, BRAID_FAILURE_DOMAIN, BRAID_EALREADY,
-                                cause,
-                                "already called: chain_deferred target had "
-                                "fired before its source did"));
+              cur->r, braid_failure_new(
+                          cur->r, BRAID_FAILURE_DOMAIN, BRAID_EALREADY, cause,
+                          "already called: chain_deferred target had "
+                          "fired before its source did"));
         }
         if (rc != 0) {
           braid__maybe_reap(other);

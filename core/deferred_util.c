@@ -180,8 +180,8 @@ static braid_list_result *braid__list_result_new(size_t n) {
    * count 0, and code that reads items[0] without looking at count (a
    * fire-on-one-callback winner) reads "no value, no failure" instead of
    * running off the block. */
-  braid_list_result *lr = braid_calloc(
-      1, sizeof *lr + (n > 0 ? n : 1) * sizeof(braid_list_item));
+  braid_list_result *lr =
+      braid_calloc(1, sizeof *lr + (n > 0 ? n : 1) * sizeof(braid_list_item));
   if (lr != NULL) {
     lr->count = n;
     lr->index = n;

@@ -549,8 +549,8 @@ static void t_chain_into_fired(void **st) {
   /* Unhandled with a failure: the report names both. */
   assert_int_equal(braid_deferred_new(r, &a), 0);
   assert_int_equal(braid_deferred_new(r, &b), 0);
-  assert_int_equal(braid_deferred_errback(a, braid_failure_from_code(r, BRAID_EIO)),
-                   0);
+  assert_int_equal(
+      braid_deferred_errback(a, braid_failure_from_code(r, BRAID_EIO)), 0);
   braid_deferred_add_errback(a, eb_recover, NULL);
   assert_int_equal(braid_deferred_chain_deferred(b, a), 0);
   braid_deferred_errback(b, braid_failure_new(r, "db", 6, NULL, "lost row"));

@@ -157,8 +157,8 @@ static void t_unhandled_at_destroy(void **st) {
                    0);
   braid_deferred_ref(d);
   braid_clock_advance(r, BRAID_MSEC(10));
-  assert_true(braid_result_trap(braid_deferred_result(d), NULL,
-                                BRAID_ETIMEDOUT));
+  assert_true(
+      braid_result_trap(braid_deferred_result(d), NULL, BRAID_ETIMEDOUT));
   /* Cancelled by the user during the run, held, never handled. */
   braid_deferred_t c;
   assert_int_equal(braid_deferred_new(r, &c), 0);

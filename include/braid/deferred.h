@@ -37,13 +37,13 @@
  * in its reactor's slab plus the slot's generation when the deferred was
  * made. Copy it, store it, pass it by value; compare two with
  * braid_deferred_same(). A zero-filled handle (BRAID_DEFERRED_INIT,
- * braid_deferred_none()) names no deferred. When a deferred is reclaimed (see "Lifetime"), its slot's
- * generation moves on, so a handle kept past its deferred's life is
- * *stale*, and every function given a stale handle does nothing and says
- * so (BRAID_EINVAL, false or NULL; a value or failure it was to consume is
- * still consumed), also after the slot has been reused for a new deferred:
- * a stale handle never acts on another deferred. Generations are 64 bits
- * and do not wrap. braid_deferred_alive() tells whether a handle is stale.
+ * braid_deferred_none()) names no deferred. When a deferred is reclaimed (see
+ * "Lifetime"), its slot's generation moves on, so a handle kept past its
+ * deferred's life is *stale*, and every function given a stale handle does
+ * nothing and says so (BRAID_EINVAL, false or NULL; a value or failure it was
+ * to consume is still consumed), also after the slot has been reused for a new
+ * deferred: a stale handle never acts on another deferred. Generations are 64
+ * bits and do not wrap. braid_deferred_alive() tells whether a handle is stale.
  *
  * Why generation-checked handles rather than handles that keep the
  * deferred alive until their holder drops them: the latter would make
