@@ -1338,7 +1338,9 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
   if (out != NULL)
     *out = &s->t;
   braid__tls_sync_limits(s);
-  braid__tls_begin(s);
+  int rc = braid__tls_begin(s);
+  if (rc < 0)
+    braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
   return 0;
 }
 
