@@ -1717,7 +1717,13 @@ static void t_reactor_destroy_mid_handshake(void **st) {
 static int serve_while(env *e, const char *script, uint16_t port) {
   static shell_job j;
   j.r = e->r;
-  snprintf(j.cmd, sizeof j.cmd, "P=%u D=%s; %s", port, dir, script);
+  char path[128];
+  pathf(path, sizeof path, "clients.sh");
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "P=%u D=%s\n%s", port, dir, script);
+  fclose(f);
+  snprintf(j.cmd, sizeof j.cmd, "sh %s", path);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, shell_thread, &j), 0);
   braid_reactor_hold(e->r);

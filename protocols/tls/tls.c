@@ -384,8 +384,8 @@ static int braid__tls_set_list(braid_tls_context_t *ctx, const char *list,
   if (ctx == NULL || list == NULL || list[0] == '\0')
     return BRAID_EINVAL;
   if (set(ctx->ctx, list) != 1) {
-    char line[600];
-    snprintf(line, sizeof line, "no usable %s in '%.500s'", what, list);
+    char line[300];
+    snprintf(line, sizeof line, "no usable %s in '%.200s'", what, list);
     braid__tls_ctx_log(line);
     return BRAID_EINVAL;
   }
