@@ -1822,7 +1822,11 @@ static void t_default_suites(void **st) {
   EXPECT("ecdhe_gcm", "0 ECDHE-RSA-AES128-GCM-SHA256 X25519");
   EXPECT("order", "0 ECDHE-RSA-AES128-GCM-SHA256 X25519");
   EXPECT("chacha", "0 ECDHE-RSA-CHACHA20-POLY1305 X25519");
-  EXPECT("tls13", "0 TLS_AES_128_GCM_SHA256 X25519");
+  /* (the group is OpenSSL's default choice, which newer releases change) */
+  char b13[256];
+  if (strncmp(result("tls13", b13, sizeof b13), "0 TLS_AES_128_GCM_SHA256 ",
+              25) != 0)
+    fail_msg("tls13: got '%s'", b13);
   braid_listener_close(l);
   env_done(&e);
 }
