@@ -366,7 +366,8 @@ static int cmd_web(int argc, char **argv) {
    * connection whose timers could run. */
   char tls_extra[96] = ":alpn=http/1.1";
   if (so.header_timeout > 0)
-    snprintf(tls_extra + strlen(tls_extra), sizeof tls_extra - strlen(tls_extra),
+    snprintf(tls_extra + strlen(tls_extra),
+             sizeof tls_extra - strlen(tls_extra),
              ":handshake_timeout=%llu.%09llu",
              (unsigned long long)(so.header_timeout / 1000000000u),
              (unsigned long long)(so.header_timeout % 1000000000u));

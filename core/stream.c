@@ -65,7 +65,8 @@ struct braid_listener {
   uint64_t backoff_ns;
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
-  void (*on_close)(void *arg); /* braid__listener_on_close */
+  /* braid__listener_on_close */
+  void (*on_close)(void *arg);
   void *on_close_arg;
 };
 

@@ -1412,8 +1412,7 @@ static void stalled_peers(int via_endpoint) {
     sctx = server_ctx("srv");
     assert_int_equal(braid_tls_context_handshake_timeout(sctx),
                      BRAID_TLS_HANDSHAKE_TIMEOUT);
-    assert_int_equal(braid_tls_context_set_handshake_timeout(sctx, timeout),
-                     0);
+    assert_int_equal(braid_tls_context_set_handshake_timeout(sctx, timeout), 0);
     assert_int_equal(braid_tls_context_handshake_timeout(sctx), timeout);
     l = listen_echo(&e, &srv, sctx, &tf, &addr);
   }
@@ -1499,9 +1498,8 @@ static void t_handshake_timeout_client(void **st) {
           braid_tls_context_set_handshake_timeout(cctx, BRAID_MSEC(250)), 0);
       braid_addr_t a;
       assert_int_equal(braid_addr_ip(&a, "127.0.0.1", port), 0);
-      assert_int_equal(braid_tls_connect(e.r, &a, NULL, cctx, "localhost",
-                                         &c.p),
-                       0);
+      assert_int_equal(
+          braid_tls_connect(e.r, &a, NULL, cctx, "localhost", &c.p), 0);
     }
     env_run(&e);
     uint64_t took = braid_reactor_now(e.r) - start;
@@ -1549,8 +1547,8 @@ static void t_handshake_timeout_starttls(void **st) {
   braid_memory_transport_t *mt2;
   assert_int_equal(braid_tls_context_set_handshake_timeout(cctx, 0), 0);
   assert_int_equal(braid_memory_transport_create(r, &base, &mt2), 0);
-  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mt2),
-                                   cctx, "localhost", &d.p, NULL),
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mt2), cctx,
+                                   "localhost", &d.p, NULL),
                    0);
   assert_int_equal(braid_clock_advance(r, BRAID_SEC(3600)), 0);
   assert_int_equal(d.lost, 0);
@@ -1740,7 +1738,8 @@ static const char *sc_sh =
     "-servername localhost \"$@\" </dev/null >$D/$n.out 2>&1; rc=$?; "
     "c=; [ $rc = 0 ] && c=$(sed -n 's/.*Cipher is \\(.*\\)/\\1/p' $D/$n.out "
     "| head -1); "
-    "k=$(sed -n 's/^Server Temp Key: \\([^,]*\\).*/\\1/p' $D/$n.out | head -1); "
+    "k=$(sed -n 's/^Server Temp Key: \\([^,]*\\).*/\\1/p' $D/$n.out | head "
+    "-1); "
     "echo \"$n $rc${c:+ $c}${k:+ $k}\" >> $D/results; }\n"
     "rm -f $D/results\n";
 
@@ -1761,9 +1760,8 @@ static const char *result(const char *name, char *buf, size_t len) {
   return buf;
 }
 
-static braid_listener_t *listen_desc(env *e, echo_server *srv,
-                                     const char *cert, const char *opts,
-                                     uint16_t *port) {
+static braid_listener_t *listen_desc(env *e, echo_server *srv, const char *cert,
+                                     const char *opts, uint16_t *port) {
   memset(srv, 0, sizeof *srv);
   srv->f.build = echo_build;
   srv->r = e->r;

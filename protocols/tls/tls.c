@@ -69,7 +69,7 @@ struct braid_tls_context {
   unsigned refs;
   braid_tls_role role;
   bool verify, lenient_eof;
-  uint64_t hs_timeout; /* ns; 0: none */
+  uint64_t hs_timeout;                     /* ns; 0: none */
   unsigned char alpn[BRAID__TLS_ALPN_MAX]; /* wire format */
   size_t alpn_len;
   braid_tls_sni_cb sni_cb;
@@ -469,11 +469,11 @@ typedef struct braid__tls {
   struct braid__tls_factory *tf;
   struct braid__tls *hs_prev, *hs_next;
   braid_addr_t peer;
-  braid_timer_t kick;      /* processes buffered input on a later turn */
-  braid_timer_t hs_timer;  /* the handshake's deadline */
-  uint64_t hs_timeout;     /* from the context, ns; 0: none */
-  int reason;         /* for the user's connection_lost */
-  char *alpn;         /* negotiated, NUL-terminated */
+  braid_timer_t kick;     /* processes buffered input on a later turn */
+  braid_timer_t hs_timer; /* the handshake's deadline */
+  uint64_t hs_timeout;    /* from the context, ns; 0: none */
+  int reason;             /* for the user's connection_lost */
+  char *alpn;             /* negotiated, NUL-terminated */
   char err[BRAID__TLS_ERR_MAX];
   uint8_t server, started, handshaken, made, lost, failed, sent_shutdown,
       got_close_notify, eof_delivered, in_process;
@@ -1647,7 +1647,7 @@ static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
       }
       e->has_hs_timeout = true;
     } else if (braid__tls_ep_append(e->tcp, sizeof e->tcp, &len, &e->parts[i]) <
-             0)
+               0)
       goto toolong;
   }
   if (server && e->cert == NULL) {
@@ -1684,9 +1684,8 @@ static int braid__tls_ep_fail(char *err, size_t errlen, int rc,
 }
 
 /* The options both roles share. */
-static int braid__tls_ep_apply(braid_tls_context_t *ctx,
-                               const braid__tls_ep *e, const char *desc,
-                               char *err, size_t errlen) {
+static int braid__tls_ep_apply(braid_tls_context_t *ctx, const braid__tls_ep *e,
+                               const char *desc, char *err, size_t errlen) {
   int rc = 0;
   if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0)
     return braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
