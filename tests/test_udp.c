@@ -10,11 +10,13 @@
 
 #ifdef _WIN32
 #include <winsock2.h>
+#include <windows.h>
 #include <ws2tcpip.h>
 #else
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #endif
 
 #include "braid/braid.h"
@@ -464,8 +466,26 @@ static void t_options_v6(void **st) {
 
 /* ------------------------------------------------------------------------ */
 
+/* A group of this process's own. Linux delivers a group's datagrams to
+ * every socket bound to the group and port once any socket on the host
+ * has joined it (IP_MULTICAST_ALL is on by default), so with one group
+ * for all, a run on another poller in parallel kept the member receiving
+ * after it had left. */
+static void group_of_process(int v6, char *out, size_t len) {
+#ifdef _WIN32
+  unsigned id = (unsigned)GetCurrentProcessId();
+#else
+  unsigned id = (unsigned)getpid();
+#endif
+  if (v6)
+    snprintf(out, len, "ff01::1:%x", id & 0xffffu);
+  else
+    snprintf(out, len, "239.255.%u.%u", (id >> 8) & 0xffu, id & 0xffu);
+}
+
 static void mcast(int v6) {
-  const char *group_ip = v6 ? "ff01::1:7a" : "239.255.77.88";
+  char group_ip[64];
+  group_of_process(v6, group_ip, sizeof group_ip);
   const char *iface = v6 ? lo_name : "127.0.0.1";
   if (v6 && lo_index() == 0) {
     print_message("no interface called %s\n", lo_name);
