@@ -92,7 +92,9 @@ static void braid__tls_ctx_log(const char *what) {
   char e[BRAID__TLS_ERR_MAX];
   braid__tls_errtext(e, sizeof e);
   char line[BRAID__TLS_ERR_MAX + 128];
-  snprintf(line, sizeof line, "%s: %s", what, e);
+  /* A long file name may cut the line short: it is only a log line. */
+  if (snprintf(line, sizeof line, "%s: %s", what, e) < 0)
+    return;
   braid_log_default(NULL, BRAID_LOG_ERROR, "tls", line);
 }
 
