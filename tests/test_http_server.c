@@ -1226,12 +1226,15 @@ static void t_mem_pipeline_log(void **st) {
   assert_false(braid_memory_transport_disconnected(m.mt, NULL));
   /* The client goes away while a slow answer is pending: the request
    * stays valid (a zombie) until the handler answers, which then fails
-   * quietly and frees it. */
+   * quietly and frees it. It is logged once, when the connection is
+   * lost, as nginx's 499 ("client closed request"). */
   mfeed(&m, "GET /slow?late HTTP/1.1\r\nHost: x\r\n\r\n");
   braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
   assert_true(braid_memory_transport_disconnected(m.mt, NULL));
+  assert_int_equal(m.log.n, 4);
+  assert_non_null(strstr(m.log.lines[3], "\"GET /slow?late HTTP/1.1\" 499 0"));
   braid_clock_advance(m.e.r, BRAID_MSEC(60));
-  assert_int_equal(m.log.n, 3);
+  assert_int_equal(m.log.n, 4);
   menv_end(&m);
 }
 
