@@ -34,7 +34,10 @@
 #define HTTP_SENDFILE_MIN (32u * 1024u) /* smaller files are read */
 /* A sendfile is queued in pieces: the release of each written piece tells
  * how far the client has read (the access log's byte count on a reset,
- * the write timeout's progress), and the next piece is queued then. */
+ * the write timeout's progress), and the next piece is queued then. The
+ * pieces grow with what was sent, from HTTP_OUT_PIECE up to this, so a
+ * count is never short by more than 64 KiB or half of it, and a large
+ * file costs few pieces. */
 #define HTTP_SENDFILE_PIECE (1024u * 1024u)
 #define HTTP_MAX_LISTENERS 8
 
@@ -1229,8 +1232,10 @@ static void file_release(void *data, void *arg) {
 
 /* Queue the next piece of a sendfile body. */
 static int file_send_piece(braid_http_req_t *q) {
-  size_t n =
-      q->fleft < HTTP_SENDFILE_PIECE ? (size_t)q->fleft : HTTP_SENDFILE_PIECE;
+  uint64_t piece = q->sent < HTTP_OUT_PIECE ? HTTP_OUT_PIECE : q->sent;
+  if (piece > HTTP_SENDFILE_PIECE)
+    piece = HTTP_SENDFILE_PIECE;
+  size_t n = q->fleft < piece ? (size_t)q->fleft : (size_t)piece;
   uint64_t off = q->foff;
   /* Account first: the release may run inside the call. */
   conn *c = q->c;
