@@ -1524,8 +1524,7 @@ static void t_cut_log(void **st) {
     env_run(&e, c_cut);
     /* The reactor stopped when the client finished: let the server see
      * the reset if it has not. */
-    for (int i = 0; i < 100 && lg.n == 0; i++)
-    {
+    for (int i = 0; i < 100 && lg.n == 0; i++) {
       braid_reactor_run_once(e.r, false);
       sleep_ms(10);
     }
@@ -1643,7 +1642,8 @@ static void t_mem_write_timeout(void **st) {
   assert_int_equal(m.e.closed_calls, 1);
   /* One line: the stream, cut at 0 body bytes; no /hello was answered. */
   assert_int_equal(m.log.n, 1);
-  assert_non_null(strstr(m.log.lines[0], "\"GET /stream?4000000 HTTP/1.1\" 200 0"));
+  assert_non_null(
+      strstr(m.log.lines[0], "\"GET /stream?4000000 HTTP/1.1\" 200 0"));
   menv_end(&m);
 
   /* A slow reader is not a stalled one: it keeps the connection as long
@@ -1763,8 +1763,8 @@ static void t_mem_trickle(void **st) {
   n += (size_t)snprintf(head + n, sizeof head - n, " HTTP/1.1\r\nHost: x\r\n");
   uint64_t sq = 0; /* sum of the squared header line lengths */
   for (int i = 0; i < 90; i++) {
-    size_t l = (size_t)snprintf(head + n, sizeof head - n,
-                                "X-%03d: %060d\r\n", i, i);
+    size_t l =
+        (size_t)snprintf(head + n, sizeof head - n, "X-%03d: %060d\r\n", i, i);
     n += l;
     sq += (uint64_t)l * l;
   }
@@ -1840,10 +1840,10 @@ static void t_mem_redirects(void **st) {
     const char *target, *location;
   } cases[] = {
       {"/sub", "/sub/"},
-      {"//sub", "/sub/"},                /* not //sub/: another host */
+      {"//sub", "/sub/"}, /* not //sub/: another host */
       {"///sub", "/sub/"},
-      {"/%2Fsub", "/sub/"},              /* decoded, it is //sub */
-      {"http://evil/sub", "/sub/"},      /* absolute form: not evil's */
+      {"/%2Fsub", "/sub/"},         /* decoded, it is //sub */
+      {"http://evil/sub", "/sub/"}, /* absolute form: not evil's */
       {"http://evil//sub?x=1", "/sub/?x=1"},
       {"/sub?q=%2F%2Fe", "/sub/?q=%2F%2Fe"},
       {"/a%20b", "/a%20b/"},
@@ -1870,8 +1870,13 @@ static void t_mem_redirects(void **st) {
 static void t_mem_dotfiles(void **st) {
   (void)st;
   static const char *const hidden[] = {
-      "/.git/config", "/.git/", "/.env", "/sub/.profile", "/sub/.hidden/x.txt",
-      "/%2egit/config", "/sub/%2Eprofile",
+      "/.git/config",
+      "/.git/",
+      "/.env",
+      "/sub/.profile",
+      "/sub/.hidden/x.txt",
+      "/%2egit/config",
+      "/sub/%2Eprofile",
   };
   for (int allow = 0; allow < 2; allow++) {
     braid_http_static_options so = {0};
@@ -1905,19 +1910,31 @@ static void t_mem_dotfiles(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_helpers),      cmocka_unit_test(t_keepalive),
-      cmocka_unit_test(t_pipeline),     cmocka_unit_test(t_versions),
-      cmocka_unit_test(t_errors),       cmocka_unit_test(t_limits),
-      cmocka_unit_test(t_bodies),       cmocka_unit_test(t_bytewise),
-      cmocka_unit_test(t_timeouts),     cmocka_unit_test(t_flow_control),
-      cmocka_unit_test(t_static),       cmocka_unit_test(t_traversal_listing),
-      cmocka_unit_test(t_routes),       cmocka_unit_test(t_mem_pipeline_log),
-      cmocka_unit_test(t_mem_timeouts), cmocka_unit_test(t_mem_flow),
+      cmocka_unit_test(t_helpers),
+      cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_pipeline),
+      cmocka_unit_test(t_versions),
+      cmocka_unit_test(t_errors),
+      cmocka_unit_test(t_limits),
+      cmocka_unit_test(t_bodies),
+      cmocka_unit_test(t_bytewise),
+      cmocka_unit_test(t_timeouts),
+      cmocka_unit_test(t_flow_control),
+      cmocka_unit_test(t_static),
+      cmocka_unit_test(t_traversal_listing),
+      cmocka_unit_test(t_routes),
+      cmocka_unit_test(t_mem_pipeline_log),
+      cmocka_unit_test(t_mem_timeouts),
+      cmocka_unit_test(t_mem_flow),
       cmocka_unit_test(t_mem_continue),
-      cmocka_unit_test(t_never_reads),  cmocka_unit_test(t_cut_log),
-      cmocka_unit_test(t_static_contain), cmocka_unit_test(t_mem_write_timeout),
-      cmocka_unit_test(t_mem_cut_log),  cmocka_unit_test(t_mem_trickle),
-      cmocka_unit_test(t_mem_redirects), cmocka_unit_test(t_mem_dotfiles),
+      cmocka_unit_test(t_never_reads),
+      cmocka_unit_test(t_cut_log),
+      cmocka_unit_test(t_static_contain),
+      cmocka_unit_test(t_mem_write_timeout),
+      cmocka_unit_test(t_mem_cut_log),
+      cmocka_unit_test(t_mem_trickle),
+      cmocka_unit_test(t_mem_redirects),
+      cmocka_unit_test(t_mem_dotfiles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

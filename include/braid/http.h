@@ -174,9 +174,9 @@ size_t braid_http_server_connections(const braid_http_server_t *srv);
  * above (for tests, figures and monitoring). */
 typedef struct braid_http_server_stats {
   size_t connections;
-  uint64_t input_buffered; /* bytes allocated for unparsed input */
-  uint64_t output_queued;  /* bytes queued on the transports, not yet
-                              taken by the kernel */
+  uint64_t input_buffered;    /* bytes allocated for unparsed input */
+  uint64_t output_queued;     /* bytes queued on the transports, not yet
+                                 taken by the kernel */
   uint64_t output_queued_max; /* the most queued on one connection */
 } braid_http_server_stats;
 

@@ -23,7 +23,7 @@
 #include "braid/http.h"
 #include "protocols/http/internal.h"
 
-#define HTTP_READ_MAX (64u * 1024u)   /* bytes buffered past a head */
+#define HTTP_READ_MAX (64u * 1024u) /* bytes buffered past a head */
 /* Body bytes from the caller's memory that cannot go out at once are
  * handed to the transport in owned pieces of at most this size: each
  * piece's release tells how far the client has read (see out_sample), so
@@ -1155,8 +1155,8 @@ static void req_done(braid_http_req_t *q) {
    * enough. */
   out_sample(c, 0);
   logq_flush(c, 0);
-  int defer = c->acked < c->out_total &&
-              (c->wpaused || braid_transport_closing(c->t));
+  int defer =
+      c->acked < c->out_total && (c->wpaused || braid_transport_closing(c->t));
   if (defer)
     c->logq = q;
   else
