@@ -90,9 +90,10 @@
  * A response that finishes while the client is slow to read (the
  * transport asks to stop producing) is logged once the client has read
  * all but the transport's low-water mark of it, or when the connection
- * is lost. Bytes written are counted at the granularity of the pieces
- * handed to the transport (at most 64 KiB, or 1 MiB for sendfile pieces),
- * rounding down: the count is never more than was sent.
+ * is lost. Bytes written are known at the granularity of the pieces
+ * handed to the transport (64 KiB; sendfile pieces grow from 64 KiB to
+ * 1 MiB with what was sent), rounding down: the count is never more than
+ * the transport wrote, and short by at most two pieces.
  */
 #ifndef BRAID_HTTP_H
 #define BRAID_HTTP_H
