@@ -1340,7 +1340,7 @@ static void t_mem_continue(void **st) {
  * ------------------------------------------------------------------------ */
 
 #define NR_TIMEOUT_MS 400u
-#define NR_WINDOW_MS 3000u
+#define NR_WINDOW_MS 20000u /* a deadline, far past the expected drop */
 #define NR_MAX_BYTES (64u << 20)
 
 /* Samples the server's memory on the reactor's thread every 2 ms. */
@@ -1372,8 +1372,9 @@ static void watch_tick(braid_timer_t *t, void *arg) {
   braid_timer_start(w->e->r, &w->t, BRAID_MSEC(2), watch_tick, w);
 }
 
-/* Sends `GET /nope` back to back for NR_WINDOW_MS (or NR_MAX_BYTES) and
- * never reads; records whether and when the server hung up. */
+/* Sends `GET /nope` back to back until the server hangs up (or
+ * NR_MAX_BYTES, or NR_WINDOW_MS) and never reads; records whether the
+ * server hung up while it was still sending, and when. */
 static void c_never_reads(env *e) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0)
@@ -1412,17 +1413,14 @@ static void c_never_reads(env *e) {
     dropped = 1; /* ECONNRESET, EPIPE: the server hung up */
     break;
   }
-  if (dropped) {
-    e->t1 = now_ms();
-  } else {
-    /* Window over, still not reading: does the server hang up later?
-     * (events 0: only an error or a hang-up ends the wait.) */
-    struct pollfd p = {fd, 0, 0};
-    if (poll(&p, 1, 3000) > 0)
-      dropped = 1;
-    e->t1 = now_ms();
-  }
   e->flags[0] = dropped;
+  if (!dropped) {
+    /* Still not reading: does the server hang up later? (events 0: only
+     * an error or a hang-up ends the wait.) */
+    struct pollfd p = {fd, 0, 0};
+    e->flags[1] = poll(&p, 1, 3000) > 0;
+  }
+  e->t1 = now_ms();
   close(fd);
   sleep_ms(50); /* let the server see it, if it has not */
 }
@@ -1441,9 +1439,10 @@ static void t_never_reads(void **st) {
   env_run(&e, c_never_reads);
   braid_timer_cancel(&w.t);
   print_message("never-reads: sent %llu bytes, server output <= %llu, input "
-                "<= %llu, dropped %d after %llu ms (stall to drop %lld ms)\n",
+                "<= %llu, dropped %d/%d after %llu ms (stall to drop %lld "
+                "ms)\n",
                 (unsigned long long)e.sent, (unsigned long long)w.out_max,
-                (unsigned long long)w.in_max, e.flags[0],
+                (unsigned long long)w.in_max, e.flags[0], e.flags[1],
                 (unsigned long long)(e.t1 - e.t0),
                 (long long)(w.t_gone - w.t_stall));
   /* Memory: the transport's window plus one response (a 404 is a few
@@ -1455,12 +1454,13 @@ static void t_never_reads(void **st) {
   assert_true(e.sent < NR_MAX_BYTES);
   /* Dropped while the client was still sending (arriving bytes restart
    * nothing), not before write_timeout after the output stalled, and
-   * within 1.25 x write_timeout of it (plus slack for a busy host). */
+   * within 1.25 x write_timeout of it (plus slack for a busy host, more
+   * under valgrind). */
+  uint64_t slack = getenv("BRAID_UNDER_VALGRIND") != NULL ? 3000 : 500;
   assert_true(e.flags[0]);
-  assert_true(e.t1 - e.t0 < NR_WINDOW_MS);
   assert_true(w.t_stall > 0 && w.t_gone > 0);
   assert_true(w.t_gone + 10 >= w.t_stall + NR_TIMEOUT_MS);
-  assert_true(w.t_gone <= w.t_stall + NR_TIMEOUT_MS * 5 / 4 + 500);
+  assert_true(w.t_gone <= w.t_stall + NR_TIMEOUT_MS * 5 / 4 + slack);
   env_end(&e);
 }
 
