@@ -287,7 +287,11 @@ def test_hostile(port, pid):
     s.close()
     check("never-reading client dropped", dropped is not None and
           dropped < WRITE_TIMEOUT + 3, f"dropped={dropped} sent={sent}")
-    if before is not None and after is not None:
+    if "ASAN_OPTIONS" in os.environ:
+        # AddressSanitizer's quarantine keeps freed memory, so RSS grows
+        # with every request served, bounded or not.
+        print("     (RSS not checked under AddressSanitizer)")
+    elif before is not None and after is not None:
         check("never-reading client: RSS bounded", after - before < 20000,
               f"{before} kB -> {after} kB, {sent} bytes sent")
     print(f"     never-reading client: sent {sent >> 10} KiB, dropped after "

@@ -189,7 +189,8 @@ static void listing(braid_http_static_t *s, braid_http_req_t *req,
   closedir(d);
   sbuf b = {0};
   if (!oom) {
-    qsort(names, n, sizeof *names, name_cmp);
+    if (n > 1) /* names is NULL for an empty folder */
+      qsort(names, n, sizeof *names, name_cmp);
     const char *path = braid_http_req_path(req);
     sb_str(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
                "<title>Index of ");
