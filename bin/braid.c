@@ -175,13 +175,20 @@ static const char web_usage[] =
     "  --listen ENDPOINT      where to listen (default tcp:8080), e.g.\n"
     "                         tcp:port=8080:interface=127.0.0.1, unix:/tmp/w\n"
     "  --no-listing           404 for folders without index.html\n"
+    "  --dotfiles             publish hidden names (a path segment starting\n"
+    "                         with '.', e.g. /.git/config, /.env): by default\n"
+    "                         they are 404 and left out of listings\n"
     "  --hello                also answer /hello with \"hello, world\" from\n"
     "                         memory (for benchmarks)\n"
     "  --echo                 also answer POST /echo by streaming the request\n"
     "                         body back (for interop tests and demos)\n"
     "  --header-timeout SEC   time allowed for a request head, and for the\n"
     "                         TLS handshake before it (default 10)\n"
-    "  --idle-timeout SEC     keep-alive and stall timeout (default 60)\n"
+    "  --idle-timeout SEC     keep-alive timeout, and time allowed between\n"
+    "                         pieces of a request body (default 60)\n"
+    "  --write-timeout SEC    drop a client that reads nothing of what it is\n"
+    "                         sent for this long (default 60; nginx's\n"
+    "                         send_timeout)\n"
     "  --no-log               no access log\n"
     "  --tls-cert FILE        serve https: PEM certificate chain (with\n"
     "  --tls-key FILE         its private key; default: the same file);\n"
@@ -333,8 +340,13 @@ static int cmd_web(int argc, char **argv) {
     } else if (strcmp(a, "--idle-timeout") == 0 && v != NULL &&
                web_seconds(v, &so.idle_timeout) == 0) {
       i++;
+    } else if (strcmp(a, "--write-timeout") == 0 && v != NULL &&
+               web_seconds(v, &so.write_timeout) == 0) {
+      i++;
     } else if (strcmp(a, "--no-listing") == 0) {
       sto.no_listing = true;
+    } else if (strcmp(a, "--dotfiles") == 0) {
+      sto.dotfiles = true;
     } else if (strcmp(a, "--hello") == 0) {
       hello = 1;
     } else if (strcmp(a, "--echo") == 0) {
