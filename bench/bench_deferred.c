@@ -41,14 +41,14 @@ static void c_free(void *p) {
   free(p);
 }
 
-static void cb_inc(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void cb_inc(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   braid_result_set(res, (void *)((intptr_t)braid_result_value(res) + 1), NULL);
 }
 
-static braid_deferred_t *inner;
-static void cb_nest(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static braid_deferred_t inner;
+static void cb_nest(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   braid_result_chain(res, inner);
@@ -63,7 +63,7 @@ static intptr_t sink;
 static double run_flat(braid_reactor_t *r, long n) {
   uint64_t t0 = braid_hrtime();
   for (long i = 0; i < n; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     braid_deferred_new(r, &d);
     braid_deferred_add_callback(d, cb_inc, NULL);
     braid_deferred_add_callback(d, cb_inc, NULL);
@@ -79,10 +79,10 @@ static double run_flat(braid_reactor_t *r, long n) {
 static double run_nested(braid_reactor_t *r, long n) {
   uint64_t t0 = braid_hrtime();
   for (long i = 0; i < n; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     braid_deferred_new(r, &d);
     braid_deferred_new(r, &inner);
-    braid_deferred_t *in = inner;
+    braid_deferred_t in = inner;
     braid_deferred_add_callback(d, cb_nest, NULL);
     braid_deferred_add_callback(d, cb_inc, NULL);
     braid_deferred_callback(d, (void *)(intptr_t)i, NULL);
@@ -109,16 +109,16 @@ static int work_nop(void *arg, void **value, braid_dtor_cb *dtor) {
   return 0;
 }
 
-static void on_done(braid_deferred_t *d, braid_result_t *res, void *arg);
+static void on_done(braid_deferred_t d, braid_result_t *res, void *arg);
 
 static void submit(tstate *s) {
-  braid_deferred_t *d;
+  braid_deferred_t d;
   s->left--;
   if (braid_defer_to_thread(s->r, work_nop, NULL, &d) == 0)
     braid_deferred_add_callback(d, on_done, s);
 }
 
-static void on_done(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_done(braid_deferred_t d, braid_result_t *res, void *arg) {
   tstate *s = arg;
   (void)d;
   (void)res;

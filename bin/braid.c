@@ -175,12 +175,20 @@ static const char web_usage[] =
     "  --listen ENDPOINT      where to listen (default tcp:8080), e.g.\n"
     "                         tcp:port=8080:interface=127.0.0.1, unix:/tmp/w\n"
     "  --no-listing           404 for folders without index.html\n"
+    "  --dotfiles             publish hidden names (a path segment starting\n"
+    "                         with '.', e.g. /.git/config, /.env): by default\n"
+    "                         they are 404 and left out of listings\n"
     "  --hello                also answer /hello with \"hello, world\" from\n"
     "                         memory (for benchmarks)\n"
     "  --echo                 also answer POST /echo by streaming the request\n"
     "                         body back (for interop tests and demos)\n"
-    "  --header-timeout SEC   time allowed for a request head (default 10)\n"
-    "  --idle-timeout SEC     keep-alive and stall timeout (default 60)\n"
+    "  --header-timeout SEC   time allowed for a request head, and for the\n"
+    "                         TLS handshake before it (default 10)\n"
+    "  --idle-timeout SEC     keep-alive timeout, and time allowed between\n"
+    "                         pieces of a request body (default 60)\n"
+    "  --write-timeout SEC    drop a client that reads nothing of what it is\n"
+    "                         sent for this long (default 60; nginx's\n"
+    "                         send_timeout)\n"
     "  --no-log               no access log\n"
     "  --tls-cert FILE        serve https: PEM certificate chain (with\n"
     "  --tls-key FILE         its private key; default: the same file);\n"
@@ -188,10 +196,11 @@ static const char web_usage[] =
     "                         default endpoint is tcp:8443\n"
     "  --quiet                do not print the listening addresses\n";
 
-/* "tcp:REST" -> "tls:REST:certificate=C:privateKey=K", escaping ':' and
- * '\\' in the file names as endpoint strings want. */
+/* "tcp:REST" -> "tls:REST:certificate=C:privateKey=K" + `extra` (already
+ * escaped), escaping ':' and '\\' in the file names as endpoint strings
+ * want. */
 static int web_tls_endpoint(const char *ep, const char *cert, const char *key,
-                            char *out, size_t size) {
+                            const char *extra, char *out, size_t size) {
   if (strncmp(ep, "tcp:", 4) != 0)
     return -1;
   size_t n = (size_t)snprintf(out, size, "tls:%s", ep + 4);
@@ -208,6 +217,7 @@ static int web_tls_endpoint(const char *ep, const char *cert, const char *key,
       return -1;
     out[n] = '\0';
   }
+  n += (size_t)snprintf(out + n, size - n, "%s", extra);
   return n + 1 < size ? 0 : -1;
 }
 
@@ -330,8 +340,13 @@ static int cmd_web(int argc, char **argv) {
     } else if (strcmp(a, "--idle-timeout") == 0 && v != NULL &&
                web_seconds(v, &so.idle_timeout) == 0) {
       i++;
+    } else if (strcmp(a, "--write-timeout") == 0 && v != NULL &&
+               web_seconds(v, &so.write_timeout) == 0) {
+      i++;
     } else if (strcmp(a, "--no-listing") == 0) {
       sto.no_listing = true;
+    } else if (strcmp(a, "--dotfiles") == 0) {
+      sto.dotfiles = true;
     } else if (strcmp(a, "--hello") == 0) {
       hello = 1;
     } else if (strcmp(a, "--echo") == 0) {
@@ -357,9 +372,20 @@ static int cmd_web(int argc, char **argv) {
   }
   if (nlisten == 0)
     listen[nlisten++] = tls_cert != NULL ? "tcp:8443" : "tcp:8080";
+  /* HTTP/1.1 is what this server speaks, so ALPN says so (a client
+   * offering only h2 gets no ALPN and may still try). The header timeout
+   * covers the handshake too: before it completes there is no HTTP
+   * connection whose timers could run. */
+  char tls_extra[96] = ":alpn=http/1.1";
+  if (so.header_timeout > 0)
+    snprintf(tls_extra + strlen(tls_extra),
+             sizeof tls_extra - strlen(tls_extra),
+             ":handshake_timeout=%llu.%09llu",
+             (unsigned long long)(so.header_timeout / 1000000000u),
+             (unsigned long long)(so.header_timeout % 1000000000u));
   for (int i = 0; tls_cert != NULL && i < nlisten; i++) {
     if (web_tls_endpoint(listen[i], tls_cert, tls_key ? tls_key : tls_cert,
-                         tls_eps[i], sizeof tls_eps[i]) < 0) {
+                         tls_extra, tls_eps[i], sizeof tls_eps[i]) < 0) {
       fprintf(stderr, "braid web: --tls-cert needs tcp: endpoints, not '%s'\n",
               listen[i]);
       return 2;

@@ -30,7 +30,7 @@ braid__defer_state *braid__defer_state_get(braid_reactor_t *r) {
   braid__defer_state *ds = braid_calloc(1, sizeof *ds);
   if (ds == NULL)
     return NULL;
-  braid__slab_init(&ds->deferreds, sizeof(struct braid_deferred));
+  braid__slab_init(&ds->deferreds, sizeof(struct braid__deferred));
   braid__slab_init(&ds->links, sizeof(braid__link));
   braid__slab_init(&ds->failures, sizeof(struct braid_failure));
   braid__slab_init(&ds->aux, BRAID__AUX_SIZE);
@@ -77,16 +77,16 @@ void braid__result_destroy(struct braid_result *res) {
   res->failure = NULL;
 }
 
-static inline braid_deferred_t *braid__res_owner(const braid_result_t *res) {
-  return braid__container_of(res, braid_deferred_t, result);
+static inline braid__deferred *braid__res_owner(const braid_result_t *res) {
+  return braid__container_of(res, braid__deferred, result);
 }
 
 /* A step that called braid_result_chain and then changed its mind. */
-static void braid__drop_pending(braid_deferred_t *d) {
-  braid_deferred_t *inner = d->pending_inner;
+static void braid__drop_pending(braid__deferred *d) {
+  braid__deferred *inner = d->pending_inner;
   if (inner != NULL) {
     d->pending_inner = NULL;
-    braid_deferred_unref(inner);
+    braid__deferred_unref(inner);
   }
 }
 
@@ -134,7 +134,7 @@ void braid_result_set_failure(braid_result_t *res, braid_failure_t *f) {
     braid_failure_unref(f);
     return;
   }
-  braid_deferred_t *d = braid__res_owner(res);
+  braid__deferred *d = braid__res_owner(res);
   braid__drop_pending(d);
   f = braid__failure_or_oom(d->r, f);
   if (res->failure == f) {
@@ -169,10 +169,11 @@ void *braid_result_take(braid_result_t *res, braid_dtor_cb *dtor) {
   return v;
 }
 
-int braid_result_chain(braid_result_t *res, braid_deferred_t *inner) {
-  if (res == NULL || !braid__deferred_valid(inner))
+int braid_result_chain(braid_result_t *res, braid_deferred_t inner_h) {
+  braid__deferred *inner = braid__dget(inner_h);
+  if (res == NULL || inner == NULL)
     return BRAID_EINVAL;
-  braid_deferred_t *d = braid__res_owner(res);
+  braid__deferred *d = braid__res_owner(res);
   if (inner == d || inner->r != d->r)
     return BRAID_EINVAL;
   inner->refs++; /* before dropping anything: inner may be the old result */
@@ -190,7 +191,7 @@ braid_reactor_t *braid_result_reactor(const braid_result_t *res) {
  * Freeing
  * ------------------------------------------------------------------------ */
 
-static inline int braid__finished(const braid_deferred_t *d) {
+static inline int braid__finished(const braid__deferred *d) {
   return (d->flags & (BRAID__D_CALLED | BRAID__D_RUNNING |
                       BRAID__D_ON_STACK)) == BRAID__D_CALLED &&
          d->head == NULL && d->paused == 0;
@@ -200,17 +201,26 @@ static void braid__log_unhandled(braid_reactor_t *r, braid__defer_state *ds,
                                  const braid_failure_t *f) {
   char buf[900];
   braid_failure_format(f, buf, sizeof buf);
-  /* At reactor destroy, the cancellations destroy itself made are expected
-   * and only worth a debug line; any other failure is a real loss. */
+  /* At reactor destroy, the cancellations destroy itself made (and
+   * failures that wrap one) are expected and only worth a debug line. Any
+   * other failure is a real loss, whatever its causes: a timeout or a
+   * cancel that happened while the reactor ran and that nobody handled is
+   * an error, though its chain holds a BRAID_ECANCELED too. */
   braid_log_level level = BRAID_LOG_ERROR;
-  if (ds->tearing_down &&
-      braid_failure_find(f, BRAID_FAILURE_DOMAIN, BRAID_ECANCELED) != NULL)
-    level = BRAID_LOG_DEBUG;
+  if (ds->tearing_down) {
+    for (const braid_failure_t *c = f; c != NULL; c = c->cause) {
+      if ((c->flags & BRAID__F_TEARDOWN) &&
+          braid_failure_check(c, BRAID_FAILURE_DOMAIN, BRAID_ECANCELED)) {
+        level = BRAID_LOG_DEBUG;
+        break;
+      }
+    }
+  }
   braid_reactor_log(r, level, "deferred", "Unhandled error in deferred: %s",
                     buf);
 }
 
-static void braid__deferred_free(braid__defer_state *ds, braid_deferred_t *d) {
+static void braid__deferred_free(braid__defer_state *ds, braid__deferred *d) {
   if (d->result.failure != NULL)
     braid__log_unhandled(d->r, ds, d->result.failure);
   braid__result_destroy(&d->result);
@@ -224,13 +234,15 @@ static void braid__deferred_free(braid__defer_state *ds, braid_deferred_t *d) {
   if (d->pending_inner != NULL)
     braid__drop_pending(d);
   d->magic = BRAID__DEAD;
+  d->gen++; /* every handle to this deferred is stale from here on */
   braid__slab_free(&ds->deferreds, d);
+  BRAID__UNPOISON(&d->gen, sizeof d->gen);
 }
 
 static void braid__reap_cb(braid_reactor_t *r, void *arg) {
   braid__defer_state *ds = arg;
   (void)r;
-  braid_deferred_t *d;
+  braid__deferred *d;
   /* Re-read the head each time: a destructor run by a free may finish
    * other deferreds, which join the list and go in this same pass. */
   while ((d = ds->reap) != NULL) {
@@ -243,7 +255,7 @@ static void braid__reap_cb(braid_reactor_t *r, void *arg) {
 }
 
 /* Queue `d` to be freed at the end of the turn if nothing keeps it. */
-static inline void braid__maybe_reap(braid_deferred_t *d) {
+static inline void braid__maybe_reap(braid__deferred *d) {
   if (d->refs != 0 || !braid__finished(d) || (d->flags & BRAID__D_ON_REAP))
     return;
   braid__defer_state *ds = d->r->defer;
@@ -264,23 +276,36 @@ static inline void braid__maybe_reap(braid_deferred_t *d) {
 
 /* The marker for "pass the result to the outer deferred" links; never
  * called. */
-static void braid__continue_step(braid_deferred_t *d, braid_result_t *res,
+static void braid__continue_step(braid_deferred_t d, braid_result_t *res,
                                  void *arg) {
   (void)d;
   (void)res;
   (void)arg;
 }
 
-static void braid__run(braid_deferred_t *start) {
+/* The marker for braid_deferred_chain_deferred links (arg: the deferred to
+ * fire); never called either: the run loop fires the target itself and
+ * pushes it on its own stack, so that a line of a million chained
+ * deferreds uses one C frame, as nested ones do. */
+static void braid__chain_step(braid_deferred_t d, braid_result_t *res,
+                              void *arg) {
+  (void)d;
+  (void)res;
+  (void)arg;
+}
+
+static int braid__settle(braid__deferred *d, struct braid_result *res);
+
+static void braid__run(braid__deferred *start) {
   if (start->flags & (BRAID__D_RUNNING | BRAID__D_ON_STACK))
     return; /* the loop that has it will pick up what changed */
   braid__defer_state *ds = start->r->defer;
-  braid_deferred_t *stack = start;
+  braid__deferred *stack = start;
   start->stack_next = NULL;
   start->flags |= BRAID__D_ON_STACK;
 
   while (stack != NULL) {
-    braid_deferred_t *cur = stack;
+    braid__deferred *cur = stack;
     int finished = 1;
     while (cur->paused == 0 && cur->head != NULL) {
       braid__link *l = cur->head;
@@ -300,7 +325,7 @@ static void braid__run(braid_deferred_t *start) {
 
       if (fn == braid__continue_step) {
         /* Hand the result to the outer deferred and resume it here. */
-        braid_deferred_t *outer = arg;
+        braid__deferred *outer = arg;
         outer->result = cur->result;
         cur->result.value = NULL;
         cur->result.dtor = NULL;
@@ -321,14 +346,51 @@ static void braid__run(braid_deferred_t *start) {
         finished = 0;
         break;
       }
+      if (fn == braid__chain_step) {
+        /* Twisted's chainDeferred: the result moves to `other`, and this
+         * chain goes on with None, or with AlreadyCalledError (the result
+         * it could not deliver as its cause) when `other` had fired. */
+        braid__deferred *other = arg;
+        struct braid_result moved = cur->result;
+        cur->result.value = NULL;
+        cur->result.dtor = NULL;
+        cur->result.failure = NULL;
+        int rc = braid__settle(other, &moved);
+        other->refs--; /* the link's reference; other is reaped later */
+        if (rc == BRAID_EALREADY) {
+          braid_failure_t *cause = moved.failure;
+          moved.failure = NULL;
+          braid__result_destroy(&moved);
+          cur->result.failure = braid__failure_or_oom(
+              cur->r, braid_failure_new(
+                          cur->r, BRAID_FAILURE_DOMAIN, BRAID_EALREADY, cause,
+                          "already called: chain_deferred target had "
+                          "fired before its source did"));
+        }
+        if (rc != 0) {
+          braid__maybe_reap(other);
+          continue;
+        }
+        if (cur->head == NULL) {
+          /* As for the continue link: replace rather than push. */
+          stack = cur->stack_next;
+          cur->flags &= ~BRAID__D_ON_STACK;
+          braid__maybe_reap(cur);
+        }
+        other->stack_next = stack;
+        other->flags |= BRAID__D_ON_STACK;
+        stack = other;
+        finished = 0;
+        break;
+      }
       if (fn == NULL)
         continue; /* pass-through half */
 
       cur->flags |= BRAID__D_RUNNING;
-      fn(cur, &cur->result, arg);
+      fn(braid__dhandle(cur), &cur->result, arg);
       cur->flags &= ~BRAID__D_RUNNING;
 
-      braid_deferred_t *inner = cur->pending_inner;
+      braid__deferred *inner = cur->pending_inner;
       if (inner == NULL)
         continue;
       cur->pending_inner = NULL;
@@ -338,14 +400,14 @@ static void braid__run(braid_deferred_t *start) {
         inner->result.value = NULL;
         inner->result.dtor = NULL;
         inner->result.failure = NULL;
-        braid_deferred_unref(inner);
+        braid__deferred_unref(inner);
         continue;
       }
       /* Wait for it: the continue link is added to the inner deferred
        * directly (not through add_callbacks) so that nothing runs now. */
       braid__link *c = braid__slab_alloc(&ds->links);
       if (c == NULL) {
-        braid_deferred_unref(inner);
+        braid__deferred_unref(inner);
         braid_result_set_failure(&cur->result, NULL);
         continue;
       }
@@ -373,79 +435,98 @@ static void braid__run(braid_deferred_t *start) {
  * Creating and firing
  * ------------------------------------------------------------------------ */
 
-static inline braid_deferred_t *braid__alloc(braid_reactor_t *r) {
+static inline braid__deferred *braid__alloc(braid_reactor_t *r) {
   braid__defer_state *ds = braid__ds(r);
   if (ds == NULL)
     return NULL;
-  braid_deferred_t *d = braid__slab_alloc(&ds->deferreds);
+  braid__deferred *d = braid__slab_alloc(&ds->deferreds);
   if (d == NULL)
     return NULL;
-  /* One compound literal: the compiler turns it into a few wide stores. */
-  *d = (struct braid_deferred){.magic = BRAID__LIVE_DEFERRED, .r = r};
+  /* One compound literal: the compiler turns it into a few wide stores.
+   * The generation is the slot's, not the deferred's: it carries over. */
+  *d = (struct braid__deferred){
+      .magic = BRAID__LIVE_DEFERRED, .gen = d->gen, .r = r};
   return d;
 }
 
 int braid_deferred_new_cancellable(braid_reactor_t *r,
                                    braid_canceller_cb canceller, void *arg,
-                                   braid_deferred_t **out) {
+                                   braid_deferred_t *out) {
   if (out == NULL)
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   if (r == NULL)
     return BRAID_EINVAL;
-  braid_deferred_t *d = braid__alloc(r);
+  braid__deferred *d = braid__alloc(r);
   if (d == NULL)
     return BRAID_ENOMEM;
   d->canceller = canceller;
   d->canceller_arg = arg;
-  *out = d;
+  *out = braid__dhandle(d);
   return 0;
 }
 
-int braid_deferred_new(braid_reactor_t *r, braid_deferred_t **out) {
+int braid_deferred_new(braid_reactor_t *r, braid_deferred_t *out) {
   return braid_deferred_new_cancellable(r, NULL, NULL, out);
 }
 
-static int braid__fire(braid_deferred_t *d, struct braid_result res) {
+/* Give d its first result, without running anything. On BRAID_EALREADY,
+ * *res is left to the caller; on BRAID_ECANCELED (the one late result
+ * Twisted eats after a cancel without a canceller, _suppressAlreadyCalled)
+ * it has been destroyed. */
+static int braid__settle(braid__deferred *d, struct braid_result *res) {
   if (d->flags & BRAID__D_CALLED) {
-    braid__result_destroy(&res);
     if (d->flags & BRAID__D_SUPPRESS) {
-      /* Twisted eats exactly one late result after a cancel without a
-       * canceller (_suppressAlreadyCalled). */
       d->flags &= ~BRAID__D_SUPPRESS;
+      braid__result_destroy(res);
       return BRAID_ECANCELED;
     }
     return BRAID_EALREADY;
   }
   d->flags |= BRAID__D_CALLED;
-  d->result = res;
+  d->result = *res;
+  return 0;
+}
+
+static int braid__fire(braid__deferred *d, struct braid_result res) {
+  int rc = braid__settle(d, &res);
+  if (rc == BRAID_EALREADY)
+    braid__result_destroy(&res);
+  if (rc != 0)
+    return rc;
   braid__run(d);
   /* An empty chain finishes here rather than in the loop. */
   braid__maybe_reap(d);
   return 0;
 }
 
-int braid_deferred_callback(braid_deferred_t *d, void *value,
+int braid_deferred_callback(braid_deferred_t h, void *value,
                             braid_dtor_cb dtor) {
   struct braid_result res = {value, dtor, NULL};
-  if (!braid__deferred_valid(d)) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL) {
     braid__result_destroy(&res);
     return BRAID_EINVAL;
   }
   return braid__fire(d, res);
 }
 
-int braid_deferred_errback(braid_deferred_t *d, braid_failure_t *f) {
-  if (!braid__deferred_valid(d)) {
-    braid_failure_unref(f);
-    return BRAID_EINVAL;
-  }
+static int braid__errback(braid__deferred *d, braid_failure_t *f) {
   struct braid_result res = {NULL, NULL, braid__failure_or_oom(d->r, f)};
   return braid__fire(d, res);
 }
 
+int braid_deferred_errback(braid_deferred_t h, braid_failure_t *f) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL) {
+    braid_failure_unref(f);
+    return BRAID_EINVAL;
+  }
+  return braid__errback(d, f);
+}
+
 int braid_deferred_succeed(braid_reactor_t *r, void *value, braid_dtor_cb dtor,
-                           braid_deferred_t **out) {
+                           braid_deferred_t *out) {
   int rc = braid_deferred_new(r, out);
   if (rc < 0) {
     if (dtor != NULL)
@@ -456,7 +537,7 @@ int braid_deferred_succeed(braid_reactor_t *r, void *value, braid_dtor_cb dtor,
 }
 
 int braid_deferred_fail(braid_reactor_t *r, braid_failure_t *f,
-                        braid_deferred_t **out) {
+                        braid_deferred_t *out) {
   int rc = braid_deferred_new(r, out);
   if (rc < 0) {
     braid_failure_unref(f);
@@ -469,7 +550,7 @@ int braid_deferred_fail(braid_reactor_t *r, braid_failure_t *f,
  * Adding steps
  * ------------------------------------------------------------------------ */
 
-void braid__deferred_append(braid_deferred_t *d, braid__link *l) {
+void braid__deferred_append(braid__deferred *d, braid__link *l) {
   l->next = NULL;
   if (d->tail != NULL)
     d->tail->next = l;
@@ -482,10 +563,11 @@ void braid__deferred_append(braid_deferred_t *d, braid__link *l) {
   }
 }
 
-int braid_deferred_add_callbacks(braid_deferred_t *d, braid_deferred_cb cb,
+int braid_deferred_add_callbacks(braid_deferred_t h, braid_deferred_cb cb,
                                  void *cb_arg, braid_deferred_cb eb,
                                  void *eb_arg) {
-  if (!braid__deferred_valid(d))
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL)
     return BRAID_EINVAL;
   braid__link *l = braid__slab_alloc(&d->r->defer->links);
   if (l == NULL)
@@ -498,58 +580,50 @@ int braid_deferred_add_callbacks(braid_deferred_t *d, braid_deferred_cb cb,
   return 0;
 }
 
-int braid_deferred_add_callback(braid_deferred_t *d, braid_deferred_cb cb,
+int braid_deferred_add_callback(braid_deferred_t d, braid_deferred_cb cb,
                                 void *arg) {
   return braid_deferred_add_callbacks(d, cb, arg, NULL, NULL);
 }
 
-int braid_deferred_add_errback(braid_deferred_t *d, braid_deferred_cb eb,
+int braid_deferred_add_errback(braid_deferred_t d, braid_deferred_cb eb,
                                void *arg) {
   return braid_deferred_add_callbacks(d, NULL, NULL, eb, arg);
 }
 
-int braid_deferred_add_both(braid_deferred_t *d, braid_deferred_cb fn,
+int braid_deferred_add_both(braid_deferred_t d, braid_deferred_cb fn,
                             void *arg) {
   return braid_deferred_add_callbacks(d, fn, arg, fn, arg);
 }
 
-static void braid__chain_step(braid_deferred_t *d, braid_result_t *res,
-                              void *arg) {
-  braid_deferred_t *other = arg;
-  (void)d;
-  struct braid_result moved = *res;
-  res->value = NULL;
-  res->dtor = NULL;
-  res->failure = NULL;
-  braid__fire(other, moved);
-  braid_deferred_unref(other);
-}
-
-int braid_deferred_chain_deferred(braid_deferred_t *d,
-                                  braid_deferred_t *other) {
-  if (!braid__deferred_valid(d) || !braid__deferred_valid(other) ||
-      d == other || d->r != other->r)
+int braid_deferred_chain_deferred(braid_deferred_t h, braid_deferred_t oh) {
+  braid__deferred *d = braid__dget(h), *other = braid__dget(oh);
+  if (d == NULL || other == NULL || d == other || d->r != other->r)
     return BRAID_EINVAL;
-  other->refs++;
-  int rc = braid_deferred_add_both(d, braid__chain_step, other);
-  if (rc < 0)
-    braid_deferred_unref(other);
-  return rc;
+  braid__link *l = braid__slab_alloc(&d->r->defer->links);
+  if (l == NULL)
+    return BRAID_ENOMEM;
+  other->refs++; /* dropped by the run loop when the link runs */
+  l->cb = l->eb = braid__chain_step;
+  l->cb_arg = l->eb_arg = other;
+  braid__deferred_append(d, l);
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
  * Control
  * ------------------------------------------------------------------------ */
 
-int braid_deferred_pause(braid_deferred_t *d) {
-  if (!braid__deferred_valid(d))
+int braid_deferred_pause(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL)
     return BRAID_EINVAL;
   d->paused++;
   return 0;
 }
 
-int braid_deferred_unpause(braid_deferred_t *d) {
-  if (!braid__deferred_valid(d) || d->paused == 0)
+int braid_deferred_unpause(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL || d->paused == 0)
     return BRAID_EINVAL;
   if (--d->paused == 0 && (d->flags & BRAID__D_CALLED)) {
     braid__run(d);
@@ -558,65 +632,84 @@ int braid_deferred_unpause(braid_deferred_t *d) {
   return 0;
 }
 
-int braid_deferred_cancel(braid_deferred_t *d) {
-  if (!braid__deferred_valid(d))
-    return BRAID_EINVAL;
+void braid__deferred_cancel(braid__deferred *d) {
   /* A chain waiting for an inner deferred cancels the inner one instead
    * (Twisted's cancel() on a deferred whose result is a Deferred). Walk to
    * the innermost here rather than recursing, for deep nests. */
   while ((d->flags & BRAID__D_CALLED) && d->waiting_on != NULL)
     d = d->waiting_on;
   if (d->flags & BRAID__D_CALLED)
-    return 0;
+    return;
   if (d->canceller != NULL) {
     /* Keep d across the canceller, which may fire and unref it. */
     d->refs++;
     braid_canceller_cb c = d->canceller;
     d->canceller = NULL; /* runs at most once */
-    c(d, d->canceller_arg);
+    c(braid__dhandle(d), d->canceller_arg);
     d->refs--;
   } else {
     d->flags |= BRAID__D_SUPPRESS;
   }
   if (!(d->flags & BRAID__D_CALLED))
-    braid_deferred_errback(d, braid_failure_new(d->r, BRAID_FAILURE_DOMAIN,
-                                                BRAID_ECANCELED, NULL,
-                                                "deferred cancelled"));
+    braid__errback(d, braid_failure_new(d->r, BRAID_FAILURE_DOMAIN,
+                                        BRAID_ECANCELED, NULL,
+                                        "deferred cancelled"));
   braid__maybe_reap(d);
+}
+
+int braid_deferred_cancel(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL)
+    return BRAID_EINVAL;
+  braid__deferred_cancel(d);
   return 0;
 }
 
-int braid_deferred_ref(braid_deferred_t *d) {
-  if (!braid__deferred_valid(d))
+int braid_deferred_ref(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL)
     return BRAID_EINVAL;
   d->refs++;
   return 0;
 }
 
-int braid_deferred_unref(braid_deferred_t *d) {
-  if (!braid__deferred_valid(d) || d->refs == 0)
-    return BRAID_EINVAL;
+void braid__deferred_unref(braid__deferred *d) {
   if (--d->refs == 0)
     braid__maybe_reap(d);
+}
+
+int braid_deferred_unref(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL || d->refs == 0)
+    return BRAID_EINVAL;
+  braid__deferred_unref(d);
   return 0;
 }
 
-bool braid_deferred_called(const braid_deferred_t *d) {
-  return braid__deferred_valid(d) && (d->flags & BRAID__D_CALLED);
+bool braid_deferred_alive(braid_deferred_t h) {
+  return braid__dget(h) != NULL;
 }
 
-bool braid_deferred_paused(const braid_deferred_t *d) {
-  return braid__deferred_valid(d) && d->paused > 0;
+bool braid_deferred_called(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  return d != NULL && (d->flags & BRAID__D_CALLED);
 }
 
-const braid_result_t *braid_deferred_result(const braid_deferred_t *d) {
-  if (!braid__deferred_valid(d) || !(d->flags & BRAID__D_CALLED))
+bool braid_deferred_paused(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  return d != NULL && d->paused > 0;
+}
+
+const braid_result_t *braid_deferred_result(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL || !(d->flags & BRAID__D_CALLED))
     return NULL;
   return &d->result;
 }
 
-braid_reactor_t *braid_deferred_reactor(const braid_deferred_t *d) {
-  return braid__deferred_valid(d) ? d->r : NULL;
+braid_reactor_t *braid_deferred_reactor(braid_deferred_t h) {
+  braid__deferred *d = braid__dget(h);
+  return d != NULL ? d->r : NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -624,19 +717,19 @@ braid_reactor_t *braid_deferred_reactor(const braid_deferred_t *d) {
  * ------------------------------------------------------------------------ */
 
 typedef struct braid__teardown_pass {
-  braid_deferred_t **list;
+  braid__deferred **list;
   size_t n, cap;
   int oom;
 } braid__teardown_pass;
 
 static void braid__collect_unfired(void *obj, void *arg) {
-  braid_deferred_t *d = obj;
+  braid__deferred *d = obj;
   braid__teardown_pass *p = arg;
   if (d->magic != BRAID__LIVE_DEFERRED || (d->flags & BRAID__D_CALLED))
     return;
   if (p->n == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 64;
-    braid_deferred_t **l = braid_realloc(p->list, cap * sizeof *l);
+    braid__deferred **l = braid_realloc(p->list, cap * sizeof *l);
     if (l == NULL) {
       p->oom = 1;
       return;
@@ -649,7 +742,7 @@ static void braid__collect_unfired(void *obj, void *arg) {
 }
 
 static void braid__free_live(void *obj, void *arg) {
-  braid_deferred_t *d = obj;
+  braid__deferred *d = obj;
   if (d->magic == BRAID__LIVE_DEFERRED)
     braid__deferred_free(arg, d);
 }
@@ -672,7 +765,7 @@ void braid__deferred_reactor_teardown(braid_reactor_t *r) {
     p.n = 0;
     braid__slab_each(&ds->deferreds, braid__collect_unfired, &p);
     for (size_t i = 0; i < p.n; i++) {
-      braid_deferred_cancel(p.list[i]);
+      braid__deferred_cancel(p.list[i]);
       p.list[i]->refs--;
     }
     if (p.n == 0 || p.oom)

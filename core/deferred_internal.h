@@ -36,28 +36,42 @@ typedef struct braid__link {
 #define BRAID__D_ON_REAP 8u   /* on the reactor's reap list */
 #define BRAID__D_SUPPRESS 16u /* cancelled without canceller: eat one fire */
 
-struct braid_deferred {
+/* A deferred's slot. Public handles (braid_deferred_t) name one by its
+ * address and its generation; internally, slots are used directly. */
+typedef struct braid__deferred braid__deferred;
+struct braid__deferred {
   braid__link *head; /* first word: reused by the slab's free list */
   uint32_t magic;
   uint32_t refs;
+  /* Bumped each time the slot is freed, so that handles to the deferred
+   * that lived here stop matching. Kept readable (not poisoned under ASan)
+   * in a free slot, since a stale handle is checked against it. */
+  uint64_t gen;
   braid__link *tail;
   struct braid_result result;
   braid_reactor_t *r;
-  braid_deferred_t *waiting_on;    /* inner deferred the chain waits for */
-  braid_deferred_t *pending_inner; /* set by braid_result_chain in a step */
-  braid_deferred_t *stack_next;    /* run loop stack */
-  braid_deferred_t *reap_next;     /* reap list */
+  braid__deferred *waiting_on;    /* inner deferred the chain waits for */
+  braid__deferred *pending_inner; /* set by braid_result_chain in a step */
+  braid__deferred *stack_next;    /* run loop stack */
+  braid__deferred *reap_next;     /* reap list */
   braid_canceller_cb canceller;
   void *canceller_arg;
   uint32_t paused;
   uint32_t flags;
 };
 
+/* 128 bytes: a slab size class with no waste. */
+_Static_assert(sizeof(struct braid__deferred) <= 128, "deferred grew");
+
+/* Failure flags. */
+#define BRAID__F_TEARDOWN 1u /* made while its reactor was being destroyed */
+
 struct braid_failure {
   struct braid_failure *cause; /* first word: reused by the free list */
   uint32_t magic;
   uint32_t refs; /* UINT32_MAX: immortal (the preallocated ENOMEM one) */
   int code;
+  uint32_t flags; /* BRAID__F_* */
   const char *domain;
   braid_reactor_t *r;
   char *msg; /* points at inline_msg or at a braid_malloc'd string */
@@ -87,7 +101,7 @@ typedef struct braid__defer_state {
   braid__slab links;
   braid__slab failures;
   braid__slab aux;
-  braid_deferred_t *reap; /* finished deferreds to free at turn end */
+  braid__deferred *reap; /* finished deferreds to free at turn end */
   int reap_scheduled;
   int tearing_down;
   struct braid_failure oom; /* handed out when a failure can't be made */
@@ -113,12 +127,23 @@ static inline braid_failure_t *braid__failure_or_oom(braid_reactor_t *r,
 /* core/deferred.c */
 void *braid__aux_alloc(braid_reactor_t *r, uint32_t kind);
 void braid__aux_free(braid_reactor_t *r, void *aux);
-static inline int braid__deferred_valid(const braid_deferred_t *d) {
-  return d != NULL && d->magic == BRAID__LIVE_DEFERRED;
+/* The deferred a handle names, or NULL for a none or stale handle. A freed
+ * slot's generation has moved past every handle made for it. */
+static inline braid__deferred *braid__dget(braid_deferred_t h) {
+  braid__deferred *d = h.slot_;
+  return d != NULL && d->gen == h.gen_ ? d : NULL;
+}
+/* The handle of a live deferred. */
+static inline braid_deferred_t braid__dhandle(braid__deferred *d) {
+  braid_deferred_t h = {d, d->gen};
+  return h;
 }
 void braid__result_destroy(struct braid_result *res);
 /* Append a filled link (next is set here) and run it if d has fired. */
-void braid__deferred_append(braid_deferred_t *d, braid__link *l);
+void braid__deferred_append(braid__deferred *d, braid__link *l);
+/* Reference counting and cancel on slots (see the public functions). */
+void braid__deferred_unref(braid__deferred *d);
+void braid__deferred_cancel(braid__deferred *d);
 
 /* core/threadpool.c: called from teardown. */
 void braid__blocking_close(braid_reactor_t *r);

@@ -16,7 +16,7 @@
 
 typedef struct braid__timeout {
   braid__aux hdr; /* hdr.timer is the timeout */
-  braid_deferred_t *d;
+  braid__deferred *d;
   braid_deferred_cb on_timeout;
   void *arg;
   uint64_t timeout;
@@ -30,33 +30,35 @@ static void braid__timeout_fire(braid_timer_t *t, void *arg) {
   (void)t;
   /* The deferred is alive: our step has not run, so it is not finished. */
   to->timed_out = 1;
-  braid_deferred_cancel(to->d);
+  braid__deferred_cancel(to->d);
 }
 
 /* Twisted's convertCancelled + cancelTimeout, as one step (nothing can run
  * between the two there either). */
-static void braid__timeout_step(braid_deferred_t *d, braid_result_t *res,
+static void braid__timeout_step(braid_deferred_t d, braid_result_t *res,
                                 void *arg) {
   braid__timeout *to = arg;
+  braid_reactor_t *r = braid_result_reactor(res);
   if (to->timed_out) {
     if (to->on_timeout != NULL) {
       to->on_timeout(d, res, to->arg);
     } else if (braid_result_trap(res, BRAID_FAILURE_DOMAIN, BRAID_ECANCELED)) {
       braid_failure_t *cancel = braid_failure_ref(braid_result_failure(res));
       braid_result_set_failure(
-          res, braid_failure_new(d->r, BRAID_FAILURE_DOMAIN, BRAID_ETIMEDOUT,
+          res, braid_failure_new(r, BRAID_FAILURE_DOMAIN, BRAID_ETIMEDOUT,
                                  cancel, "deferred timed out after %llu ns",
                                  (unsigned long long)to->timeout));
     }
   }
   if (braid_timer_active(&to->hdr.timer))
     braid_timer_cancel(&to->hdr.timer);
-  braid__aux_free(d->r, to);
+  braid__aux_free(r, to);
 }
 
-int braid_deferred_add_timeout(braid_deferred_t *d, uint64_t timeout,
+int braid_deferred_add_timeout(braid_deferred_t h, uint64_t timeout,
                                braid_deferred_cb on_timeout, void *arg) {
-  if (!braid__deferred_valid(d))
+  braid__deferred *d = braid__dget(h);
+  if (d == NULL)
     return BRAID_EINVAL;
   braid__timeout *to = braid__aux_alloc(d->r, BRAID__AUX_TIMEOUT);
   if (to == NULL)
@@ -72,7 +74,7 @@ int braid_deferred_add_timeout(braid_deferred_t *d, uint64_t timeout,
     return rc;
   }
   /* If d has fired already the step runs now and stops the timer. */
-  rc = braid_deferred_add_both(d, braid__timeout_step, to);
+  rc = braid_deferred_add_both(h, braid__timeout_step, to);
   if (rc < 0) {
     braid_timer_cancel(&to->hdr.timer);
     braid__aux_free(d->r, to);
@@ -86,35 +88,35 @@ int braid_deferred_add_timeout(braid_deferred_t *d, uint64_t timeout,
 
 typedef struct braid__later {
   braid__aux hdr;
-  braid_deferred_t *d;
+  braid__deferred *d; /* alive: it has not fired */
 } braid__later;
 
 static void braid__later_fire(braid_timer_t *t, void *arg) {
   braid__later *l = arg;
-  braid_deferred_t *d = l->d;
+  braid__deferred *d = l->d;
   (void)t;
   braid__aux_free(d->r, l);
-  braid_deferred_callback(d, NULL, NULL);
+  braid_deferred_callback(braid__dhandle(d), NULL, NULL);
 }
 
-static void braid__later_cancel(braid_deferred_t *d, void *arg) {
+static void braid__later_cancel(braid_deferred_t d, void *arg) {
   braid__later *l = arg;
   braid_timer_cancel(&l->hdr.timer);
-  braid__aux_free(d->r, l);
+  braid__aux_free(braid_deferred_reactor(d), l);
   /* Not firing d: cancel() errbacks it with BRAID_ECANCELED. */
 }
 
 int braid_defer_later(braid_reactor_t *r, uint64_t delay, braid_deferred_cb fn,
-                      void *arg, braid_deferred_t **out) {
+                      void *arg, braid_deferred_t *out) {
   if (out == NULL)
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   if (r == NULL)
     return BRAID_EINVAL;
   braid__later *l = braid__aux_alloc(r, BRAID__AUX_LATER);
   if (l == NULL)
     return BRAID_ENOMEM;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new_cancellable(r, braid__later_cancel, l, &d);
   if (rc == 0 && fn != NULL)
     rc = braid_deferred_add_callback(d, fn, arg);
@@ -122,15 +124,16 @@ int braid_defer_later(braid_reactor_t *r, uint64_t delay, braid_deferred_cb fn,
     rc = braid_timer_start(r, &l->hdr.timer, delay, braid__later_fire, l);
   if (rc < 0) {
     braid__aux_free(r, l);
-    if (d != NULL) {
-      d->canceller = NULL;
+    braid__deferred *o = braid__dget(d);
+    if (o != NULL) {
+      o->canceller = NULL;
       /* Fire it so that it is freed; its fn never runs (errback side). */
       braid_deferred_errback(d, braid_failure_from_code(r, rc));
-      braid_result_set(&d->result, NULL, NULL);
+      braid_result_set(&o->result, NULL, NULL);
     }
     return rc;
   }
-  l->d = d;
+  l->d = braid__dget(d);
   *out = d;
   return 0;
 }
@@ -144,11 +147,11 @@ typedef struct braid__dlist braid__dlist;
 typedef struct braid__dlist_kid {
   braid__dlist *l;
   size_t index;
-  braid_deferred_t *child; /* referenced until it reports, then NULL */
+  braid__deferred *child; /* referenced until it reports, then NULL */
 } braid__dlist_kid;
 
 struct braid__dlist {
-  braid_deferred_t *d; /* the list's deferred; used only until it fires */
+  braid_deferred_t d; /* the list's deferred; used only until it fires */
   braid_reactor_t *r;
   size_t n, finished;
   unsigned flags;
@@ -173,8 +176,12 @@ static void braid__list_result_free(void *p) {
 }
 
 static braid_list_result *braid__list_result_new(size_t n) {
+  /* Room for at least one item, zero-filled: an empty list's result has
+   * count 0, and code that reads items[0] without looking at count (a
+   * fire-on-one-callback winner) reads "no value, no failure" instead of
+   * running off the block. */
   braid_list_result *lr =
-      braid_calloc(1, sizeof *lr + n * sizeof(braid_list_item));
+      braid_calloc(1, sizeof *lr + (n > 0 ? n : 1) * sizeof(braid_list_item));
   if (lr != NULL) {
     lr->count = n;
     lr->index = n;
@@ -189,11 +196,13 @@ static void braid__dlist_maybe_free(braid__dlist *l) {
   }
 }
 
-static void braid__dlist_step(braid_deferred_t *child, braid_result_t *res,
+static void braid__dlist_step(braid_deferred_t d, braid_result_t *res,
                               void *arg) {
   braid__dlist_kid *kid = arg;
   braid__dlist *l = kid->l;
+  braid__deferred *child = kid->child;
   int ok = braid_result_ok(res);
+  (void)d;
   kid->child = NULL;
   l->finished++;
   if (!l->fired) {
@@ -232,11 +241,11 @@ static void braid__dlist_step(braid_deferred_t *child, braid_result_t *res,
   }
   if (!ok && (l->flags & BRAID_LIST_CONSUME_ERRORS))
     braid_result_set(res, NULL, NULL);
-  braid_deferred_unref(child);
+  braid__deferred_unref(child);
   braid__dlist_maybe_free(l);
 }
 
-static void braid__dlist_cancel(braid_deferred_t *d, void *arg) {
+static void braid__dlist_cancel(braid_deferred_t d, void *arg) {
   braid__dlist *l = arg;
   (void)d;
   /* Cancelling a child runs its steps, ours included, which may fire the
@@ -244,23 +253,25 @@ static void braid__dlist_cancel(braid_deferred_t *d, void *arg) {
   l->busy = 1;
   for (size_t i = 0; i < l->n; i++)
     if (l->kids[i].child != NULL)
-      braid_deferred_cancel(l->kids[i].child);
+      braid__deferred_cancel(l->kids[i].child);
   l->busy = 0;
   /* If the children did not fire the list, cancel() errbacks it now. */
   l->fired = 1;
   braid__dlist_maybe_free(l);
 }
 
-int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
-                        size_t n, unsigned flags, braid_deferred_t **out) {
+int braid_deferred_list(braid_reactor_t *r, const braid_deferred_t *ds,
+                        size_t n, unsigned flags, braid_deferred_t *out) {
   if (out == NULL)
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   if (r == NULL || (n > 0 && ds == NULL))
     return BRAID_EINVAL;
-  for (size_t i = 0; i < n; i++)
-    if (!braid__deferred_valid(ds[i]) || ds[i]->r != r)
+  for (size_t i = 0; i < n; i++) {
+    braid__deferred *c = braid__dget(ds[i]);
+    if (c == NULL || c->r != r)
       return BRAID_EINVAL;
+  }
   braid__dlist *l = braid_calloc(1, sizeof *l + n * sizeof(braid__dlist_kid));
   if (l == NULL)
     return BRAID_ENOMEM;
@@ -272,7 +283,7 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
   l->r = r;
   l->n = n;
   l->flags = flags;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new_cancellable(r, braid__dlist_cancel, l, &d);
   if (rc < 0) {
     braid__list_result_free(l->res);
@@ -297,11 +308,12 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
     }
   }
   if (rc < 0) {
+    braid__deferred *o = braid__dget(d);
     braid_free(links);
-    d->canceller = NULL;
+    o->canceller = NULL;
     l->fired = 1;
     braid_deferred_errback(d, NULL);
-    braid_result_set(&d->result, NULL, NULL);
+    braid_result_set(&o->result, NULL, NULL);
     braid__list_result_free(l->res);
     braid_free(l);
     return rc;
@@ -309,13 +321,17 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
   for (size_t i = 0; i < n; i++) {
     l->kids[i].l = l;
     l->kids[i].index = i;
-    l->kids[i].child = ds[i];
-    ds[i]->refs++;
+    l->kids[i].child = braid__dget(ds[i]);
+    l->kids[i].child->refs++;
   }
   *out = d;
   if (n == 0) {
-    /* Twisted leaves an empty list with fireOnOneCallback unfired forever;
-     * in C that is a leak until teardown, so every empty list fires. */
+    /* Every empty list fires at once with a result of no items (count 0,
+     * index 0), whatever its flags. Twisted fires DeferredList([]) with []
+     * too, but leaves one with fireOnOneCallback unfired forever: no child
+     * can ever succeed. In C a deferred that never fires is a leak (and a
+     * caller waiting forever) until teardown, so braid fires that one as
+     * well: "nothing to wait for" is an answer, and count 0 says it. */
     braid_list_result *all = l->res;
     l->res = NULL;
     l->fired = 1;
@@ -331,7 +347,7 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
     links[i]->cb_arg = links[i]->eb_arg = &l->kids[i];
   }
   for (size_t i = 0; i < n; i++) {
-    braid__deferred_append(ds[i], links[i]);
+    braid__deferred_append(l->kids[i].child, links[i]);
   }
   braid_free(links);
   l->busy = 0;
@@ -339,9 +355,8 @@ int braid_deferred_list(braid_reactor_t *r, braid_deferred_t *const *ds,
   return 0;
 }
 
-int braid_gather_results(braid_reactor_t *r, braid_deferred_t *const *ds,
-                         size_t n, bool consume_errors,
-                         braid_deferred_t **out) {
+int braid_gather_results(braid_reactor_t *r, const braid_deferred_t *ds,
+                         size_t n, bool consume_errors, braid_deferred_t *out) {
   unsigned flags = BRAID_LIST_FIRE_ON_ONE_ERRBACK;
   if (consume_errors)
     flags |= BRAID_LIST_CONSUME_ERRORS;
@@ -356,11 +371,11 @@ typedef struct braid__race braid__race;
 typedef struct braid__race_kid {
   braid__race *rc;
   size_t index;
-  braid_deferred_t *child;
+  braid__deferred *child; /* referenced until it reports, then NULL */
 } braid__race_kid;
 
 struct braid__race {
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_reactor_t *r;
   size_t n, reported, failed;
   int fired, busy;
@@ -379,14 +394,16 @@ static void braid__race_cancel_others(braid__race *rc) {
   rc->busy = 1;
   for (size_t i = 0; i < rc->n; i++)
     if (rc->kids[i].child != NULL)
-      braid_deferred_cancel(rc->kids[i].child);
+      braid__deferred_cancel(rc->kids[i].child);
   rc->busy = 0;
 }
 
-static void braid__race_step(braid_deferred_t *child, braid_result_t *res,
+static void braid__race_step(braid_deferred_t d, braid_result_t *res,
                              void *arg) {
   braid__race_kid *kid = arg;
   braid__race *rc = kid->rc;
+  braid__deferred *child = kid->child;
+  (void)d;
   kid->child = NULL;
   rc->reported++;
   if (braid_result_ok(res)) {
@@ -419,11 +436,11 @@ static void braid__race_step(braid_deferred_t *child, braid_result_t *res,
   /* Like Twisted's race, whose steps return None: the children's own
    * chains continue with nothing, so losers' failures are not reported. */
   braid_result_set(res, NULL, NULL);
-  braid_deferred_unref(child);
+  braid__deferred_unref(child);
   braid__race_maybe_free(rc);
 }
 
-static void braid__race_cancel(braid_deferred_t *d, void *arg) {
+static void braid__race_cancel(braid_deferred_t d, void *arg) {
   braid__race *rc = arg;
   (void)d;
   braid__race_cancel_others(rc);
@@ -431,22 +448,24 @@ static void braid__race_cancel(braid_deferred_t *d, void *arg) {
   braid__race_maybe_free(rc);
 }
 
-int braid_race(braid_reactor_t *r, braid_deferred_t *const *ds, size_t n,
-               braid_deferred_t **out) {
+int braid_race(braid_reactor_t *r, const braid_deferred_t *ds, size_t n,
+               braid_deferred_t *out) {
   if (out == NULL)
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   if (r == NULL || n == 0 || ds == NULL)
     return BRAID_EINVAL;
-  for (size_t i = 0; i < n; i++)
-    if (!braid__deferred_valid(ds[i]) || ds[i]->r != r)
+  for (size_t i = 0; i < n; i++) {
+    braid__deferred *c = braid__dget(ds[i]);
+    if (c == NULL || c->r != r)
       return BRAID_EINVAL;
+  }
   braid__race *rc = braid_calloc(1, sizeof *rc + n * sizeof(braid__race_kid));
   if (rc == NULL)
     return BRAID_ENOMEM;
   rc->r = r;
   rc->n = n;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int err = braid_deferred_new_cancellable(r, braid__race_cancel, rc, &d);
   if (err < 0) {
     braid_free(rc);
@@ -456,8 +475,8 @@ int braid_race(braid_reactor_t *r, braid_deferred_t *const *ds, size_t n,
   for (size_t i = 0; i < n; i++) {
     rc->kids[i].rc = rc;
     rc->kids[i].index = i;
-    rc->kids[i].child = ds[i];
-    ds[i]->refs++;
+    rc->kids[i].child = braid__dget(ds[i]);
+    rc->kids[i].child->refs++;
   }
   *out = d;
   rc->busy = 1;
@@ -465,11 +484,11 @@ int braid_race(braid_reactor_t *r, braid_deferred_t *const *ds, size_t n,
     err = braid_deferred_add_both(ds[i], braid__race_step, &rc->kids[i]);
     if (err < 0) {
       /* Out of memory: count the child as failed so the race completes. */
-      braid_deferred_t *c = rc->kids[i].child;
+      braid__deferred *c = rc->kids[i].child;
       rc->kids[i].child = NULL;
       rc->reported++;
       rc->failed++;
-      braid_deferred_unref(c);
+      braid__deferred_unref(c);
       if (rc->failed == n && !rc->fired) {
         rc->fired = 1;
         braid_deferred_errback(d, NULL);
@@ -494,14 +513,14 @@ static void braid__lc_timer(braid_timer_t *t, void *arg) {
 
 /* The loop is over: fire its deferred (once) with lc or with a failure. */
 static void braid__lc_finish(braid_looping_call_t *lc, braid_failure_t *f) {
-  braid_deferred_t *d = lc->deferred_;
+  braid_deferred_t d = lc->deferred_;
   lc->running_ = 0;
-  if (d == NULL) {
+  if (braid_deferred_is_none(d)) {
     braid_failure_unref(f);
     return;
   }
-  lc->deferred_ = NULL;
-  d->canceller = NULL;
+  lc->deferred_ = braid_deferred_none();
+  braid__dget(d)->canceller = NULL; /* alive: the loop holds a reference */
   if (f != NULL)
     braid_deferred_errback(d, f);
   else
@@ -532,14 +551,14 @@ static void braid__lc_done(braid_looping_call_t *lc) {
     braid__lc_finish(lc, NULL);
 }
 
-static void braid__lc_step_ok(braid_deferred_t *d, braid_result_t *res,
+static void braid__lc_step_ok(braid_deferred_t d, braid_result_t *res,
                               void *arg) {
   (void)d;
   braid_result_set(res, NULL, NULL);
   braid__lc_done(arg);
 }
 
-static void braid__lc_step_err(braid_deferred_t *d, braid_result_t *res,
+static void braid__lc_step_err(braid_deferred_t d, braid_result_t *res,
                                void *arg) {
   braid_looping_call_t *lc = arg;
   (void)d;
@@ -576,8 +595,8 @@ static void braid__lc_call(braid_looping_call_t *lc) {
   lc->last_ = now;
   lc->have_last_ = 1;
   lc->waiting_ = 1;
-  braid_deferred_t *w = lc->fn_(lc, count, lc->arg_);
-  if (w == NULL) {
+  braid_deferred_t w = lc->fn_(lc, count, lc->arg_);
+  if (braid_deferred_is_none(w)) {
     braid__lc_done(lc);
     return;
   }
@@ -588,13 +607,13 @@ static void braid__lc_call(braid_looping_call_t *lc) {
   }
 }
 
-static void braid__lc_cancel(braid_deferred_t *d, void *arg) {
+static void braid__lc_cancel(braid_deferred_t d, void *arg) {
   braid_looping_call_t *lc = arg;
   /* Not in Twisted (whose LoopingCall deferred has no canceller and keeps
    * looping when cancelled): in C, cancelling the deferred is the one way
    * teardown can stop a loop, so it stops the loop. cancel() errbacks d. */
   lc->running_ = 0;
-  lc->deferred_ = NULL;
+  lc->deferred_ = braid_deferred_none();
   if (braid_timer_active(&lc->timer_))
     braid_timer_cancel(&lc->timer_);
   braid_deferred_unref(d);
@@ -603,18 +622,18 @@ static void braid__lc_cancel(braid_deferred_t *d, void *arg) {
 int braid_looping_call_start(braid_reactor_t *r, braid_looping_call_t *lc,
                              uint64_t interval, bool run_now,
                              braid_looping_cb fn, void *arg,
-                             braid_deferred_t **out) {
+                             braid_deferred_t *out) {
   if (out != NULL)
-    *out = NULL;
+    *out = braid_deferred_none();
   if (r == NULL || lc == NULL || fn == NULL)
     return BRAID_EINVAL;
-  if (lc->running_ || lc->waiting_ || lc->deferred_ != NULL)
+  if (lc->running_ || lc->waiting_ || !braid_deferred_is_none(lc->deferred_))
     return BRAID_EBUSY;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new_cancellable(r, braid__lc_cancel, lc, &d);
   if (rc < 0)
     return rc;
-  d->refs++; /* the loop's reference, dropped when it fires d */
+  braid_deferred_ref(d); /* the loop's reference, dropped when it fires d */
   lc->reactor_ = r;
   lc->fn_ = fn;
   lc->arg_ = arg;

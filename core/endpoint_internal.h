@@ -28,6 +28,14 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
                                char *err, size_t errlen);
 int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
                                 braid_protocol_t *p, char *err, size_t errlen);
+/* Called once, from braid_listener_close (also when the reactor is
+ * destroyed), after the listener stopped accepting: a "tls:" listener
+ * frees its wrapping factory there, which aborts the handshakes in
+ * progress, so the factory given to braid_endpoint_listen is never called
+ * after the close, as with "tcp:". */
+void braid__listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
+                              void *arg);
+
 static inline int braid__ep_is_tls(const char *desc) {
   return desc != NULL &&
          (strncmp(desc, "tls:", 4) == 0 || strncmp(desc, "ssl:", 4) == 0);

@@ -35,6 +35,9 @@ static braid_failure_t *braid__failure_vnew(braid_reactor_t *r,
   f->magic = BRAID__LIVE_FAILURE;
   f->refs = 1;
   f->code = code;
+  /* Remembered so that destroy can tell the cancellations it causes
+   * (expected) from failures left over from the run (lost errors). */
+  f->flags = ds->tearing_down ? BRAID__F_TEARDOWN : 0u;
   f->domain = domain != NULL ? domain : BRAID_FAILURE_DOMAIN;
   f->r = r;
   f->msg = f->inline_msg;

@@ -80,11 +80,11 @@ static int braid__lookup_work(void *arg, void **value, braid_dtor_cb *dtor) {
 }
 
 int braid_resolve(braid_reactor_t *r, const char *host, uint16_t port,
-                  int family, braid_deferred_t **out) {
+                  int family, braid_deferred_t *out) {
   if (r == NULL || host == NULL || out == NULL ||
       (family != 0 && family != AF_INET && family != AF_INET6))
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   size_t n = strlen(host);
   if (n == 0 || n >= BRAID_ENDPOINT_HOST_MAX)
     return BRAID_EINVAL;
@@ -172,8 +172,8 @@ static const braid_protocol_ops braid__connector_ops = {
     .connection_lost = braid__connector_lost,
 };
 
-static void braid__connector_resolved(braid_deferred_t *d,
-                                      braid_result_t *res, void *arg) {
+static void braid__connector_resolved(braid_deferred_t d, braid_result_t *res,
+                                      void *arg) {
   (void)d;
   braid__connector *c = arg;
   braid_dtor_cb dtor;
@@ -181,7 +181,7 @@ static void braid__connector_resolved(braid_deferred_t *d,
   braid__connector_try(c);
 }
 
-static void braid__connector_failed(braid_deferred_t *d, braid_result_t *res,
+static void braid__connector_failed(braid_deferred_t d, braid_result_t *res,
                                     void *arg) {
   (void)d;
   braid__connector *c = arg;
@@ -201,7 +201,7 @@ int braid__connect_name(braid_reactor_t *r, const char *host, uint16_t port,
   c->r = r;
   if (opts != NULL)
     c->opts = *opts;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_resolve(r, host, port, family, &d);
   if (rc < 0) {
     braid_free(c);

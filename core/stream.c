@@ -11,6 +11,7 @@
  * a freed stream. */
 #include <string.h>
 
+#include "core/endpoint_internal.h"
 #include "core/transport.h"
 
 #define BRAID__WBUFS 4
@@ -78,6 +79,9 @@ struct braid_listener {
   uint64_t backoff_ns;
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
+  /* braid__listener_on_close */
+  void (*on_close)(void *arg);
+  void *on_close_arg;
 };
 
 static const braid__transport_vt braid__stream_vt;
@@ -812,7 +816,15 @@ int braid_listener_close(braid_listener_t *l) {
   if (braid_timer_active(&l->backoff))
     braid_timer_cancel(&l->backoff);
   l->r->io->close(&l->sock, braid__listener_closed);
+  if (l->on_close != NULL)
+    l->on_close(l->on_close_arg);
   return 0;
+}
+
+void braid__listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
+                              void *arg) {
+  l->on_close = cb;
+  l->on_close_arg = arg;
 }
 
 /* ------------------------------------------------------------------------

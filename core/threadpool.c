@@ -24,7 +24,7 @@ typedef struct braid__job {
   braid__aux hdr;
   struct braid__job *next;
   braid__pool *pool;
-  braid_deferred_t *d; /* referenced until the job is settled */
+  braid__deferred *d; /* referenced until the job is settled */
   braid_work_cb fn;
   void *arg;
   braid_dtor_cb arg_free; /* runs on the reactor thread when the job ends */
@@ -114,18 +114,18 @@ static void *braid__worker(void *arg) {
  * ------------------------------------------------------------------------ */
 
 static void braid__job_free(braid__pool *p, braid__job *j) {
-  braid_deferred_t *d = j->d;
+  braid__deferred *d = j->d;
   if (j->arg_free != NULL)
     j->arg_free(j->arg);
   braid__aux_free(p->r, j);
   p->in_flight--;
   braid_reactor_release(p->r);
-  braid_deferred_unref(d);
+  braid__deferred_unref(d);
 }
 
 static void braid__job_settle(braid__pool *p, braid__job *j) {
-  braid_deferred_t *d = j->d;
-  d->canceller = NULL;
+  braid_deferred_t d = braid__dhandle(j->d);
+  j->d->canceller = NULL;
   if (j->rc == 0) {
     /* Consumed even if d was cancelled meanwhile (EALREADY). */
     braid_deferred_callback(d, j->value, j->dtor);
@@ -156,7 +156,7 @@ static void braid__pool_drain(braid_reactor_t *r, void *arg) {
 
 /* Cancelling a job's deferred: a job still queued is dropped; one that has
  * started runs on and its result is destroyed when it arrives. */
-static void braid__job_cancel(braid_deferred_t *d, void *arg) {
+static void braid__job_cancel(braid_deferred_t d, void *arg) {
   braid__job *j = arg;
   braid__pool *p = j->pool;
   int dropped = 0;
@@ -267,15 +267,15 @@ int braid_threadpool_stats_get(braid_reactor_t *r,
 }
 
 int braid_defer_to_thread(braid_reactor_t *r, braid_work_cb fn, void *arg,
-                          braid_deferred_t **out) {
+                          braid_deferred_t *out) {
   return braid_defer_to_thread_ex(r, fn, arg, NULL, out);
 }
 
 int braid_defer_to_thread_ex(braid_reactor_t *r, braid_work_cb fn, void *arg,
-                             braid_dtor_cb arg_free, braid_deferred_t **out) {
+                             braid_dtor_cb arg_free, braid_deferred_t *out) {
   if (out == NULL)
     return BRAID_EINVAL;
-  *out = NULL;
+  *out = braid_deferred_none();
   if (r == NULL || fn == NULL)
     return BRAID_EINVAL;
   braid__pool *p = braid__pool_get(r, 1);
@@ -298,15 +298,15 @@ int braid_defer_to_thread_ex(braid_reactor_t *r, braid_work_cb fn, void *arg,
   braid__job *j = braid__aux_alloc(r, BRAID__AUX_JOB);
   if (j == NULL)
     return BRAID_ENOMEM;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new_cancellable(r, braid__job_cancel, j, &d);
   if (rc < 0) {
     braid__aux_free(r, j);
     return rc;
   }
-  d->refs++;
+  braid_deferred_ref(d);
   j->pool = p;
-  j->d = d;
+  j->d = braid__dget(d);
   j->fn = fn;
   j->arg = arg;
   j->arg_free = arg_free;
@@ -405,11 +405,10 @@ static void braid__bc_wake(braid__blocking_call *bc, int rc) {
   braid__mutex_unlock(&bc->m); /* bc may be gone from here on */
 }
 
-static void braid__bc_step(braid_deferred_t *d, braid_result_t *res,
-                           void *arg) {
+static void braid__bc_step(braid_deferred_t d, braid_result_t *res, void *arg) {
   braid__blocking_call *bc = arg;
   (void)d;
-  if (!braid__bc_unlink(d->r, bc))
+  if (!braid__bc_unlink(braid_result_reactor(res), bc))
     return;
   braid_thread_result *out = bc->out;
   int rc = 0;
@@ -430,9 +429,9 @@ static void braid__bc_step(braid_deferred_t *d, braid_result_t *res,
 
 static void braid__bc_start(braid_reactor_t *r, void *arg) {
   braid__blocking_call *bc = arg;
-  braid_deferred_t *d = NULL;
+  braid_deferred_t d = BRAID_DEFERRED_INIT;
   int rc = bc->fn(r, bc->arg, &d);
-  if (rc == 0 && d == NULL)
+  if (rc == 0 && braid_deferred_is_none(d))
     rc = BRAID_EINVAL;
   if (rc == 0)
     rc = braid_deferred_add_both(d, braid__bc_step, bc);

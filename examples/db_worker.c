@@ -37,7 +37,7 @@ static int slow_query(void *arg, void **value, braid_dtor_cb *dtor) {
   return 0;
 }
 
-static void on_row(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_row(braid_deferred_t d, braid_result_t *res, void *arg) {
   app *a = arg;
   (void)d;
   printf("query done at %4.0f ms: %s\n",
@@ -47,7 +47,7 @@ static void on_row(braid_deferred_t *d, braid_result_t *res, void *arg) {
     braid_looping_call_stop(&a->ticker);
 }
 
-static void on_error(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_error(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   fprintf(stderr, "query failed: %s\n",
@@ -56,8 +56,8 @@ static void on_error(braid_deferred_t *d, braid_result_t *res, void *arg) {
 }
 
 /* Every 10 ms on the reactor thread: how late is this tick? */
-static braid_deferred_t *tick(braid_looping_call_t *lc, uint64_t count,
-                              void *arg) {
+static braid_deferred_t tick(braid_looping_call_t *lc, uint64_t count,
+                             void *arg) {
   app *a = arg;
   (void)lc;
   a->ticks += count;
@@ -66,7 +66,7 @@ static braid_deferred_t *tick(braid_looping_call_t *lc, uint64_t count,
   uint64_t now = braid_reactor_now(a->r);
   if (now > due && now - due > a->max_late)
     a->max_late = now - due;
-  return NULL;
+  return braid_deferred_none();
 }
 
 int main(void) {
@@ -79,7 +79,7 @@ int main(void) {
   braid_looping_call_start(a.r, &a.ticker, BRAID_MSEC(10), false, tick, &a,
                            NULL);
   for (long i = 1; i <= QUERIES; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     if (braid_defer_to_thread(a.r, slow_query, (void *)(intptr_t)i, &d) == 0)
       braid_deferred_add_callbacks(d, on_row, &a, on_error, NULL);
   }

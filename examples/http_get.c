@@ -30,7 +30,7 @@ static void on_end(braid_http_call_t *call, int status, void *user) {
   braid_reactor_stop(s->r);
 }
 
-static void on_head(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_head(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   const braid_http_client_response_t *resp = braid_result_value(res);
@@ -43,7 +43,7 @@ static void on_head(braid_deferred_t *d, braid_result_t *res, void *arg) {
   fprintf(stderr, "\n");
 }
 
-static void on_error(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_error(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   state *s = arg;
   char msg[256];
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
   braid_http_request_options o = {0};
   o.url = argv[1];
   o.handlers = &h;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_http_request_ex(s.c, &o, &d, NULL);
   if (rc < 0) {
     fprintf(stderr, "%s: %s%s\n", argv[1], braid_strerror(rc),

@@ -4,9 +4,12 @@
     interop_http.py BRAID_BINARY
 
 Starts `braid web --path TMPDIR --listen tcp:port=0:interface=127.0.0.1
---hello --echo`, reads the port it printed, and drives it with curl,
-Python's http.client and urllib, and wrk (each skipped with a message
-when missing; never faked). Stops the server by PID, also on failure.
+--hello --echo --write-timeout 2`, reads the port it printed, and drives
+it with curl, Python's http.client and urllib, and wrk (each skipped with
+a message when missing; never faked), then with raw sockets the way an
+attacker would (redirects to other hosts, hidden files, an index.html
+symlink out of the folder, a client that pipelines and never reads).
+Stops the server by PID, also on failure.
 Standard library only. Exit 0 pass, 1 fail, 77 skip (meson's code) when
 no external peer at all is installed.
 """
@@ -14,8 +17,10 @@ import hashlib
 import http.client
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,7 @@ import urllib.request
 
 FAILS = []
 RAN = []
+WRITE_TIMEOUT = 2
 
 
 def check(name, cond, detail=""):
@@ -49,7 +55,8 @@ def start_server(binary, root, logpath):
     log = open(logpath, "w")
     proc = subprocess.Popen(
         [binary, "web", "--path", root, "--listen",
-         "tcp:port=0:interface=127.0.0.1", "--hello", "--echo"],
+         "tcp:port=0:interface=127.0.0.1", "--hello", "--echo",
+         "--write-timeout", str(WRITE_TIMEOUT)],
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.time() + 10
@@ -212,6 +219,85 @@ def test_urllib(base, big):
         check("urllib POST", r.read() == b"x" * 70000)
 
 
+def raw(port, request):
+    """One request on its own connection; the response head."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        return data.decode("latin-1")
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_hostile(port, pid):
+    RAN.append("raw sockets")
+    # Redirects to a folder's slash form name no other host.
+    for target, want in ((b"//sub", "/sub/"),
+                         (b"http://evil.example/sub", "/sub/"),
+                         (b"/%2Fsub?a=1", "/sub/?a=1")):
+        head = raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        m = re.search(r"\r\nLocation: ([^\r]*)\r\n", head)
+        check(f"redirect {target.decode()} -> {want}",
+              head.startswith("HTTP/1.1 301") and m and m.group(1) == want,
+              head[:300])
+    # Hidden names are not published.
+    for target in (b"/.git/config", b"/.env", b"/%2egit/config"):
+        head = raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        check(f"hidden {target.decode()} 404", head.startswith("HTTP/1.1 404"),
+              head[:100])
+    # An index.html symlinked out of the folder is not served.
+    head = raw(port, b"GET /leak/ HTTP/1.1\r\nHost: a\r\n\r\n")
+    check("index.html symlink out refused", head.startswith("HTTP/1.1 403"),
+          head[:100])
+    # Pipelining without ever reading: the server's memory stays put and
+    # the client is dropped after --write-timeout.
+    before = rss_kb(pid)
+    # The small receive buffer is set before connecting: shrunk on an
+    # open connection below what is already queued, Linux drops the
+    # peer's window updates and both ends stall in zero-window probes.
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    batch = b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n" * 256
+    sent, t0, dropped = 0, time.time(), None
+    while time.time() - t0 < WRITE_TIMEOUT + 4:
+        try:
+            sent += s.send(batch[sent % len(batch):])
+        except BlockingIOError:
+            select.select([], [s], [s], 0.05)
+        except OSError:
+            dropped = time.time() - t0
+            break
+    after = rss_kb(pid)
+    s.close()
+    check("never-reading client dropped", dropped is not None and
+          dropped < WRITE_TIMEOUT + 3, f"dropped={dropped} sent={sent}")
+    if "ASAN_OPTIONS" in os.environ:
+        # AddressSanitizer's quarantine keeps freed memory, so RSS grows
+        # with every request served, bounded or not.
+        print("     (RSS not checked under AddressSanitizer)")
+    elif before is not None and after is not None:
+        check("never-reading client: RSS bounded", after - before < 20000,
+              f"{before} kB -> {after} kB, {sent} bytes sent")
+    print(f"     never-reading client: sent {sent >> 10} KiB, dropped after "
+          f"{dropped and round(dropped, 2)} s, RSS {before} -> {after} kB")
+
+
 def test_wrk(base):
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -252,6 +338,16 @@ def main():
         f.write("odd\n")
     with open(os.path.join(root, "sub", "index.html"), "w") as f:
         f.write("<p>sub index</p>\n")
+    os.makedirs(os.path.join(root, ".git"))
+    with open(os.path.join(root, ".git", "config"), "w") as f:
+        f.write("[core]\n")
+    with open(os.path.join(root, ".env"), "w") as f:
+        f.write("KEY=secret\n")
+    with open(os.path.join(tmp, "secret.txt"), "w") as f:
+        f.write("outside the folder\n")
+    os.makedirs(os.path.join(root, "leak"))
+    os.symlink(os.path.join(tmp, "secret.txt"),
+               os.path.join(root, "leak", "index.html"))
     logpath = os.path.join(tmp, "web.log")
     proc, port = start_server(binary, root, logpath)
     base = f"http://127.0.0.1:{port}"
@@ -260,6 +356,7 @@ def main():
         test_http_client(port, big)
         test_urllib(base, big)
         test_wrk(base)
+        test_hostile(port, proc.pid)
         check("server still running", proc.poll() is None)
     finally:
         stop_server(proc)

@@ -1,6 +1,7 @@
 """`braid web --tls-cert/--tls-key` against real TLS clients: curl and
 Python's ssl + urllib, on 127.0.0.1 with a certificate made here with the
-openssl CLI. Exit 77 (skip) when a tool is missing or braid was built
+openssl CLI. Also what the server promises a TLS client: ALPN http/1.1, no
+CBC suites, and a stalled handshake dropped at the header timeout. Exit 77 (skip) when a tool is missing or braid was built
 without TLS; never a faked pass.
 
 Usage: interop_https.py BRAID_EXE"""
@@ -38,7 +39,8 @@ port = s.getsockname()[1]
 s.close()
 proc = subprocess.Popen([braid, "web", "--path", www, "--listen",
                          "tcp:port=%d:interface=127.0.0.1" % port,
-                         "--tls-cert", cert, "--tls-key", key, "--no-log"],
+                         "--tls-cert", cert, "--tls-key", key, "--no-log",
+                         "--header-timeout", "1"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 failures = 0
 
@@ -90,6 +92,56 @@ try:
                 data += chunk
             check("raw TLS request, response then clean close",
                   data.startswith(b"HTTP/1.1 200") and b"braid over TLS" in data)
+    # ALPN: braid web speaks HTTP/1.1 and says so.
+    actx = ssl.create_default_context(cafile=cert)
+    actx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with actx.wrap_socket(raw, server_hostname="localhost") as t:
+            check("ALPN selects http/1.1", t.selected_alpn_protocol() == "http/1.1")
+    # A TLS 1.2 client offering only CBC suites is refused; one offering an
+    # ECDHE AEAD suite is served.
+    for suites, ok in (("AES128-SHA:AES256-SHA", False),
+                       ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA", False),
+                       ("ECDHE-ECDSA-AES128-GCM-SHA256", True)):
+        cctx = ssl.create_default_context(cafile=cert)
+        cctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        cctx.set_ciphers(suites)
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with cctx.wrap_socket(raw, server_hostname="localhost") as t:
+                    got = t.cipher()[0]
+        except (ssl.SSLError, ConnectionError):
+            got = None
+        check("TLS 1.2 client offering only %s %s" % (suites, "served" if ok else "refused"),
+              (got == suites) if ok else (got is None))
+    # Stalled handshakes end at the header timeout (1 s here): nothing
+    # sent, half a ClientHello, a whole one and then silence.
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    hs = ssl.create_default_context(cafile=cert).wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        hs.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    for name, data in (("nothing sent", b""),
+                       ("half a ClientHello", hello[:len(hello) // 2]),
+                       ("a whole ClientHello", hello)):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            t0 = time.monotonic()
+            raw.sendall(data)
+            raw.settimeout(10)
+            closed = False
+            try:
+                while raw.recv(65536):
+                    pass
+                closed = True
+            except ConnectionResetError:
+                closed = True
+            except socket.timeout:
+                pass
+            took = time.monotonic() - t0
+            check("stalled TLS peer (%s) dropped at the 1 s header timeout "
+                  "(after %.2f s)" % (name, took), closed and 0.9 <= took < 8)
 finally:
     proc.terminate()
     try:

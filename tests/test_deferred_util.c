@@ -48,11 +48,11 @@ typedef struct seen {
   uint64_t at;
 } seen;
 
-static void record(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void record(braid_deferred_t d, braid_result_t *res, void *arg) {
   seen *s = arg;
   s->called++;
   s->ok = braid_result_ok(res);
-  s->at = braid_reactor_now(d->r);
+  s->at = braid_reactor_now(braid_deferred_reactor(d));
   if (s->ok) {
     s->value = braid_result_value(res);
   } else {
@@ -62,7 +62,7 @@ static void record(braid_deferred_t *d, braid_result_t *res, void *arg) {
   }
 }
 
-static braid_deferred_t *watch(braid_deferred_t *d, seen *s) {
+static braid_deferred_t watch(braid_deferred_t d, seen *s) {
   memset(s, 0, sizeof *s);
   assert_int_equal(braid_deferred_add_both(d, record, s), 0);
   return d;
@@ -73,7 +73,7 @@ static braid_deferred_t *watch(braid_deferred_t *d, seen *s) {
 static void t_timeout(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *d;
+  braid_deferred_t d;
   seen s;
 
   /* Times out: ETIMEDOUT whose cause is the cancel. */
@@ -122,7 +122,59 @@ static void t_timeout(void **st) {
   done(r);
 }
 
-static void on_timeout_custom(braid_deferred_t *d, braid_result_t *res,
+/* A failure nobody handled is an ERROR line when the reactor is destroyed,
+ * even one whose cause chain holds a cancellation: only the cancellations
+ * destroy itself makes are expected (DEBUG). */
+typedef struct levels {
+  int errors, debugs;
+  char last_error[512];
+} levels;
+
+static void level_log(void *arg, braid_log_level level, const char *domain,
+                      const char *msg) {
+  levels *lv = arg;
+  if (strcmp(domain, "deferred") != 0)
+    return;
+  if (level == BRAID_LOG_ERROR) {
+    lv->errors++;
+    snprintf(lv->last_error, sizeof lv->last_error, "%s", msg);
+  } else if (level == BRAID_LOG_DEBUG) {
+    lv->debugs++;
+  }
+}
+
+static void t_unhandled_at_destroy(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  levels lv;
+  memset(&lv, 0, sizeof lv);
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_reactor_set_log(r, level_log, &lv);
+  /* Timed out during the run, held by a reference, never handled. */
+  braid_deferred_t d;
+  assert_int_equal(braid_deferred_new(r, &d), 0);
+  assert_int_equal(braid_deferred_add_timeout(d, BRAID_MSEC(10), NULL, NULL),
+                   0);
+  braid_deferred_ref(d);
+  braid_clock_advance(r, BRAID_MSEC(10));
+  assert_true(
+      braid_result_trap(braid_deferred_result(d), NULL, BRAID_ETIMEDOUT));
+  /* Cancelled by the user during the run, held, never handled. */
+  braid_deferred_t c;
+  assert_int_equal(braid_deferred_new(r, &c), 0);
+  braid_deferred_ref(c);
+  braid_deferred_cancel(c);
+  /* Not fired: destroy cancels it; that one is expected. */
+  braid_deferred_t p;
+  assert_int_equal(braid_deferred_new(r, &p), 0);
+  braid_testing_flush(r, 10);
+  assert_int_equal(lv.errors, 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(lv.errors, 2);
+  assert_int_equal(lv.debugs, 1);
+}
+
+static void on_timeout_custom(braid_deferred_t d, braid_result_t *res,
                               void *arg) {
   (void)d;
   braid_result_set(res, arg, NULL);
@@ -131,7 +183,7 @@ static void on_timeout_custom(braid_deferred_t *d, braid_result_t *res,
 static void t_timeout_custom(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *d;
+  braid_deferred_t d;
   seen s;
   braid_deferred_new(r, &d);
   braid_deferred_add_timeout(d, BRAID_SEC(1), on_timeout_custom, (void *)9);
@@ -146,7 +198,7 @@ static void t_timeout_custom(void **st) {
 /* ---- deferLater ---------------------------------------------------------- */
 
 static int later_runs;
-static void later_fn(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void later_fn(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   later_runs++;
   braid_result_set(res, arg, NULL);
@@ -155,7 +207,7 @@ static void later_fn(braid_deferred_t *d, braid_result_t *res, void *arg) {
 static void t_defer_later(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *d;
+  braid_deferred_t d;
   seen s;
   later_runs = 0;
   assert_int_equal(
@@ -196,7 +248,7 @@ static void count_dtor(void *p) {
   dtors++;
 }
 
-static void mkn(braid_reactor_t *r, braid_deferred_t **ds, size_t n) {
+static void mkn(braid_reactor_t *r, braid_deferred_t *ds, size_t n) {
   for (size_t i = 0; i < n; i++)
     assert_int_equal(braid_deferred_new(r, &ds[i]), 0);
 }
@@ -204,7 +256,7 @@ static void mkn(braid_reactor_t *r, braid_deferred_t **ds, size_t n) {
 static void t_list_all(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[3], *l;
+  braid_deferred_t ds[3], l;
   seen s;
   dtors = 0;
   mkn(r, ds, 3);
@@ -240,10 +292,42 @@ static void t_list_all(void **st) {
   done(r);
 }
 
+/* Every flag combination over no children fires at once, with a result of
+ * no items (count == 0, index == 0); the block still has room for one zero
+ * item, so a reader that trusted "count == 1" reads nothing past it. */
+static void t_list_empty(void **st) {
+  (void)st;
+  braid_reactor_t *r = mk();
+  braid_deferred_t l;
+  seen s;
+  for (unsigned flags = 0; flags < 8; flags++) {
+    assert_int_equal(braid_deferred_list(r, NULL, 0, flags, &l), 0);
+    watch(l, &s);
+    assert_int_equal(s.called, 1);
+    assert_true(s.ok);
+    const braid_list_result *lr = s.value;
+    assert_non_null(lr);
+    assert_int_equal(lr->count, 0);
+    assert_int_equal(lr->index, 0);
+    /* The old header promised one item for fire-on-one-callback. */
+    assert_false(lr->items[0].ok);
+    assert_null(lr->items[0].value);
+    assert_null(lr->items[0].failure);
+  }
+  for (int consume = 0; consume < 2; consume++) {
+    assert_int_equal(braid_gather_results(r, NULL, 0, consume, &l), 0);
+    watch(l, &s);
+    assert_int_equal(s.called, 1);
+    assert_int_equal(((const braid_list_result *)s.value)->count, 0);
+  }
+  assert_int_equal(braid_race(r, NULL, 0, &l), BRAID_EINVAL);
+  done(r);
+}
+
 static void t_list_fire_on_one(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[3], *l;
+  braid_deferred_t ds[3], l;
   seen s;
   size_t idx;
   dtors = 0;
@@ -285,7 +369,7 @@ static void t_list_fire_on_one(void **st) {
 }
 
 static int cancels;
-static void count_cancel(braid_deferred_t *d, void *arg) {
+static void count_cancel(braid_deferred_t d, void *arg) {
   (void)d;
   (void)arg;
   cancels++;
@@ -294,7 +378,7 @@ static void count_cancel(braid_deferred_t *d, void *arg) {
 static void t_list_cancel(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[3], *l;
+  braid_deferred_t ds[3], l;
   seen s;
   cancels = 0;
   for (int i = 0; i < 3; i++)
@@ -312,7 +396,7 @@ static void t_list_cancel(void **st) {
 static void t_gather(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[4], *g;
+  braid_deferred_t ds[4], g;
   seen s;
   mkn(r, ds, 4);
   braid_gather_results(r, ds, 4, false, &g);
@@ -337,7 +421,7 @@ static void t_gather(void **st) {
 static void t_race(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[3], *w;
+  braid_deferred_t ds[3], w;
   seen s;
   cancels = 0;
   dtors = 0;
@@ -387,12 +471,12 @@ typedef struct lcrec {
   uint64_t count[64];
   uint64_t busy; /* advance the clock by this inside the call */
   braid_reactor_t *r;
-  braid_deferred_t *wait; /* returned to the loop when set */
+  braid_deferred_t wait; /* returned to the loop when set */
   int fail_at;
 } lcrec;
 
-static braid_deferred_t *lc_fn(braid_looping_call_t *lc, uint64_t count,
-                               void *arg) {
+static braid_deferred_t lc_fn(braid_looping_call_t *lc, uint64_t count,
+                              void *arg) {
   lcrec *x = arg;
   (void)lc;
   int i = x->calls++;
@@ -401,17 +485,17 @@ static braid_deferred_t *lc_fn(braid_looping_call_t *lc, uint64_t count,
     x->count[i] = count;
   }
   if (x->fail_at && x->calls == x->fail_at) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     braid_deferred_fail(x->r, braid_failure_new(x->r, "job", 1, NULL, "bad"),
                         &d);
     return d;
   }
-  if (x->wait != NULL) {
-    braid_deferred_t *w = x->wait;
-    x->wait = NULL;
+  if (!braid_deferred_is_none(x->wait)) {
+    braid_deferred_t w = x->wait;
+    x->wait = braid_deferred_none();
     return w;
   }
-  return NULL;
+  return braid_deferred_none();
 }
 
 static void t_looping(void **st) {
@@ -421,7 +505,7 @@ static void t_looping(void **st) {
   lcrec x;
   memset(&x, 0, sizeof x);
   x.r = r;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   seen s;
   assert_int_equal(
       braid_looping_call_start(r, &lc, BRAID_MSEC(10), true, lc_fn, &x, &d), 0);
@@ -447,7 +531,7 @@ static void t_looping(void **st) {
 
   /* A call that returns a deferred: the loop waits for it. */
   braid_deferred_new(r, &x.wait);
-  braid_deferred_t *w = x.wait;
+  braid_deferred_t w = x.wait;
   braid_clock_advance(r, BRAID_MSEC(10)); /* call 7 at 80 */
   assert_int_equal(x.calls, 7);
   braid_clock_advance(r, BRAID_MSEC(25)); /* nothing: waiting */
@@ -473,7 +557,7 @@ static void t_looping_fail_and_cancel(void **st) {
   braid_reactor_t *r = mk();
   braid_looping_call_t lc = BRAID_LOOPING_CALL_INIT;
   lcrec x;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   seen s;
   memset(&x, 0, sizeof x);
   x.r = r;
@@ -502,7 +586,7 @@ static void t_looping_fail_and_cancel(void **st) {
   memset(&x, 0, sizeof x);
   x.r = r;
   braid_deferred_new(r, &x.wait);
-  braid_deferred_t *w = x.wait;
+  braid_deferred_t w = x.wait;
   braid_looping_call_start(r, &lc, BRAID_SEC(1), true, lc_fn, &x, &d);
   watch(d, &s);
   braid_looping_call_stop(&lc);
@@ -517,7 +601,7 @@ static void t_looping_fail_and_cancel(void **st) {
 static void t_teardown_everything(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *ds[3], *d;
+  braid_deferred_t ds[3], d;
   braid_looping_call_t lc = BRAID_LOOPING_CALL_INIT;
   lcrec x;
   memset(&x, 0, sizeof x);
@@ -528,7 +612,7 @@ static void t_teardown_everything(void **st) {
   braid_defer_later(r, BRAID_SEC(3), NULL, NULL, &d);
   braid_deferred_new(r, &d);
   braid_deferred_callback(d, malloc(32), free);
-  braid_deferred_t *in;
+  braid_deferred_t in;
   braid_deferred_new(r, &in);
   braid_deferred_pause(in);
   braid_deferred_callback(in, malloc(8), free);
@@ -542,8 +626,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_timeout),
       cmocka_unit_test(t_timeout_custom),
+      cmocka_unit_test(t_unhandled_at_destroy),
       cmocka_unit_test(t_defer_later),
       cmocka_unit_test(t_list_all),
+      cmocka_unit_test(t_list_empty),
       cmocka_unit_test(t_list_fire_on_one),
       cmocka_unit_test(t_list_cancel),
       cmocka_unit_test(t_gather),

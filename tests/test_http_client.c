@@ -93,7 +93,7 @@ typedef struct outcome {
   braid_http_client_response_t *resp;
 } outcome;
 
-static void oc_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void oc_ok(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   outcome *o = arg;
   o->fired++;
@@ -101,7 +101,7 @@ static void oc_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
   o->resp = braid_result_take(res, NULL);
 }
 
-static void oc_err(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void oc_err(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   outcome *o = arg;
   o->fired++;
@@ -109,7 +109,7 @@ static void oc_err(braid_deferred_t *d, braid_result_t *res, void *arg) {
   braid_result_set(res, NULL, NULL);
 }
 
-static void oc_watch(braid_deferred_t *d, outcome *o) {
+static void oc_watch(braid_deferred_t d, outcome *o) {
   memset(o, 0, sizeof *o);
   assert_int_equal(braid_deferred_add_callbacks(d, oc_ok, o, oc_err, o), 0);
 }
@@ -119,8 +119,8 @@ static void oc_clear(outcome *o) {
   o->resp = NULL;
 }
 
-static braid_deferred_t *get(fx *f, const char *url, outcome *o) {
-  braid_deferred_t *d;
+static braid_deferred_t get(fx *f, const char *url, outcome *o) {
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(f->c, "GET", url, NULL, 0, NULL, 0, &d),
                    0);
   oc_watch(d, o);
@@ -187,7 +187,7 @@ static void t_bad_args(void **st) {
   (void)st;
   fx f;
   fx_init(&f, NULL);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(
       braid_http_request(f.c, "GET", "gopher://h/", NULL, 0, NULL, 0, &d),
       BRAID_EINVAL);
@@ -216,7 +216,7 @@ static void t_get_and_reuse(void **st) {
   fx_init(&f, NULL);
   outcome o;
   braid_http_header_t h = {{"Accept", 6}, {"*/*", 3}};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(f.c, "GET",
                                       "http://Example.org:8080/p?q=1#x", &h, 1,
                                       NULL, 0, &d),
@@ -280,7 +280,7 @@ static void t_post_body(void **st) {
   fx f;
   fx_init(&f, NULL);
   outcome o;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(
       braid_http_request(f.c, "POST", "http://[::1]/f", NULL, 0, "abc", 3, &d),
       0);
@@ -367,7 +367,7 @@ static void t_no_body_responses(void **st) {
   fx f;
   fx_init(&f, NULL);
   outcome o;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(
       braid_http_request(f.c, "HEAD", "http://h/", NULL, 0, NULL, 0, &d), 0);
   oc_watch(d, &o);
@@ -535,7 +535,7 @@ static void t_retry_idempotent(void **st) {
   get(&f, "http://h/", &o);
   feed(f.mt[2], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   oc_clear(&o);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(
       braid_http_request(f.c, "POST", "http://h/", NULL, 0, "x", 1, &d), 0);
   oc_watch(d, &o);
@@ -648,7 +648,7 @@ static void t_connect_errors(void **st) {
   f.refuse = BRAID_ECONNREFUSED;
   braid_http_request_options ro = {0};
   ro.url = "http://h/";
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_http_call_t *call = (braid_http_call_t *)&o;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   assert_null(call);
@@ -664,8 +664,8 @@ static void t_cancel(void **st) {
   fx f;
   fx_init(&f, &opts);
   outcome o1, o2;
-  braid_deferred_t *d1 = get(&f, "http://h/1", &o1);
-  braid_deferred_t *d2 = get(&f, "http://h/2", &o2);
+  braid_deferred_t d1 = get(&f, "http://h/1", &o1);
+  braid_deferred_t d2 = get(&f, "http://h/2", &o2);
   assert_int_equal(f.nmt, 1);
   /* A queued request is just removed. */
   braid_deferred_cancel(d2);
@@ -680,7 +680,7 @@ static void t_cancel(void **st) {
   /* Cancelled while connecting: the connection is aborted when it comes
    * up. */
   f.refuse_later = 1;
-  braid_deferred_t *d3 = get(&f, "http://h/3", &o1);
+  braid_deferred_t d3 = get(&f, "http://h/3", &o1);
   braid_deferred_cancel(d3);
   assert_int_equal(o1.code, BRAID_ECANCELED);
   assert_int_equal(braid_http_client_open_connections(f.c), 1);
@@ -718,7 +718,7 @@ static void t_reactor_destroy_in_flight(void **st) {
 /* An errback that destroys the client, run from deep inside it. */
 static braid_http_client_t *destroy_me;
 
-static void eb_destroy(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void eb_destroy(braid_deferred_t d, braid_result_t *res, void *arg) {
   oc_err(d, res, arg);
   braid_http_client_destroy(destroy_me);
   destroy_me = NULL;
@@ -732,7 +732,7 @@ static void t_destroy_from_callback(void **st) {
   fx_init(&f, &opts);
   outcome o1, o2, o3;
   get(&f, "http://h/", &o1);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(
       braid_http_request(f.c, "GET", "http://h/", NULL, 0, NULL, 0, &d), 0);
   memset(&o2, 0, sizeof o2);
@@ -817,7 +817,7 @@ static void t_stream_response(void **st) {
   braid_http_request_options ro = {0};
   ro.url = "http://h/";
   ro.handlers = &h;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_http_call_t *call;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   assert_non_null(call);
@@ -880,7 +880,7 @@ static void t_stream_request_body(void **st) {
   ro.url = "http://h/up";
   ro.stream_body = true;
   ro.body_length = -1;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_http_call_t *call;
   f.refuse_later = 1; /* hold the connection back: writes are queued */
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
@@ -977,7 +977,7 @@ static void t_stream_split(void **st) {
     braid_http_request_options ro = {0};
     ro.url = "http://h/";
     ro.handlers = &h;
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_http_request_ex(f.c, &ro, &d, NULL), 0);
     outcome o;
     oc_watch(d, &o);
@@ -1007,7 +1007,7 @@ static void t_early_answer(void **st) {
   ro.url = "http://h/";
   ro.stream_body = true;
   ro.body_length = -1;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_http_call_t *call;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   outcome o;
@@ -1047,7 +1047,7 @@ static void t_stream_request_flow(void **st) {
   ro.stream_body = true;
   ro.body_length = -1;
   ro.handlers = &h;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   braid_http_call_t *call;
   assert_int_equal(braid_http_request_ex(f.c, &ro, &d, &call), 0);
   outcome o;
@@ -1123,7 +1123,7 @@ static void t_oom(void **st) {
     oom_left = n;
     outcome o;
     memset(&o, 0, sizeof o);
-    braid_deferred_t *d;
+    braid_deferred_t d;
     int rc = braid_http_request(f.c, "GET", "http://h/x", NULL, 0, NULL, 0, &d);
     if (rc == 0) {
       if (braid_deferred_add_callbacks(d, oc_ok, &o, oc_err, &o) < 0)
@@ -1205,7 +1205,7 @@ static void t_real_refused(void **st) {
   real_init(&x, NULL);
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)free_port());
-  braid_deferred_t *d;
+  braid_deferred_t d;
   outcome o;
   assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
                    0);
@@ -1312,7 +1312,7 @@ static void srv_start(real *x, srv *s, srv_mode mode) {
 static outcome *real_get(real *x, srv *s, const char *path, outcome *o) {
   char url[128];
   snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)s->port, path);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(x->c, "GET", url, NULL, 0, NULL, 0, &d),
                    0);
   oc_watch(d, o);
@@ -1355,7 +1355,7 @@ static void t_loopback_pool(void **st) {
     char url[128];
     snprintf(url, sizeof url, "http://[::1]:%u/six",
              (unsigned)braid_addr_port(&a6));
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
                      0);
     oc_watch(d, &o);
@@ -1426,7 +1426,7 @@ static void t_loopback_timeout(void **st) {
    * request fails, the client and its connection are freed. */
   char url[128];
   snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
                    0);
   oc_watch(d, &o);
@@ -1509,7 +1509,7 @@ static bool wait_port(uint16_t port, pid_t pid) {
     real_init(&x, NULL);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)port);
-    braid_deferred_t *d;
+    braid_deferred_t d;
     outcome o;
     assert_int_equal(braid_http_request(x.c, "HEAD", url, NULL, 0, NULL, 0, &d),
                      0);
@@ -1560,7 +1560,7 @@ static char *write_file(const char *name, size_t size) {
 /* GET url and check the answer; returns whether it came chunked. */
 static bool fetch_check(real *x, const char *url, int status, const char *want,
                         size_t want_len, bool reused) {
-  braid_deferred_t *d;
+  braid_deferred_t d;
   outcome o;
   assert_int_equal(braid_http_request(x->c, "GET", url, NULL, 0, NULL, 0, &d),
                    0);
@@ -1707,7 +1707,7 @@ static void t_interop_nginx(void **st) {
   snprintf(url, sizeof url, "http://127.0.0.1:%u/big.bin", (unsigned)port);
   outcome many[20];
   for (int i = 0; i < 20; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_http_request(x.c, "GET", url, NULL, 0, NULL, 0, &d),
                      0);
     oc_watch(d, &many[i]);

@@ -15,6 +15,7 @@ int main(void) {
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@ int main(void) {
 #include "braid/braid.h"
 #include "braid/http.h"
 #include "braid/testing.h"
+#include "protocols/http/internal.h" /* the parse probe (a test hook) */
 
 static void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -258,6 +260,7 @@ struct env {
   resp res[8];
   int flags[8];
   uint64_t t0, t1;
+  uint64_t sent;
 };
 
 static void hello(braid_http_req_t *req, void *arg) {
@@ -1226,12 +1229,15 @@ static void t_mem_pipeline_log(void **st) {
   assert_false(braid_memory_transport_disconnected(m.mt, NULL));
   /* The client goes away while a slow answer is pending: the request
    * stays valid (a zombie) until the handler answers, which then fails
-   * quietly and frees it. */
+   * quietly and frees it. It is logged once, when the connection is
+   * lost, as nginx's 499 ("client closed request"). */
   mfeed(&m, "GET /slow?late HTTP/1.1\r\nHost: x\r\n\r\n");
   braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
   assert_true(braid_memory_transport_disconnected(m.mt, NULL));
+  assert_int_equal(m.log.n, 4);
+  assert_non_null(strstr(m.log.lines[3], "\"GET /slow?late HTTP/1.1\" 499 0"));
   braid_clock_advance(m.e.r, BRAID_MSEC(60));
-  assert_int_equal(m.log.n, 3);
+  assert_int_equal(m.log.n, 4);
   menv_end(&m);
 }
 
@@ -1329,17 +1335,606 @@ static void t_mem_continue(void **st) {
   menv_end(&m);
 }
 
+/* ------------------------------------------------------------------------
+ * A client that pipelines and never reads (issue 15, item 3), over TCP
+ * ------------------------------------------------------------------------ */
+
+#define NR_TIMEOUT_MS 400u
+#define NR_WINDOW_MS 20000u /* a deadline, far past the expected drop */
+#define NR_MAX_BYTES (64u << 20)
+
+/* Samples the server's memory on the reactor's thread every 2 ms. */
+typedef struct watch {
+  env *e;
+  braid_timer_t t;
+  uint64_t out_max, in_max;
+  uint64_t t_stall; /* the output first passed the high-water mark */
+  uint64_t t_gone;  /* the connection was gone */
+  int seen;
+} watch;
+
+static void watch_tick(braid_timer_t *t, void *arg) {
+  (void)t;
+  watch *w = arg;
+  braid_http_server_stats st;
+  braid_http_server_stats_get(w->e->srv, &st);
+  uint64_t now = now_ms();
+  if (st.output_queued_max > w->out_max)
+    w->out_max = st.output_queued_max;
+  if (st.input_buffered > w->in_max)
+    w->in_max = st.input_buffered;
+  if (st.connections > 0)
+    w->seen = 1;
+  if (w->t_stall == 0 && st.output_queued_max > 64u * 1024u)
+    w->t_stall = now;
+  if (w->seen && st.connections == 0 && w->t_gone == 0)
+    w->t_gone = now;
+  braid_timer_start(w->e->r, &w->t, BRAID_MSEC(2), watch_tick, w);
+}
+
+/* Sends `GET /nope` back to back until the server hangs up (or
+ * NR_MAX_BYTES, or NR_WINDOW_MS) and never reads; records whether the
+ * server hung up while it was still sending, and when. */
+static void c_never_reads(env *e) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return;
+  int rcv = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons(e->port);
+  a.sin_addr.s_addr = htonl(0x7f000001);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    close(fd);
+    return;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  static const char req[] = "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+  char batch[64 * (sizeof req - 1)];
+  for (size_t i = 0; i < 64; i++)
+    memcpy(batch + i * (sizeof req - 1), req, sizeof req - 1);
+  size_t off = 0;
+  e->t0 = now_ms();
+  int dropped = 0;
+  while (now_ms() - e->t0 < NR_WINDOW_MS && e->sent < NR_MAX_BYTES) {
+    ssize_t n = send(fd, batch + off, sizeof batch - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      e->sent += (uint64_t)n;
+      off = (off + (size_t)n) % sizeof batch;
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      struct pollfd p = {fd, POLLOUT, 0};
+      poll(&p, 1, 10);
+      continue;
+    }
+    dropped = 1; /* ECONNRESET, EPIPE: the server hung up */
+    break;
+  }
+  e->flags[0] = dropped;
+  if (!dropped) {
+    /* Still not reading: does the server hang up later? (events 0: only
+     * an error or a hang-up ends the wait.) */
+    struct pollfd p = {fd, 0, 0};
+    e->flags[1] = poll(&p, 1, 3000) > 0;
+  }
+  e->t1 = now_ms();
+  close(fd);
+  sleep_ms(50); /* let the server see it, if it has not */
+}
+
+static void t_never_reads(void **st) {
+  (void)st;
+  env e;
+  braid_http_server_options o = {0};
+  o.write_timeout = BRAID_MSEC(NR_TIMEOUT_MS);
+  o.no_access_log = true; /* tens of thousands of 404s */
+  env_start(&e, &o);
+  watch w;
+  memset(&w, 0, sizeof w);
+  w.e = &e;
+  braid_timer_start(e.r, &w.t, 0, watch_tick, &w);
+  env_run(&e, c_never_reads);
+  braid_timer_cancel(&w.t);
+  print_message("never-reads: sent %llu bytes, server output <= %llu, input "
+                "<= %llu, dropped %d/%d after %llu ms (stall to drop %lld "
+                "ms)\n",
+                (unsigned long long)e.sent, (unsigned long long)w.out_max,
+                (unsigned long long)w.in_max, e.flags[0], e.flags[1],
+                (unsigned long long)(e.t1 - e.t0),
+                (long long)(w.t_gone - w.t_stall));
+  /* Memory: the transport's window plus one response (a 404 is a few
+   * hundred bytes), one read buffer and its doubling; not what the
+   * client sent. */
+  assert_true(w.out_max <= 64u * 1024u + 4096u);
+  assert_true(w.in_max <= 256u * 1024u);
+  /* The server stopped reading, so TCP stopped the client. */
+  assert_true(e.sent < NR_MAX_BYTES);
+  /* Dropped while the client was still sending (arriving bytes restart
+   * nothing), not before write_timeout after the output stalled, and
+   * within 1.25 x write_timeout of it (plus slack for a busy host, more
+   * under valgrind). */
+  uint64_t slack = getenv("BRAID_UNDER_VALGRIND") != NULL ? 3000 : 500;
+  assert_true(e.flags[0]);
+  assert_true(w.t_stall > 0 && w.t_gone > 0);
+  assert_true(w.t_gone + 10 >= w.t_stall + NR_TIMEOUT_MS);
+  assert_true(w.t_gone <= w.t_stall + NR_TIMEOUT_MS * 5 / 4 + slack);
+  env_end(&e);
+}
+
+/* ------------------------------------------------------------------------
+ * A download cut short is logged (issue 15, item 8), over TCP
+ * ------------------------------------------------------------------------ */
+
+#define CUT_BIG (8u * 1024u * 1024u)
+
+typedef struct tcplog {
+  char line[512];
+  int n;
+} tcplog;
+
+static void tcplog_cb(void *arg, braid_log_level level, const char *domain,
+                      const char *msg) {
+  tcplog *l = arg;
+  if (strcmp(domain, "access") == 0 && level == BRAID_LOG_INFO &&
+      strstr(msg, "big8.bin") != NULL) {
+    snprintf(l->line, sizeof l->line, "%s", msg);
+    l->n++;
+  }
+}
+
+static void c_cut(env *e) {
+  cl c;
+  if (cl_open(&c, e->port, 8192) < 0)
+    return;
+  cl_sends(&c, "GET /files/big8.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+  size_t got = 0;
+  char b[8192];
+  while (got < 100000) {
+    ssize_t n = recv(c.fd, b, sizeof b, 0);
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  e->sent = got;
+  /* Hang up with a reset, as a browser cancelling a download may. */
+  struct linger lg = {1, 0};
+  setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  cl_close(&c);
+  /* Wait (bounded) for the server to notice. */
+  for (int i = 0; i < 200 && braid_http_server_connections(e->srv) > 0; i++)
+    sleep_ms(10);
+}
+
+static void t_cut_log(void **st) {
+  (void)st;
+  for (int sf = 0; sf < 2; sf++) {
+    env e;
+    braid_http_server_options o = {0};
+    o.no_sendfile = sf == 1; /* both the sendfile and the read path */
+    env_start(&e, &o);
+    tcplog lg;
+    memset(&lg, 0, sizeof lg);
+    braid_reactor_set_log(e.r, tcplog_cb, &lg);
+    char *big = big_data(CUT_BIG);
+    write_file(e.dir, "big8.bin", big, CUT_BIG);
+    free(big);
+    env_run(&e, c_cut);
+    /* The reactor stopped when the client finished: let the server see
+     * the reset if it has not. */
+    for (int i = 0; i < 100 && lg.n == 0; i++) {
+      braid_reactor_run_once(e.r, false);
+      sleep_ms(10);
+    }
+    print_message("cut (%s): client read %llu bytes; log: %s\n",
+                  sf ? "read path" : "sendfile", (unsigned long long)e.sent,
+                  lg.line);
+    assert_true(e.sent >= 100000);
+    assert_int_equal(lg.n, 1);
+    const char *p = strstr(lg.line, "\"GET /files/big8.bin HTTP/1.1\" ");
+    assert_non_null(p);
+    int status = 0;
+    unsigned long long bytes = 0;
+    assert_int_equal(sscanf(strchr(p + 1, '"') + 1, "%d %llu", &status, &bytes),
+                     2);
+    assert_int_equal(status, 200);
+    /* Cut short: less than the file. And not nothing: the client read
+     * 100 KB of it, so the first 64 KiB piece was surely written. */
+    assert_true(bytes < CUT_BIG);
+    assert_true(bytes >= 65536);
+    env_end(&e);
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Static files never leave the folder (issue 15, item 5), over TCP
+ * ------------------------------------------------------------------------ */
+
+static void c_contain(env *e) {
+  static const char *const targets[] = {
+      "/files/idx/",           /* index.html -> a file outside the root */
+      "/files/idx/index.html", /* the same, by name */
+      "/files/idx2/",          /* index.html -> a file inside the root */
+      "/files/idx3/",          /* index.html -> a folder outside */
+  };
+  for (int i = 0; i < 4; i++) {
+    cl c;
+    if (cl_open(&c, e->port, 0) < 0)
+      return;
+    get(&c, targets[i], NULL, &e->res[i], 0);
+    cl_close(&c);
+  }
+}
+
+static void t_static_contain(void **st) {
+  (void)st;
+  env e;
+  env_start(&e, NULL);
+  char secret_dir[64] = "/tmp/braid-http-secret-XXXXXX";
+  assert_non_null(mkdtemp(secret_dir));
+  write_file(secret_dir, "index.html", "secret outside the root\n", 24);
+  write_file(e.dir, "a.txt", "inside\n", 7);
+  char p[256], target[256];
+  static const char *const dirs[] = {"idx", "idx2", "idx3"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(p, sizeof p, "%s/%s", e.dir, dirs[i]);
+    assert_int_equal(mkdir(p, 0755), 0);
+  }
+  snprintf(p, sizeof p, "%s/idx/index.html", e.dir);
+  snprintf(target, sizeof target, "%s/index.html", secret_dir);
+  assert_int_equal(symlink(target, p), 0);
+  snprintf(p, sizeof p, "%s/idx2/index.html", e.dir);
+  assert_int_equal(symlink("../a.txt", p), 0);
+  snprintf(p, sizeof p, "%s/idx3/index.html", e.dir);
+  assert_int_equal(symlink(secret_dir, p), 0);
+  env_run(&e, c_contain);
+  assert_int_equal(e.res[0].status, 403);
+  assert_null(strstr(e.res[0].body ? e.res[0].body : "", "secret"));
+  assert_int_equal(e.res[1].status, 403);
+  assert_int_equal(e.res[2].status, 200);
+  assert_string_equal(e.res[2].body, "inside\n");
+  assert_int_equal(e.res[3].status, 403);
+  assert_null(strstr(e.res[3].body ? e.res[3].body : "", "index.html"));
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", secret_dir);
+  assert_int_equal(system(cmd), 0);
+  env_end(&e);
+}
+
+/* ------------------------------------------------------------------------
+ * The write timeout and the slow reader, deterministic (item 3)
+ * ------------------------------------------------------------------------ */
+
+static braid_transport_t *mtr(menv *m) {
+  return braid_memory_transport_transport(m->mt);
+}
+
+static void t_mem_write_timeout(void **st) {
+  (void)st;
+  menv m;
+  braid_http_server_options o = {0};
+  o.write_timeout = BRAID_SEC(4);
+  menv_start(&m, &o);
+  braid_memory_transport_set_consumer_blocked(m.mt, true);
+  mfeed(&m, "GET /stream?4000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_int_equal(m.e.pauses, 1);
+  /* The client pipelines on while it reads nothing: the server stops
+   * reading (the bytes wait in the transport, as they would in the
+   * kernel) and parses nothing. */
+  for (int i = 0; i < 100; i++)
+    mfeed(&m, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_true(braid_memory_transport_reading_paused(m.mt));
+  assert_true(braid_memory_transport_pending_input(m.mt) > 0);
+  braid_http_server_stats ss;
+  braid_http_server_stats_get(m.e.srv, &ss);
+  assert_int_equal(ss.connections, 1);
+  assert_true(ss.output_queued <= 64u * 1024u + 16384u + 512u);
+  /* Nothing accepted for 3.9 s: still there; at 4 s (checked every
+   * second): dropped. */
+  braid_clock_advance(m.e.r, BRAID_SEC(3));
+  mfeed(&m, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  braid_clock_advance(m.e.r, BRAID_MSEC(900));
+  assert_false(braid_memory_transport_disconnected(m.mt, NULL));
+  braid_clock_advance(m.e.r, BRAID_MSEC(1100));
+  assert_true(braid_memory_transport_aborted(m.mt));
+  assert_int_equal(m.e.closed_calls, 1);
+  /* One line: the stream, cut at 0 body bytes; no /hello was answered. */
+  assert_int_equal(m.log.n, 1);
+  assert_non_null(
+      strstr(m.log.lines[0], "\"GET /stream?4000000 HTTP/1.1\" 200 0"));
+  menv_end(&m);
+
+  /* A slow reader is not a stalled one: it keeps the connection as long
+   * as it takes bytes, and is dropped write_timeout after it stops. */
+  menv_start(&m, &o);
+  braid_memory_transport_set_consumer_blocked(m.mt, true);
+  mfeed(&m, "GET /stream?4000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (int i = 0; i < 10; i++) {
+    braid_clock_advance(m.e.r, BRAID_SEC(3));
+    assert_true(braid_memory_transport_drain(m.mt, 20000) > 0);
+    braid_memory_transport_clear(m.mt);
+  }
+  assert_false(braid_memory_transport_disconnected(m.mt, NULL));
+  assert_true(braid_transport_write_queued(mtr(&m)) > 0);
+  braid_clock_advance(m.e.r, BRAID_MSEC(3900));
+  assert_false(braid_memory_transport_disconnected(m.mt, NULL));
+  braid_clock_advance(m.e.r, BRAID_MSEC(1200));
+  assert_true(braid_memory_transport_aborted(m.mt));
+  menv_end(&m);
+}
+
+/* ------------------------------------------------------------------------
+ * The access log counts what was sent (item 8), deterministic
+ * ------------------------------------------------------------------------ */
+
+#define MEM_BIG (4u * 1024u * 1024u)
+
+static void bigmem_h(braid_http_req_t *req, void *arg) {
+  (void)arg;
+  char *b = malloc(MEM_BIG);
+  memset(b, 'z', MEM_BIG);
+  braid_http_respond(req, 200, NULL, 0, b, MEM_BIG);
+  free(b);
+}
+
+static unsigned long long log_bytes(const char *line, int *status) {
+  const char *p = strstr(line, "HTTP/1.1\" ");
+  unsigned long long b = 0;
+  *status = 0;
+  if (p == NULL || sscanf(p + 10, "%d %llu", status, &b) != 2)
+    return ~0ull;
+  return b;
+}
+
+static void t_mem_cut_log(void **st) {
+  (void)st;
+  for (int lose = 0; lose < 2; lose++) {
+    menv m;
+    menv_start(&m, NULL);
+    assert_int_equal(braid_http_route(m.e.srv, "GET", "/big", bigmem_h, NULL),
+                     0);
+    braid_memory_transport_set_consumer_blocked(m.mt, true);
+    mfeed(&m, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    /* The response is complete but not sent: no line yet. */
+    assert_int_equal(m.log.n, 0);
+    assert_int_equal(braid_memory_transport_drain(m.mt, 300000), 300000);
+    size_t len;
+    const char *v = braid_memory_transport_value(m.mt, &len);
+    const char *end = memmem(v, len, "\r\n\r\n", 4);
+    assert_non_null(end);
+    unsigned long long body_read = 300000 - (unsigned long long)(end + 4 - v);
+    int status;
+    if (lose) {
+      braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
+      assert_int_equal(m.log.n, 1);
+      unsigned long long b = log_bytes(m.log.lines[0], &status);
+      print_message("cut at %llu body bytes: logged %llu\n", body_read, b);
+      assert_int_equal(status, 200);
+      /* Never more than sent; short by less than two 64 KiB pieces. */
+      assert_true(b <= body_read);
+      assert_true(b + 2 * 65536 >= body_read);
+    } else {
+      /* The client reads it all: logged in full, once. */
+      while (braid_memory_transport_drain(m.mt, 1 << 20) > 0)
+        braid_memory_transport_clear(m.mt);
+      assert_int_equal(m.log.n, 1);
+      assert_int_equal(log_bytes(m.log.lines[0], &status), MEM_BIG);
+      assert_int_equal(status, 200);
+      braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
+      assert_int_equal(m.log.n, 1);
+    }
+    menv_end(&m);
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * A trickled head costs linear time (item 9)
+ * ------------------------------------------------------------------------ */
+
+typedef struct probe {
+  uint64_t work;
+  size_t calls;
+} probe;
+
+/* How many bytes the parser is asked to look at again: all of them when
+ * it has no resume state, else those from where it stopped (in the start
+ * line, the first new byte; in the header section, the start of the
+ * unfinished line). See braid/http_parser.h. */
+static void probe_cb(const char *buf, size_t len,
+                     const braid_http_request_t *state, void *arg) {
+  (void)buf;
+  probe *p = arg;
+  size_t from = 0;
+  if (state->hint_.phase_ != 0 && state->hint_.pos_ <= len)
+    from = state->hint_.pos_;
+  p->work += len - from;
+  p->calls++;
+}
+
+static void t_mem_trickle(void **st) {
+  (void)st;
+  /* A 14 KB head: a long target and 90 header lines. */
+  static char head[16384];
+  size_t n = (size_t)snprintf(head, sizeof head, "GET /hello?");
+  memset(head + n, 'a', 8000);
+  n += 8000;
+  n += (size_t)snprintf(head + n, sizeof head - n, " HTTP/1.1\r\nHost: x\r\n");
+  uint64_t sq = 0; /* sum of the squared header line lengths */
+  for (int i = 0; i < 90; i++) {
+    size_t l =
+        (size_t)snprintf(head + n, sizeof head - n, "X-%03d: %060d\r\n", i, i);
+    n += l;
+    sq += (uint64_t)l * l;
+  }
+  n += (size_t)snprintf(head + n, sizeof head - n, "\r\n");
+  menv m;
+  menv_start(&m, NULL);
+  probe pb = {0, 0};
+  braid__http_server_set_parse_probe(m.e.srv, probe_cb, &pb);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(braid_memory_transport_feed(m.mt, head + i, 1), 0);
+  assert_non_null(strstr(mvalue(&m), "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(mvalue(&m), "hello, world\n"));
+  print_message("trickle: %zu bytes, %zu parses, %llu bytes looked at\n", n,
+                pb.calls, (unsigned long long)pb.work);
+  assert_int_equal(pb.calls, n);
+  /* Linear in the head (each unfinished line is judged again as it grows,
+   * so its square counts); from the start every time would be n^2/2,
+   * about 100 million here. */
+  assert_true(pb.work <= 2 * (uint64_t)n + sq);
+  /* The next head on the same connection starts afresh. */
+  pb.work = 0;
+  braid_memory_transport_clear(m.mt);
+  mfeed(&m, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  assert_non_null(strstr(mvalue(&m), "HTTP/1.1 200 OK\r\n"));
+  menv_end(&m);
+}
+
+/* ------------------------------------------------------------------------
+ * Redirects and hidden names (items 5 and 6), deterministic
+ * ------------------------------------------------------------------------ */
+
+typedef struct sroot {
+  char dir[64];
+  braid_http_static_t *st;
+} sroot;
+
+static void sroot_make(sroot *s, const braid_http_static_options *o) {
+  snprintf(s->dir, sizeof s->dir, "/tmp/braid-http-root-XXXXXX");
+  assert_non_null(mkdtemp(s->dir));
+  static const char *const dirs[] = {"sub", "a b", ".git", "sub/.hidden"};
+  char p[256];
+  for (int i = 0; i < 4; i++) {
+    snprintf(p, sizeof p, "%s/%s", s->dir, dirs[i]);
+    assert_int_equal(mkdir(p, 0755), 0);
+  }
+  write_file(s->dir, ".git/config", "[core]\n", 7);
+  write_file(s->dir, ".env", "KEY=secret\n", 11);
+  write_file(s->dir, "sub/.profile", "p\n", 2);
+  write_file(s->dir, "sub/.hidden/x.txt", "x\n", 2);
+  write_file(s->dir, "visible.txt", "v\n", 2);
+  assert_int_equal(braid_http_static_create(s->dir, o, &s->st), 0);
+}
+
+static void sroot_free(sroot *s) {
+  braid_http_static_destroy(s->st);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* One request on the memory transport; the answer as a string. */
+static const char *mget(menv *m, const char *target) {
+  char req[512];
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", target);
+  braid_memory_transport_clear(m->mt);
+  mfeed(m, req);
+  return mvalue(m);
+}
+
+static void t_mem_redirects(void **st) {
+  (void)st;
+  static const struct {
+    const char *target, *location;
+  } cases[] = {
+      {"/sub", "/sub/"},
+      {"//sub", "/sub/"}, /* not //sub/: another host */
+      {"///sub", "/sub/"},
+      {"/%2Fsub", "/sub/"},         /* decoded, it is //sub */
+      {"http://evil/sub", "/sub/"}, /* absolute form: not evil's */
+      {"http://evil//sub?x=1", "/sub/?x=1"},
+      {"/sub?q=%2F%2Fe", "/sub/?q=%2F%2Fe"},
+      {"/a%20b", "/a%20b/"},
+  };
+  sroot sr;
+  sroot_make(&sr, NULL);
+  menv m;
+  menv_start(&m, NULL);
+  assert_int_equal(
+      braid_http_route(m.e.srv, NULL, "/", braid_http_static_handler, sr.st),
+      0);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *v = mget(&m, cases[i].target);
+    char want[128];
+    snprintf(want, sizeof want, "\r\nLocation: %s\r\n", cases[i].location);
+    if (strstr(v, want) == NULL)
+      fail_msg("%s: want %s, got:\n%s", cases[i].target, want, v);
+    assert_non_null(strstr(v, "HTTP/1.1 301 "));
+  }
+  menv_end(&m);
+  sroot_free(&sr);
+}
+
+static void t_mem_dotfiles(void **st) {
+  (void)st;
+  static const char *const hidden[] = {
+      "/.git/config",
+      "/.git/",
+      "/.env",
+      "/sub/.profile",
+      "/sub/.hidden/x.txt",
+      "/%2egit/config",
+      "/sub/%2Eprofile",
+  };
+  for (int allow = 0; allow < 2; allow++) {
+    braid_http_static_options so = {0};
+    so.dotfiles = allow == 1;
+    sroot sr;
+    sroot_make(&sr, &so);
+    menv m;
+    menv_start(&m, NULL);
+    assert_int_equal(
+        braid_http_route(m.e.srv, NULL, "/", braid_http_static_handler, sr.st),
+        0);
+    for (size_t i = 0; i < sizeof hidden / sizeof hidden[0]; i++) {
+      const char *v = mget(&m, hidden[i]);
+      const char *want = allow ? "HTTP/1.1 200 " : "HTTP/1.1 404 ";
+      if (strncmp(v, want, strlen(want)) != 0)
+        fail_msg("%s (dotfiles %d): %.40s", hidden[i], allow, v);
+    }
+    assert_non_null(strstr(mget(&m, "/visible.txt"), "HTTP/1.1 200 "));
+    /* Listings leave them out, unless published. */
+    const char *v = mget(&m, "/");
+    assert_non_null(strstr(v, "visible.txt"));
+    assert_true((strstr(v, ".git") != NULL) == allow);
+    assert_true((strstr(v, ".env") != NULL) == allow);
+    v = mget(&m, "/sub/");
+    assert_true((strstr(v, ".profile") != NULL) == allow);
+    assert_true((strstr(v, ".hidden") != NULL) == allow);
+    menv_end(&m);
+    sroot_free(&sr);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_helpers),      cmocka_unit_test(t_keepalive),
-      cmocka_unit_test(t_pipeline),     cmocka_unit_test(t_versions),
-      cmocka_unit_test(t_errors),       cmocka_unit_test(t_limits),
-      cmocka_unit_test(t_bodies),       cmocka_unit_test(t_bytewise),
-      cmocka_unit_test(t_timeouts),     cmocka_unit_test(t_flow_control),
-      cmocka_unit_test(t_static),       cmocka_unit_test(t_traversal_listing),
-      cmocka_unit_test(t_routes),       cmocka_unit_test(t_mem_pipeline_log),
-      cmocka_unit_test(t_mem_timeouts), cmocka_unit_test(t_mem_flow),
+      cmocka_unit_test(t_helpers),
+      cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_pipeline),
+      cmocka_unit_test(t_versions),
+      cmocka_unit_test(t_errors),
+      cmocka_unit_test(t_limits),
+      cmocka_unit_test(t_bodies),
+      cmocka_unit_test(t_bytewise),
+      cmocka_unit_test(t_timeouts),
+      cmocka_unit_test(t_flow_control),
+      cmocka_unit_test(t_static),
+      cmocka_unit_test(t_traversal_listing),
+      cmocka_unit_test(t_routes),
+      cmocka_unit_test(t_mem_pipeline_log),
+      cmocka_unit_test(t_mem_timeouts),
+      cmocka_unit_test(t_mem_flow),
       cmocka_unit_test(t_mem_continue),
+      cmocka_unit_test(t_never_reads),
+      cmocka_unit_test(t_cut_log),
+      cmocka_unit_test(t_static_contain),
+      cmocka_unit_test(t_mem_write_timeout),
+      cmocka_unit_test(t_mem_cut_log),
+      cmocka_unit_test(t_mem_trickle),
+      cmocka_unit_test(t_mem_redirects),
+      cmocka_unit_test(t_mem_dotfiles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,7 +24,7 @@ typedef struct result {
   size_t len;
 } result;
 
-static void on_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_ok(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   result *r = arg;
   braid_http_client_response_t *resp = braid_result_value(res);
@@ -35,7 +35,7 @@ static void on_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
   r->done = 1;
 }
 
-static void on_err(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_err(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   result *r = arg;
   r->err = braid_failure_code(braid_result_failure(res));
@@ -108,7 +108,7 @@ static void fetch(const char *url, const char *ca, result *r) {
   o.connect_timeout = BRAID_SEC(5);
   braid_http_client_t *c;
   assert_int_equal(braid_http_client_create(re, &o, &c), 0);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(c, "GET", url, NULL, 0, NULL, 0, &d), 0);
   assert_int_equal(braid_deferred_add_callbacks(d, on_ok, r, on_err, r), 0);
   uint64_t t0 = braid_hrtime();

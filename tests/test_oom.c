@@ -336,11 +336,10 @@ static int job(void *arg, void **value, braid_dtor_cb *dtor) {
   return 0;
 }
 
-static void step_to_thread(braid_deferred_t *d, braid_result_t *res,
-                           void *arg) {
+static void step_to_thread(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
-  braid_deferred_t *inner;
+  braid_deferred_t inner;
   int rc = braid_defer_to_thread(braid_result_reactor(res), job,
                                  braid_result_value(res), &inner);
   if (rc < 0) {
@@ -351,14 +350,14 @@ static void step_to_thread(braid_deferred_t *d, braid_result_t *res,
   assert_int_equal(rc, 0);
 }
 
-static void step_done(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void step_done(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   chain *c = arg;
   c->succeeded++;
   c->value = *(long *)braid_result_value(res);
 }
 
-static void step_failed(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void step_failed(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   chain *c = arg;
   c->failed++;
@@ -382,7 +381,7 @@ static int deferred_run(long n) {
     assert_int_equal(rc, BRAID_ENOMEM);
     goto done;
   }
-  braid_deferred_t *d;
+  braid_deferred_t d;
   rc = braid_deferred_new(r, &d);
   if (rc < 0) {
     assert_int_equal(rc, BRAID_ENOMEM);

@@ -18,7 +18,7 @@ typedef struct outcome {
   braid_addr_list_t *list;
 } outcome;
 
-static void on_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_ok(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   outcome *o = arg;
   braid_dtor_cb dtor;
@@ -26,7 +26,7 @@ static void on_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
   o->done = 1;
 }
 
-static void on_err(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_err(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   outcome *o = arg;
   o->err = braid_failure_code(braid_result_failure(res));
@@ -44,7 +44,7 @@ static void t_numeric(void **st) {
   braid_reactor_t *r;
   assert_int_equal(braid_reactor_create(&r, NULL), 0);
   outcome o = {0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_resolve(r, "::1", 443, 0, &d), 0);
   assert_int_equal(braid_deferred_add_callbacks(d, on_ok, &o, on_err, &o), 0);
   assert_true(o.done); /* numeric: answered at once, no thread */
@@ -66,7 +66,7 @@ static void t_localhost(void **st) {
   braid_reactor_t *r;
   assert_int_equal(braid_reactor_create(&r, NULL), 0);
   outcome o = {0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_resolve(r, "localhost", 8080, AF_INET, &d), 0);
   assert_int_equal(braid_deferred_add_callbacks(d, on_ok, &o, on_err, &o), 0);
   assert_false(o.done); /* a name goes to a worker thread */
@@ -85,7 +85,7 @@ static void t_localhost(void **st) {
 static void t_bad_args(void **st) {
   (void)st;
   braid_reactor_t *r;
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_reactor_create(&r, NULL), 0);
   assert_int_equal(braid_resolve(NULL, "x", 1, 0, &d), BRAID_EINVAL);
   assert_int_equal(braid_resolve(r, NULL, 1, 0, &d), BRAID_EINVAL);
@@ -105,7 +105,7 @@ static void t_destroy_in_flight(void **st) {
   braid_reactor_t *r;
   assert_int_equal(braid_reactor_create(&r, NULL), 0);
   outcome o = {0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_resolve(r, "localhost", 1, 0, &d), 0);
   assert_int_equal(braid_deferred_add_callbacks(d, on_ok, &o, on_err, &o), 0);
   assert_int_equal(braid_reactor_destroy(r), 0);

@@ -45,7 +45,7 @@ static int job_double(void *arg, void **value, braid_dtor_cb *dtor) {
   return 0;
 }
 
-static void on_double(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_double(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   intptr_t i = (intptr_t)arg;
   intptr_t *v = braid_result_value(res);
@@ -68,7 +68,7 @@ static void t_many_jobs(void **st) {
   braid_threadpool_stats_get(r, &ps);
   assert_int_equal(ps.threads, 0);
   for (intptr_t i = 0; i < NJOBS; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_defer_to_thread(r, job_double, (void *)i, &d), 0);
     assert_int_equal(braid_deferred_add_callback(d, on_double, (void *)i), 0);
   }
@@ -110,7 +110,7 @@ static int job_gate(void *arg, void **value, braid_dtor_cb *dtor) {
 }
 
 static int seen_code;
-static void on_any(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_any(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)arg;
   seen_code =
@@ -127,7 +127,7 @@ static void open_gate(braid_reactor_t *r, void *arg) {
 static void t_fail_and_cancel(void **st) {
   (void)st;
   braid_reactor_t *r = mk();
-  braid_deferred_t *d, *queued;
+  braid_deferred_t d, queued;
   braid_threadpool_configure(r, 0, 1);
   seen_code = 0;
   braid_defer_to_thread(r, job_fail, NULL, &d);
@@ -164,7 +164,7 @@ static void t_fail_and_cancel(void **st) {
 /* ---- shutdown with jobs in flight ---------------------------------------- */
 
 static int ctx_freed;
-static void free_ctx(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void free_ctx(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   free(arg);
   ctx_freed++;
@@ -186,7 +186,7 @@ static void t_shutdown_in_flight(void **st) {
   braid_threadpool_configure(r, 4, 4);
   ctx_freed = 0;
   for (int i = 0; i < 200; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_defer_to_thread(r, job_slow, NULL, &d), 0);
     braid_deferred_add_both(d, free_ctx, malloc(16));
   }
@@ -202,20 +202,20 @@ static void t_shutdown_in_flight(void **st) {
  */
 
 static int on_reactor_succeed(braid_reactor_t *r, void *arg,
-                              braid_deferred_t **out) {
+                              braid_deferred_t *out) {
   intptr_t *v = malloc(sizeof *v);
   *v = (intptr_t)arg + 1;
   return braid_deferred_succeed(r, v, free, out);
 }
 
 static int on_reactor_later(braid_reactor_t *r, void *arg,
-                            braid_deferred_t **out) {
+                            braid_deferred_t *out) {
   (void)arg;
   return braid_defer_later(r, BRAID_MSEC(2), NULL, NULL, out);
 }
 
 static int on_reactor_fail(braid_reactor_t *r, void *arg,
-                           braid_deferred_t **out) {
+                           braid_deferred_t *out) {
   (void)arg;
   return braid_deferred_fail(r, braid_failure_new(r, "app", 5, NULL, "nope"),
                              out);
@@ -247,7 +247,7 @@ static void t_blocking_call(void **st) {
   braid_reactor_t *r = mk();
   seen_code = 0;
   for (int i = 0; i < 8; i++) {
-    braid_deferred_t *d;
+    braid_deferred_t d;
     braid_defer_to_thread(r, job_blocking, r, &d);
     braid_deferred_add_both(d, on_any, NULL);
   }
@@ -257,7 +257,7 @@ static void t_blocking_call(void **st) {
 }
 
 static int on_reactor_never(braid_reactor_t *r, void *arg,
-                            braid_deferred_t **out) {
+                            braid_deferred_t *out) {
   (void)arg;
   atomic_fetch_add(&started, 1);
   return braid_deferred_new(r, out);
@@ -288,7 +288,7 @@ static void t_blocking_call_destroy(void **st) {
   atomic_store(&started, 0);
   pthread_t t;
   pthread_create(&t, NULL, blocker_thread, r);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   atomic_store(&worker_rc, 1);
   braid_defer_to_thread(r, job_blocking_never, r, &d);
   while (atomic_load(&started) < 2) {
@@ -319,7 +319,7 @@ static int job_posts(void *arg, void **value, braid_dtor_cb *dtor) {
   assert_int_equal(braid_call_from_thread(order_r, order_note, (void *)1), 0);
   return 0;
 }
-static void on_posted(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void on_posted(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   (void)res;
   (void)arg;
@@ -331,7 +331,7 @@ static void t_calls_before_completion(void **st) {
   for (int i = 0; i < 50; i++) {
     order_r = mk();
     order_len = 0;
-    braid_deferred_t *d;
+    braid_deferred_t d;
     assert_int_equal(braid_defer_to_thread(order_r, job_posts, NULL, &d), 0);
     assert_int_equal(braid_deferred_add_callback(d, on_posted, NULL), 0);
     assert_int_equal(braid_reactor_run(order_r), 0);

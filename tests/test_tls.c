@@ -8,6 +8,7 @@
  * Certificates are made by this test with the openssl CLI in a temporary
  * directory; without the CLI the whole file is skipped with a message. A
  * build without TLS skips the whole file too (exit 77). */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -52,6 +53,11 @@ static const char *certs_sh =
     "}\n"
     "leaf srv localhost DNS:localhost,IP:127.0.0.1\n"
     "leaf other other.example DNS:other.example\n"
+    /* An RSA certificate, so that a static-RSA suite could be chosen if
+     * the server allowed it. */
+    "ec='-newkey rsa:2048 -nodes'\n"
+    "leaf rsa localhost DNS:localhost,IP:127.0.0.1\n"
+    "ec='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n"
     "openssl req -x509 $ec -keyout self.key -out self.pem -days 30 "
     "  -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null\n"
     /* An expired certificate: openssl 3.0's x509 has no -not_after, but
@@ -1297,6 +1303,600 @@ static void t_openssl_s_server(void **st) {
 }
 
 /* ------------------------------------------------------------------------
+ * Handshake timeouts (braid_tls_context_set_handshake_timeout)
+ * ------------------------------------------------------------------------ */
+
+/* A real ClientHello, as braid's client writes it: a client TLS layer
+ * started over a memory transport sends it during braid_tls_start. */
+static size_t client_hello(braid_reactor_t *r, unsigned char *out, size_t cap) {
+  braid_tls_context_t *cctx = client_ctx();
+  braid_protocol_t base = {.ops = &noop_ops}, up = {.ops = &noop_ops};
+  braid_memory_transport_t *mt;
+  assert_int_equal(braid_memory_transport_create(r, &base, &mt), 0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mt), cctx,
+                                   "localhost", &up, NULL),
+                   0);
+  size_t n;
+  const unsigned char *v = braid_memory_transport_value(mt, &n);
+  assert_true(n > 100 && n <= cap);
+  assert_int_equal(v[0], 22); /* a handshake record */
+  memcpy(out, v, n);
+  braid_memory_transport_destroy(mt);
+  braid_tls_context_free(cctx);
+  return n;
+}
+
+static int raw_connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons(port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  return fd;
+}
+
+/* Whether the peer still holds the connection: what it sent (a server's
+ * first flight) is read and dropped; an EOF or a reset means closed. */
+static int raw_open(int fd) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0)
+      continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+}
+
+/* Watches raw sockets from the loop, every 5 ms, and notes when each was
+ * closed by the server; stops the loop when all were, or after `limit`. */
+typedef struct watch {
+  braid_reactor_t *r;
+  braid_timer_t t;
+  int fd[4], n, open;
+  uint64_t start, limit, closed_at[4];
+} watch;
+
+static void watch_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  watch *w = arg;
+  uint64_t now = braid_reactor_now(w->r);
+  for (int i = 0; i < w->n; i++)
+    if (w->closed_at[i] == 0 && !raw_open(w->fd[i])) {
+      w->closed_at[i] = now - w->start;
+      w->open--;
+    }
+  if (w->open == 0 || now - w->start > w->limit)
+    braid_reactor_stop(w->r);
+  else
+    braid_timer_start(w->r, &w->t, BRAID_MSEC(5), watch_cb, w);
+}
+
+static int count(const char *hay, const char *needle) {
+  int k = 0;
+  for (const char *p = strstr(hay, needle); p != NULL;
+       p = strstr(p + 1, needle))
+    k++;
+  return k;
+}
+
+/* A peer that sends nothing, one that sends half a ClientHello, one that
+ * sends a whole one: each stalls, and each is dropped once the handshake
+ * timeout has passed (not before), without the protocol ever being built.
+ * Through the context setter (with braid_tls_factory_handshakes counting
+ * them) and through a "tls:" endpoint's handshake_timeout=. */
+static void stalled_peers(int via_endpoint) {
+  env e;
+  env_init(&e);
+  const uint64_t timeout = BRAID_MSEC(300);
+  unsigned char hello[4096];
+  size_t hn = client_hello(e.r, hello, sizeof hello);
+  echo_server srv;
+  braid_factory_t *tf = NULL;
+  braid_listener_t *l;
+  braid_addr_t addr;
+  braid_tls_context_t *sctx = NULL;
+  if (via_endpoint) {
+    memset(&srv, 0, sizeof srv);
+    srv.f.build = echo_build;
+    srv.r = e.r;
+    char desc[512], err[256];
+    snprintf(desc, sizeof desc,
+             "tls:port=0:interface=127.0.0.1:certificate=%s/srv.pem:"
+             "privateKey=%s/srv.key:handshake_timeout=0.3",
+             dir, dir);
+    if (braid_endpoint_listen(e.r, desc, &srv.f, &l, err, sizeof err) != 0)
+      fail_msg("%s", err);
+    assert_int_equal(braid_listener_addr(l, &addr), 0);
+  } else {
+    sctx = server_ctx("srv");
+    assert_int_equal(braid_tls_context_handshake_timeout(sctx),
+                     BRAID_TLS_HANDSHAKE_TIMEOUT);
+    assert_int_equal(braid_tls_context_set_handshake_timeout(sctx, timeout), 0);
+    assert_int_equal(braid_tls_context_handshake_timeout(sctx), timeout);
+    l = listen_echo(&e, &srv, sctx, &tf, &addr);
+  }
+  watch w = {.r = e.r, .n = 3, .open = 3, .limit = BRAID_SEC(30)};
+  w.start = braid_reactor_now(e.r);
+  for (int i = 0; i < 3; i++)
+    w.fd[i] = raw_connect(braid_addr_port(&addr));
+  assert_int_equal(send(w.fd[1], hello, hn / 2, 0), (ssize_t)(hn / 2));
+  assert_int_equal(send(w.fd[2], hello, hn, 0), (ssize_t)hn);
+  if (!via_endpoint) {
+    /* Run until the server has accepted all three: three handshakes in
+     * progress, owned by the factory. */
+    for (int i = 0; i < 2000 && braid_tls_factory_handshakes(tf) < 3; i++)
+      braid_reactor_run_once(e.r, BRAID_MSEC(1));
+    assert_int_equal(braid_tls_factory_handshakes(tf), 3);
+  }
+  braid_timer_start(e.r, &w.t, 0, watch_cb, &w);
+  env_run(&e);
+  for (int i = 0; i < 3; i++) {
+    if (w.closed_at[i] == 0)
+      fail_msg("stalled peer %d still connected after %llu ms", i,
+               (unsigned long long)(w.limit / 1000000u));
+    /* never before the timeout */
+    if (w.closed_at[i] < timeout)
+      fail_msg("peer %d dropped after %llu ms, before the timeout", i,
+               (unsigned long long)(w.closed_at[i] / 1000000u));
+    close(w.fd[i]);
+  }
+  assert_int_equal(srv.built, 0);
+  if (count(e.log, "handshake timed out after 300 ms") != 3)
+    fail_msg("expected three timeouts in the log:\n%s", e.log);
+  if (!via_endpoint)
+    assert_int_equal(braid_tls_factory_handshakes(tf), 0);
+  braid_listener_close(l);
+  braid_tls_factory_free(tf);
+  braid_tls_context_free(sctx);
+  env_done(&e);
+}
+
+static void t_handshake_timeout_server(void **st) {
+  (void)st;
+  stalled_peers(0);
+}
+
+static void t_handshake_timeout_server_endpoint(void **st) {
+  (void)st;
+  stalled_peers(1);
+}
+
+/* A raw listening socket that is never accepted: the kernel completes the
+ * TCP handshake and takes the ClientHello, and nothing ever answers. The
+ * client gives up at its handshake timeout with BRAID_ETIMEDOUT, without
+ * connection_made: through braid_tls_connect and a "tls:" endpoint. */
+static void t_handshake_timeout_client(void **st) {
+  (void)st;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t slen = sizeof sa;
+  assert_true(lfd >= 0);
+  assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(lfd, 8), 0);
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &slen), 0);
+  uint16_t port = ntohs(sa.sin_port);
+  for (int via_endpoint = 0; via_endpoint < 2; via_endpoint++) {
+    env e;
+    env_init(&e);
+    client c;
+    client_init(&c, &e, 10);
+    uint64_t start = braid_reactor_now(e.r);
+    braid_tls_context_t *cctx = NULL;
+    if (via_endpoint) {
+      char desc[256], err[256];
+      snprintf(desc, sizeof desc,
+               "tls:host=127.0.0.1:port=%u:caFile=%s/ca.pem:"
+               "handshake_timeout=0.25",
+               port, dir);
+      if (braid_endpoint_connect(e.r, desc, &c.p, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    } else {
+      cctx = client_ctx();
+      assert_int_equal(
+          braid_tls_context_set_handshake_timeout(cctx, BRAID_MSEC(250)), 0);
+      braid_addr_t a;
+      assert_int_equal(braid_addr_ip(&a, "127.0.0.1", port), 0);
+      assert_int_equal(
+          braid_tls_connect(e.r, &a, NULL, cctx, "localhost", &c.p), 0);
+    }
+    env_run(&e);
+    uint64_t took = braid_reactor_now(e.r) - start;
+    assert_int_equal(c.made, 0);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.reason, BRAID_ETIMEDOUT);
+    if (strstr(c.err, "handshake timed out after 250 ms") == NULL)
+      fail_msg("error: '%s'", c.err);
+    assert_true(took >= BRAID_MSEC(250));
+    braid_tls_context_free(cctx);
+    env_done(&e);
+  }
+  close(lfd);
+}
+
+/* The timeout is the TLS layer's, so it holds over any transport: STARTTLS
+ * over the memory transport, on the manual clock, to the nanosecond. */
+static void t_handshake_timeout_starttls(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_handshake_timeout(cctx, BRAID_SEC(2)),
+                   0);
+  braid_protocol_t base = {.ops = &noop_ops};
+  braid_memory_transport_t *mt;
+  assert_int_equal(braid_memory_transport_create(r, &base, &mt), 0);
+  mem_end c = {.p.ops = &mem_ops, .quiet = 1};
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mt), cctx,
+                                   "localhost", &c.p, NULL),
+                   0);
+  assert_int_equal(braid_clock_advance(r, BRAID_SEC(2) - 1), 0);
+  assert_int_equal(c.lost, 0);
+  assert_false(braid_memory_transport_aborted(mt));
+  assert_int_equal(braid_clock_advance(r, 1), 0);
+  /* the deferred connection_lost: a zero-delay timer started by a timer
+   * callback lands 1 ns later */
+  assert_int_equal(braid_clock_advance(r, 1), 0);
+  assert_true(braid_memory_transport_aborted(mt));
+  assert_int_equal(c.made, 0);
+  assert_int_equal(c.lost, 1);
+  assert_int_equal(c.reason, BRAID_ETIMEDOUT);
+  /* 0 turns it off: nothing happens in an hour */
+  mem_end d = {.p.ops = &mem_ops, .quiet = 1};
+  braid_memory_transport_t *mt2;
+  assert_int_equal(braid_tls_context_set_handshake_timeout(cctx, 0), 0);
+  assert_int_equal(braid_memory_transport_create(r, &base, &mt2), 0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mt2), cctx,
+                                   "localhost", &d.p, NULL),
+                   0);
+  assert_int_equal(braid_clock_advance(r, BRAID_SEC(3600)), 0);
+  assert_int_equal(d.lost, 0);
+  braid_memory_transport_destroy(mt2);
+  assert_int_equal(d.lost, 1);
+  braid_memory_transport_destroy(mt);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Whoever destroys a server owns its handshakes in flight
+ * ------------------------------------------------------------------------ */
+
+/* A factory on the heap, freed while a handshake it would build for is in
+ * progress: under AddressSanitizer any later use is a heap-use-after-free. */
+static int late_builds;
+static braid_protocol_t *late_build(braid_factory_t *f,
+                                    const braid_addr_t *peer) {
+  (void)f, (void)peer;
+  late_builds++;
+  return NULL;
+}
+
+typedef struct mid {
+  client c;
+  braid_listener_t *l;
+  braid_factory_t *tf, *inner;
+  braid_http_server_t *http;
+  size_t in_flight;
+} mid;
+
+/* The client's handshake is complete (TLS 1.3: it sent its Finished), the
+ * server's is not (it has not read that Finished yet): destroy the server
+ * now, then ask for something. */
+static void mid_made(braid_protocol_t *p, braid_transport_t *t) {
+  mid *m = (mid *)p;
+  m->c.made = 1;
+  if (m->http != NULL) {
+    braid_http_server_destroy(m->http);
+  } else {
+    braid_listener_close(m->l);
+    m->in_flight = braid_tls_factory_handshakes(m->tf);
+    braid_tls_factory_free(m->tf);
+    free(m->inner);
+  }
+  const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  assert_int_equal(braid_transport_write(t, req, sizeof req - 1), 0);
+}
+static const braid_protocol_ops mid_ops = {
+    .connection_made = mid_made,
+    .data_received = client_data,
+    .connection_lost = client_lost,
+};
+
+static void t_factory_free_mid_handshake(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_min_version(sctx, BRAID_TLS_1_3), 0);
+  mid m;
+  memset(&m, 0, sizeof m);
+  client_init(&m.c, &e, 0);
+  m.c.p.ops = &mid_ops;
+  m.c.request = ""; /* collect what comes back */
+  m.inner = calloc(1, sizeof *m.inner);
+  m.inner->build = late_build;
+  late_builds = 0;
+  assert_int_equal(braid_tls_wrap_factory(m.inner, sctx, &m.tf), 0);
+  braid_addr_t a;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  assert_int_equal(braid_listen(e.r, &a, NULL, m.tf, &m.l), 0);
+  assert_int_equal(braid_listener_addr(m.l, &a), 0);
+  assert_int_equal(braid_tls_connect(e.r, &a, NULL, cctx, "localhost", &m.c.p),
+                   0);
+  env_run(&e); /* the loop runs on after the free, until the client's end */
+  assert_int_equal(m.c.made, 1);
+  assert_int_equal(m.in_flight, 1);
+  assert_int_equal(late_builds, 0);
+  assert_int_equal(m.c.lost, 1);
+  assert_int_not_equal(m.c.reason, 0); /* reset, not a clean close */
+  assert_int_equal(m.c.alen, 0);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  env_done(&e);
+}
+
+/* The same through braid_http_server_destroy with a "tls:" listener (what
+ * `braid web --tls-cert` runs): the server is freed at once, the handshake
+ * in flight is aborted with it and never reaches the freed server. */
+static void t_http_server_destroy_mid_handshake(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  braid_tls_context_t *cctx = client_ctx();
+  mid m;
+  memset(&m, 0, sizeof m);
+  client_init(&m.c, &e, 0);
+  m.c.p.ops = &mid_ops;
+  m.c.request = "";
+  assert_int_equal(braid_http_server_create(e.r, NULL, &m.http), 0);
+  char desc[512], err[256];
+  snprintf(desc, sizeof desc,
+           "tls:port=0:interface=127.0.0.1:certificate=%s/srv.pem:"
+           "privateKey=%s/srv.key",
+           dir, dir);
+  if (braid_http_server_listen(m.http, desc, err, sizeof err) != 0)
+    fail_msg("%s", err);
+  braid_addr_t a;
+  assert_int_equal(braid_http_server_addr(m.http, &a), 0);
+  assert_int_equal(braid_tls_connect(e.r, &a, NULL, cctx, "localhost", &m.c.p),
+                   0);
+  env_run(&e);
+  assert_int_equal(m.c.made, 1);
+  assert_int_equal(m.c.lost, 1);
+  assert_int_not_equal(m.c.reason, 0);
+  assert_int_equal(m.c.alen, 0); /* no response from a destroyed server */
+  braid_tls_context_free(cctx);
+  env_done(&e);
+}
+
+/* The reactor destroyed with handshakes in flight on a "tls:" listener
+ * nobody closed: everything is aborted and freed (the leak checkers of the
+ * asan and valgrind runs see to "freed"). */
+static void t_reactor_destroy_mid_handshake(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  echo_server srv;
+  memset(&srv, 0, sizeof srv);
+  srv.f.build = echo_build;
+  char desc[512], err[256];
+  snprintf(desc, sizeof desc,
+           "tls:port=0:interface=127.0.0.1:certificate=%s/srv.pem:"
+           "privateKey=%s/srv.key",
+           dir, dir);
+  braid_listener_t *l;
+  if (braid_endpoint_listen(e.r, desc, &srv.f, &l, err, sizeof err) != 0)
+    fail_msg("%s", err);
+  braid_addr_t a;
+  assert_int_equal(braid_listener_addr(l, &a), 0);
+  unsigned char hello[4096];
+  size_t hn = client_hello(e.r, hello, sizeof hello);
+  int fd = raw_connect(braid_addr_port(&a));
+  assert_int_equal(send(fd, hello, hn, 0), (ssize_t)hn);
+  /* until the server answered the hello: its handshake is in flight */
+  char buf[1];
+  for (int i = 0; i < 5000 && recv(fd, buf, 1, MSG_DONTWAIT | MSG_PEEK) <= 0;
+       i++)
+    braid_reactor_run_once(e.r, BRAID_MSEC(1));
+  assert_int_equal(recv(fd, buf, 1, MSG_DONTWAIT | MSG_PEEK), 1);
+  env_done(&e);
+  assert_int_equal(srv.built, 0);
+  close(fd);
+}
+
+/* ------------------------------------------------------------------------
+ * Cipher suites: modern by default, settable
+ * ------------------------------------------------------------------------ */
+
+/* Runs `script` (sh, with $P the port and $D the test directory) in a
+ * thread while the loop serves; returns its exit status. */
+static int serve_while(env *e, const char *script, uint16_t port) {
+  static shell_job j;
+  j.r = e->r;
+  char path[128];
+  pathf(path, sizeof path, "clients.sh");
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "P=%u D=%s\n%s", port, dir, script);
+  fclose(f);
+  snprintf(j.cmd, sizeof j.cmd, "sh %s", path);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, shell_thread, &j), 0);
+  braid_reactor_hold(e->r);
+  env_run(e);
+  braid_reactor_release(e->r);
+  pthread_join(th, NULL);
+  return j.status;
+}
+
+/* One `openssl s_client` per line of results: "NAME RC", then for a
+ * handshake that succeeded the cipher and the key exchange (X25519, ECDH). */
+static const char *sc_sh =
+    "try() { n=$1; shift; timeout 30 openssl s_client -connect 127.0.0.1:$P "
+    "-servername localhost \"$@\" </dev/null >$D/$n.out 2>&1; rc=$?; "
+    "c=; [ $rc = 0 ] && c=$(sed -n 's/.*Cipher is \\(.*\\)/\\1/p' $D/$n.out "
+    "| head -1); "
+    "k=$(sed -n 's/^Server Temp Key: \\([^,]*\\).*/\\1/p' $D/$n.out | head "
+    "-1); "
+    "echo \"$n $rc${c:+ $c}${k:+ $k}\" >> $D/results; }\n"
+    "rm -f $D/results\n";
+
+/* The line for `name` in the results, without the name. */
+static const char *result(const char *name, char *buf, size_t len) {
+  char p[128], line[256];
+  pathf(p, sizeof p, "results");
+  FILE *f = fopen(p, "r");
+  assert_non_null(f);
+  buf[0] = '\0';
+  size_t nl = strlen(name);
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, name, nl) == 0 && line[nl] == ' ') {
+      line[strcspn(line, "\n")] = '\0';
+      snprintf(buf, len, "%s", line + nl + 1);
+    }
+  fclose(f);
+  return buf;
+}
+
+static braid_listener_t *listen_desc(env *e, echo_server *srv, const char *cert,
+                                     const char *opts, uint16_t *port) {
+  memset(srv, 0, sizeof *srv);
+  srv->f.build = echo_build;
+  srv->r = e->r;
+  char desc[512], err[256];
+  snprintf(desc, sizeof desc,
+           "tls:port=0:interface=127.0.0.1:certificate=%s/%s.pem:"
+           "privateKey=%s/%s.key%s",
+           dir, cert, dir, cert, opts);
+  braid_listener_t *l;
+  if (braid_endpoint_listen(e->r, desc, &srv->f, &l, err, sizeof err) != 0)
+    fail_msg("%s", err);
+  braid_addr_t a;
+  assert_int_equal(braid_listener_addr(l, &a), 0);
+  *port = braid_addr_port(&a);
+  return l;
+}
+
+#define EXPECT(name, want)                                                     \
+  do {                                                                         \
+    char b_[256];                                                              \
+    if (strcmp(result(name, b_, sizeof b_), want) != 0)                        \
+      fail_msg("%s: got '%s', expected '%s'", name, b_, want);                 \
+  } while (0)
+
+/* `openssl s_client` offering one kind of suite at a time, against the
+ * defaults (an RSA certificate, so static RSA would be possible): static
+ * RSA and CBC suites are refused (TLS 1.2), ECDHE with AES-GCM or ChaCha20
+ * works, the server's order wins except for a client putting ChaCha20
+ * first, and TLS 1.3 works. */
+static void t_default_suites(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  echo_server srv;
+  uint16_t port;
+  braid_listener_t *l = listen_desc(&e, &srv, "rsa", "", &port);
+  char script[4096];
+  snprintf(script, sizeof script,
+           "%s"
+           "try static_gcm -tls1_2 -cipher AES128-GCM-SHA256\n"
+           "try static_cbc -tls1_2 -cipher AES128-SHA\n"
+           "try ecdhe_cbc -tls1_2 -cipher ECDHE-RSA-AES128-SHA\n"
+           "try ecdhe_cbc256 -tls1_2 -cipher ECDHE-RSA-AES256-SHA384\n"
+           "try ecdhe_gcm -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256\n"
+           "try order -tls1_2 -cipher "
+           "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256\n"
+           "try chacha -tls1_2 -cipher "
+           "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256\n"
+           "try tls13 -tls1_3\n",
+           sc_sh);
+  assert_int_equal(serve_while(&e, script, port), 0);
+  EXPECT("static_gcm", "1");
+  EXPECT("static_cbc", "1");
+  EXPECT("ecdhe_cbc", "1");
+  EXPECT("ecdhe_cbc256", "1");
+  EXPECT("ecdhe_gcm", "0 ECDHE-RSA-AES128-GCM-SHA256 X25519");
+  EXPECT("order", "0 ECDHE-RSA-AES128-GCM-SHA256 X25519");
+  EXPECT("chacha", "0 ECDHE-RSA-CHACHA20-POLY1305 X25519");
+  /* (the group is OpenSSL's default choice, which newer releases change) */
+  char b13[256];
+  if (strncmp(result("tls13", b13, sizeof b13), "0 TLS_AES_128_GCM_SHA256 ",
+              25) != 0)
+    fail_msg("tls13: got '%s'", b13);
+  braid_listener_close(l);
+  env_done(&e);
+}
+
+/* The settings, through the endpoint options (which call the context
+ * setters): a CBC suite allowed again for an old client, one TLS 1.3
+ * suite, one group; and bad lists refused with OpenSSL's reason logged. */
+static void t_suite_options(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  echo_server srv;
+  uint16_t port;
+  braid_listener_t *l = listen_desc(
+      &e, &srv, "srv",
+      ":ciphers=ECDHE-ECDSA-AES128-GCM-SHA256,ECDHE-ECDSA-AES128-SHA"
+      ":ciphersuites=TLS_CHACHA20_POLY1305_SHA256:groups=P-384",
+      &port);
+  char script[4096];
+  snprintf(script, sizeof script,
+           "%s"
+           "try cbc -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA\n"
+           "try tls13 -tls1_3\n",
+           sc_sh);
+  assert_int_equal(serve_while(&e, script, port), 0);
+  EXPECT("cbc", "0 ECDHE-ECDSA-AES128-SHA ECDH");
+  EXPECT("tls13", "0 TLS_CHACHA20_POLY1305_SHA256 ECDH");
+  char out[128];
+  pathf(out, sizeof out, "tls13.out");
+  static char text[65536];
+  assert_true(slurp(out, text, sizeof text) > 0);
+  if (strstr(text, "Server Temp Key: ECDH, secp384r1") == NULL &&
+      strstr(text, "Server Temp Key: ECDH, P-384") == NULL)
+    fail_msg("not P-384:\n%s", text);
+  braid_listener_close(l);
+
+  braid_tls_context_t *c;
+  assert_int_equal(braid_tls_context_create(&c, BRAID_TLS_SERVER), 0);
+  assert_int_equal(braid_tls_context_set_ciphers(c, "NO-SUCH-SUITE"),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_tls_context_set_ciphersuites(c, "TLS_NO_SUCH"),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_tls_context_set_groups(c, "no-such-group"),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_tls_context_set_ciphers(c, ""), BRAID_EINVAL);
+  assert_int_equal(braid_tls_context_set_groups(c, "X25519:P-256"), 0);
+  braid_tls_context_free(c);
+  char err[256];
+  memset(&srv, 0, sizeof srv);
+  srv.f.build = echo_build;
+  char desc[512];
+  snprintf(desc, sizeof desc,
+           "tls:port=0:certificate=%s/srv.pem:privateKey=%s/srv.key:"
+           "ciphers=NOPE",
+           dir, dir);
+  assert_int_equal(
+      braid_endpoint_listen(e.r, desc, &srv.f, &l, err, sizeof err),
+      BRAID_EINVAL);
+  /* (the reason goes to the default log: a context has no reactor) */
+  assert_non_null(strstr(err, "bad ciphers"));
+  snprintf(desc, sizeof desc,
+           "tls:port=0:certificate=%s/srv.pem:privateKey=%s/srv.key:"
+           "handshake_timeout=soon",
+           dir, dir);
+  assert_int_equal(
+      braid_endpoint_listen(e.r, desc, &srv.f, &l, err, sizeof err),
+      BRAID_EINVAL);
+  assert_non_null(strstr(err, "bad handshake_timeout 'soon'"));
+  env_done(&e);
+}
+
+/* ------------------------------------------------------------------------
  * Endpoint string errors
  * ------------------------------------------------------------------------ */
 
@@ -1359,6 +1959,15 @@ int main(void) {
       cmocka_unit_test(t_openssl_s_client),
       cmocka_unit_test(t_openssl_s_server),
       cmocka_unit_test(t_endpoint_errors),
+      cmocka_unit_test(t_handshake_timeout_server),
+      cmocka_unit_test(t_handshake_timeout_server_endpoint),
+      cmocka_unit_test(t_handshake_timeout_client),
+      cmocka_unit_test(t_handshake_timeout_starttls),
+      cmocka_unit_test(t_factory_free_mid_handshake),
+      cmocka_unit_test(t_http_server_destroy_mid_handshake),
+      cmocka_unit_test(t_reactor_destroy_mid_handshake),
+      cmocka_unit_test(t_default_suites),
+      cmocka_unit_test(t_suite_options),
   };
   if (getenv("BRAID_TEST_FILTER") != NULL) /* run one test by name */
     cmocka_set_test_filter(getenv("BRAID_TEST_FILTER"));

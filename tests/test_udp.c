@@ -8,12 +8,35 @@
 #include <string.h>
 #include <cmocka.h>
 
+#ifdef _WIN32
+#include <winsock2.h>
+#include <windows.h>
+#include <ws2tcpip.h>
+#else
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#endif
 
 #include "braid/braid.h"
 #include "core/internal.h" /* the I/O layer, for the truncation test */
+
+/* The loopback interface for IPv6 multicast, as braid_udp_join_group takes
+ * it, and its index (0: none). Windows names interfaces by GUID and braid
+ * takes the index there (braid/udp.h); its loopback pseudo-interface has
+ * index 1, and so does Linux's lo, which wine's sockets are. */
+#ifdef _WIN32
+static const char lo_name[] = "1";
+static unsigned lo_index(void) {
+  return 1;
+}
+#else
+static const char lo_name[] = "lo";
+static unsigned lo_index(void) {
+  return if_nametoindex("lo");
+}
+#endif
 
 static braid_reactor_t *R;
 static braid_timer_t wd;
@@ -321,6 +344,27 @@ static void t_connected(void **st) {
   close_all(xs, 3);
 }
 
+/* Send to the connected peer until a refusal is reported, through error()
+ * or by a send itself: braid/udp.h allows either, and wine 8, unlike Linux
+ * and Windows, reports the ICMP port unreachable only to the next send.
+ * Returns how many sends it took. */
+static int knock_until_refused(rx *a) {
+  for (int i = 1; i <= 20; i++) {
+    int before = a->nerr;
+    int rc = braid_udp_send(a->u, "knock", 5, NULL);
+    if (rc == BRAID_ECONNREFUSED)
+      return i;
+    assert_int_equal(rc, 0);
+    run_for(250);
+    if (a->nerr > before) {
+      assert_int_equal(a->nerr, before + 1);
+      return i;
+    }
+  }
+  fail_msg("no refusal reported");
+  return 0;
+}
+
 static void t_refused(void **st) {
   (void)st;
   rx a = {0}, d = {0};
@@ -331,17 +375,13 @@ static void t_refused(void **st) {
   rx *ds[] = {&d};
   close_all(ds, 1); /* nothing listens on da now */
   assert_int_equal(braid_udp_connect(a.u, &da), 0);
-  assert_int_equal(braid_udp_send(a.u, "knock", 5, NULL), 0);
   a.stop_on_error = 1;
-  run_for(5000);
-  assert_false(timed_out);
-  assert_int_equal(a.nerr, 1);
-  assert_int_equal(a.err[0], BRAID_ECONNREFUSED);
-  /* Reported once; the socket keeps working. */
-  assert_int_equal(braid_udp_send(a.u, "knock", 5, NULL), 0);
-  run_for(5000);
-  assert_false(timed_out);
-  assert_int_equal(a.nerr, 2);
+  knock_until_refused(&a);
+  /* Reported once: the next send goes out (and is refused in turn), the
+   * socket keeps working. */
+  assert_true(knock_until_refused(&a) >= 2 || a.nerr == 2);
+  for (int i = 0; i < a.nerr; i++)
+    assert_int_equal(a.err[i], BRAID_ECONNREFUSED);
   rx *xs[] = {&a};
   close_all(xs, 1);
 }
@@ -363,13 +403,92 @@ static void t_broadcast(void **st) {
   close_all(xs, 2);
 }
 
+/* Every braid_udp_options field at once: the socket opens with each in
+ * effect and carries datagrams both ways. reuse_port is refused with
+ * BRAID_ENOTSUP where the OS has no SO_REUSEPORT (Windows); reuse_addr
+ * lets a second socket bind the same port. */
+static void options(const char *ip) {
+  rx a = {0}, b = {0}, c = {0};
+  braid_udp_options o = {0};
+  o.send_queue_limit = 4096;
+  o.recv_buffer_size = 1 << 16;
+  o.send_buffer_size = 1 << 16;
+  o.reuse_addr = true;
+  o.reuse_port = true;
+  o.ipv6_only = true;
+  o.broadcast = true;
+  int rc = open_rx(&a, ip, 0, &o);
+  if (rc == BRAID_EAFNOSUPPORT || rc == BRAID_EADDRNOTAVAIL) {
+    print_message("%s unavailable here: %s\n", ip, braid_strerror(rc));
+    skip();
+  }
+  if (rc == BRAID_ENOTSUP) {
+    assert_null(a.u);
+    print_message("no SO_REUSEPORT here\n");
+    o.reuse_port = false;
+    rc = open_rx(&a, ip, 0, &o);
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(braid_udp_get_broadcast(a.u), 1);
+  braid_addr_t aa, ca;
+  addr_of(&a, &aa);
+  assert_int_equal(open_rx(&b, ip, braid_addr_port(&aa), &o), 0);
+  assert_int_equal(open_rx(&c, ip, 0, NULL), 0);
+  addr_of(&c, &ca);
+  assert_int_equal(braid_udp_send(a.u, "opts", 4, &ca), 0);
+  c.expect = 1;
+  run_for(5000);
+  assert_false(timed_out);
+  assert_int_equal(c.n, 1);
+  assert_memory_equal(c.last, "opts", 4);
+  /* With b gone, a alone holds the port and gets what is sent to it. */
+  rx *bs[] = {&b};
+  close_all(bs, 1);
+  assert_int_equal(braid_udp_send(c.u, "back", 4, &aa), 0);
+  a.expect = 1;
+  run_for(5000);
+  assert_false(timed_out);
+  assert_int_equal(a.n, 1);
+  assert_memory_equal(a.last, "back", 4);
+  rx *xs[] = {&a, &c};
+  close_all(xs, 2);
+}
+
+static void t_options_v4(void **st) {
+  (void)st;
+  options("127.0.0.1");
+}
+
+static void t_options_v6(void **st) {
+  (void)st;
+  options("::1");
+}
+
 /* ------------------------------------------------------------------------ */
 
+/* A group of this process's own. Linux delivers a group's datagrams to
+ * every socket bound to the group and port once any socket on the host
+ * has joined it (IP_MULTICAST_ALL is on by default), so with one group
+ * for all, a run on another poller in parallel kept the member receiving
+ * after it had left. */
+static void group_of_process(int v6, char *out, size_t len) {
+#ifdef _WIN32
+  unsigned id = (unsigned)GetCurrentProcessId();
+#else
+  unsigned id = (unsigned)getpid();
+#endif
+  if (v6)
+    snprintf(out, len, "ff01::1:%x", id & 0xffffu);
+  else
+    snprintf(out, len, "239.255.%u.%u", (id >> 8) & 0xffu, id & 0xffu);
+}
+
 static void mcast(int v6) {
-  const char *group_ip = v6 ? "ff01::1:7a" : "239.255.77.88";
-  const char *iface = v6 ? "lo" : "127.0.0.1";
-  if (v6 && if_nametoindex("lo") == 0) {
-    print_message("no interface called lo\n");
+  char group_ip[64];
+  group_of_process(v6, group_ip, sizeof group_ip);
+  const char *iface = v6 ? lo_name : "127.0.0.1";
+  if (v6 && lo_index() == 0) {
+    print_message("no interface called %s\n", lo_name);
     skip();
   }
   rx m = {0}, s = {0};
@@ -380,7 +499,7 @@ static void mcast(int v6) {
   braid_addr_t g;
   assert_int_equal(braid_addr_ip(&g, group_ip, 0), 0);
   if (v6)
-    ((struct sockaddr_in6 *)g.sa_.bytes)->sin6_scope_id = if_nametoindex("lo");
+    ((struct sockaddr_in6 *)g.sa_.bytes)->sin6_scope_id = lo_index();
   int rc = braid_udp_open(R, &g, &o, &ops, &m, &m.u);
   if (rc < 0) {
     print_message("cannot bind %s: %s\n", group_ip, braid_strerror(rc));
@@ -702,6 +821,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(t_connected, setup, teardown),
       cmocka_unit_test_setup_teardown(t_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(t_broadcast, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_options_v4, setup, teardown),
+      cmocka_unit_test_setup_teardown(t_options_v6, setup, teardown),
       cmocka_unit_test_setup_teardown(t_mcast_v4, setup, teardown),
       cmocka_unit_test_setup_teardown(t_mcast_v6, setup, teardown),
       cmocka_unit_test_setup_teardown(t_pause, setup, teardown),

@@ -11,6 +11,12 @@
  * Clients:  "tls:host=example.org:port=443" (+ caFile, caCertsDir, sni,
  *           alpn, timeout); the server is verified against the system CA
  *           store (or caFile/caCertsDir) and the host (or sni) name.
+ * Both:     handshake_timeout=SECONDS (default 10, 0: none), and the suites
+ *           ciphers=, ciphersuites= and groups=, as OpenSSL lists with ','
+ *           or '\:' between names (braid/tls.h has the defaults).
+ *           Closing a tls: listener aborts its handshakes in progress: the
+ *           factory given to braid_endpoint_listen is never called after
+ *           braid_listener_close, as with tcp:.
  * A ':' inside a value is written "\:". Errors name the bad part.
  */
 #ifndef BRAID_ENDPOINT_H

@@ -24,8 +24,14 @@
  * the current response is finished, so pipelined requests are answered in
  * order by construction (Twisted's HTTPChannel does the same). While a
  * request is being answered the connection reads on (so a reset is
- * noticed) until 64 KiB of later requests are buffered, then pauses, so a
- * client that pipelines without reading cannot grow the server's memory.
+ * noticed) until 64 KiB of later requests are buffered, then pauses.
+ * While the transport asks to stop producing (its queued output passed
+ * the high-water mark, see braid_transport_set_write_limits), the
+ * connection stops reading and neither parses nor dispatches the next
+ * request until the client has read its way below the low-water mark. So
+ * a client that pipelines without reading costs the server at most the
+ * transport's window plus one response and one read, whatever it sends,
+ * and is dropped after write_timeout (below).
  *
  * Request lifetime: a braid_http_req_t is valid from the handler call until
  * braid_http_finish() (or braid_http_respond(), which finishes) returns.
@@ -61,8 +67,14 @@
  * Timeouts (slowloris): a request head must arrive within header_timeout
  * from its first byte, or the client gets 408 and the connection closes;
  * a connection with no request in progress closes after idle_timeout; a
- * client that stops reading a response or sending a body it was asked for
- * is dropped after idle_timeout without progress.
+ * client that stops sending a body it was asked for is dropped after
+ * idle_timeout without a byte of it. A client that stops reading is
+ * dropped after write_timeout without progress (nginx's send_timeout):
+ * the timer runs while the transport asks to stop producing, and while a
+ * closing connection still has output queued; only bytes the client
+ * accepts restart it (checked every quarter of the timeout, so the drop
+ * comes between write_timeout and 1.25 x write_timeout after the last
+ * accepted byte), never bytes it sends.
  *
  * Errors from the parser are answered with its status (400, 413, 414,
  * 431, 501, 505) and "Connection: close", then the connection closes.
@@ -70,6 +82,18 @@
  * Access log: one line per request through braid_reactor_log() with
  * domain "access" and level INFO, in the Common Log Format:
  *   127.0.0.1 - - [22/Nov/2026:03:23:05 +0000] "GET /x HTTP/1.1" 200 13
+ * The last field is the body bytes sent. A request whose connection is
+ * lost (reset, close, timeout, server destroyed) before its response was
+ * written out is logged then, as nginx does: with the response's status
+ * and the body bytes the transport had written by then, or with 499
+ * (nginx's "client closed request") and 0 when no response had started.
+ * A response that finishes while the client is slow to read (the
+ * transport asks to stop producing) is logged once the client has read
+ * all but the transport's low-water mark of it, or when the connection
+ * is lost. Bytes written are known at the granularity of the pieces
+ * handed to the transport (64 KiB; sendfile pieces grow from 64 KiB to
+ * 1 MiB with what was sent), rounding down: the count is never more than
+ * the transport wrote, and short by at most two pieces.
  */
 #ifndef BRAID_HTTP_H
 #define BRAID_HTTP_H
@@ -102,6 +126,9 @@ typedef struct braid_http_field {
 typedef struct braid_http_server_options {
   uint64_t header_timeout;    /* ns; 0: 10 s */
   uint64_t idle_timeout;      /* ns; 0: 60 s */
+  uint64_t write_timeout;     /* ns; 0: 60 s. A client that accepts no
+                                 byte of output for this long is dropped
+                                 (see Timeouts above) */
   uint64_t max_body;          /* request body bytes; 0: 16 MiB */
   braid_http_limits_t limits; /* head limits (zero: the parser's) */
   const char *server_name;    /* "Server:" value (at most 128 bytes); NULL:
@@ -143,6 +170,19 @@ void braid_http_server_destroy(braid_http_server_t *srv);
 
 /* Open connections (for tests and figures). */
 size_t braid_http_server_connections(const braid_http_server_t *srv);
+
+/* Memory held for the open connections at this moment: what is bounded
+ * above (for tests, figures and monitoring). */
+typedef struct braid_http_server_stats {
+  size_t connections;
+  uint64_t input_buffered;    /* bytes allocated for unparsed input */
+  uint64_t output_queued;     /* bytes queued on the transports, not yet
+                                 taken by the kernel */
+  uint64_t output_queued_max; /* the most queued on one connection */
+} braid_http_server_stats;
+
+void braid_http_server_stats_get(const braid_http_server_t *srv,
+                                 braid_http_server_stats *out);
 
 /* ------------------------------------------------------------------------
  * The request
@@ -277,8 +317,15 @@ int braid_http_path_decode(const char *in, size_t len, char *out);
  * GET and HEAD only (405 otherwise). The path after the route's prefix is
  * percent-decoded and resolved under `root`; any ".." segment (decoded, so
  * "%2e%2e" too), a NUL, a backslash, or a symlink that leaves `root` is
- * refused with 403 (404 for hidden names under no_dotfiles). A directory
- * without a trailing slash redirects (301) to one; with it, index.html is
+ * refused with 403. Every file opened for a request, a directory's
+ * index.html included, is resolved and checked the same way.
+ * Hidden names are not published: a path with a segment starting with
+ * '.' ("/.git/config", "/a/.env") is 404 and such names are left out of
+ * listings, unless the `dotfiles` option is set. A directory without a
+ * trailing slash redirects (301) to one; the Location is the request's
+ * path alone (re-encoded, runs of '/' made one, the query kept), never a
+ * scheme or host, so neither "GET //host" nor an absolute-form target
+ * can send a browser to another site. With the slash, index.html is
  * served or a listing generated (names HTML-escaped and percent-encoded).
  * Every file response has Content-Type from the extension (mime.c),
  * Last-Modified, an ETag ("size-mtime" in hex, weak-free) and
@@ -293,8 +340,9 @@ int braid_http_path_decode(const char *in, size_t len, char *out);
 typedef struct braid_http_static braid_http_static_t;
 
 typedef struct braid_http_static_options {
-  bool no_listing;  /* 404 for directories without index.html */
-  bool no_dotfiles; /* 404 for names starting with '.' */
+  bool no_listing; /* 404 for directories without index.html */
+  bool dotfiles;   /* publish names starting with '.' (default: 404, and
+                      left out of listings) */
 } braid_http_static_options;
 
 int braid_http_static_create(const char *root,

@@ -207,14 +207,14 @@ typedef struct braid_http_request_options {
 int braid_http_request(braid_http_client_t *c, const char *method,
                        const char *url, const braid_http_header_t *headers,
                        size_t num_headers, const void *body, size_t body_len,
-                       braid_deferred_t **out);
+                       braid_deferred_t *out);
 
 /* The general form. *call (may be NULL) gets the request's handle, valid
  * until the deferred errbacks or, after success, until the response is
  * complete (buffered) or body_end returns (streaming). */
 int braid_http_request_ex(braid_http_client_t *c,
                           const braid_http_request_options *opts,
-                          braid_deferred_t **out, braid_http_call_t **call);
+                          braid_deferred_t *out, braid_http_call_t **call);
 
 /* Streamed request body: queue a piece / end the body. Pieces are copied
  * and held until the connection is up (and, with expect_continue, until

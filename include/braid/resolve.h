@@ -25,7 +25,7 @@ typedef struct braid_addr_list {
  * with braid_free), or errbacks with BRAID_ENOTFOUND (no such name),
  * BRAID_EAGAIN (temporary failure), BRAID_ENOMEM, or BRAID_EUNKNOWN. */
 int braid_resolve(braid_reactor_t *r, const char *host, uint16_t port,
-                  int family, braid_deferred_t **out);
+                  int family, braid_deferred_t *out);
 
 #ifdef __cplusplus
 }

@@ -50,20 +50,20 @@ typedef int (*braid_work_cb)(void *arg, void **value, braid_dtor_cb *dtor);
  * BRAID_EINVAL, BRAID_ENOMEM, BRAID_ECLOSED (reactor being destroyed), or
  * the error of creating the first worker thread. */
 int braid_defer_to_thread(braid_reactor_t *r, braid_work_cb fn, void *arg,
-                          braid_deferred_t **out);
+                          braid_deferred_t *out);
 
 /* The same, and arg_free(arg) runs on the reactor thread once the job is
  * over in every case: settled, dropped by a cancel before it started, or
  * discarded at reactor destroy. If this call fails, arg_free is not
  * called. */
 int braid_defer_to_thread_ex(braid_reactor_t *r, braid_work_cb fn, void *arg,
-                             braid_dtor_cb arg_free, braid_deferred_t **out);
+                             braid_dtor_cb arg_free, braid_deferred_t *out);
 
 /* Runs on the reactor thread on behalf of another thread: start something
  * and give back a deferred for its result in *out (already fired is fine:
  * braid_deferred_succeed). Return 0, or a negative code to fail the call. */
 typedef int (*braid_reactor_call_cb)(braid_reactor_t *r, void *arg,
-                                     braid_deferred_t **out);
+                                     braid_deferred_t *out);
 
 /* What braid_blocking_call_from_thread() brings back. On success `value`
  * and `dtor` are yours (call dtor(value) when done, if dtor is set). On

@@ -64,9 +64,11 @@ typedef enum braid_tls_role {
   BRAID_TLS_SERVER = 1
 } braid_tls_role;
 
-/* A context for one role, with safe defaults: TLS 1.2 minimum,
- * renegotiation off, compression off, no early data; clients verify the
- * server against the system's CA store and the host name given per
+/* A context for one role, with safe defaults: TLS 1.2 and 1.3 only,
+ * forward-secret AEAD cipher suites only (see braid_tls_context_set_ciphers),
+ * servers choosing by their own preference order, renegotiation off,
+ * compression off, no early data, a 10 s handshake timeout; clients verify
+ * the server against the system's CA store and the host name given per
  * connection; servers do not ask for client certificates. Clients keep a
  * session cache keyed by server name (resumption; TLS 1.3 tickets and
  * TLS 1.2 sessions), servers issue tickets.
@@ -114,6 +116,51 @@ int braid_tls_context_set_alpn(braid_tls_context_t *ctx,
 #define BRAID_TLS_1_3 0x0304
 int braid_tls_context_set_min_version(braid_tls_context_t *ctx, int version);
 
+/* The handshake timeout, in ns (0: none). A handshake that has not
+ * completed this long after the connection came up (after braid_tls_start
+ * for STARTTLS) ends: the lower transport is aborted, a server never
+ * builds the protocol, a client's protocol gets connection_lost
+ * (BRAID_ETIMEDOUT) without connection_made, and braid_tls_error() says
+ * "handshake timed out". It is what bounds the cost of a peer that
+ * connects and then sends nothing, half a hello, or stops halfway: before
+ * the handshake there is no protocol, so no protocol timeout can run. It
+ * applies to connections started after the call; the connect itself has
+ * its own timeout (braid_connect_options).
+ *
+ * The default, 10 s: a handshake takes one round trip (TLS 1.3) or two
+ * (TLS 1.2) plus some milliseconds of computing, so even a 1 s round trip
+ * with a lost segment or two (TCP's first retransmission comes after 1 s,
+ * RFC 6298 2.1) finishes well inside it; and it matches the HTTP server's
+ * default header timeout, so a silent peer costs no longer before the
+ * handshake than after it. */
+#define BRAID_TLS_HANDSHAKE_TIMEOUT BRAID_SEC(10)
+int braid_tls_context_set_handshake_timeout(braid_tls_context_t *ctx,
+                                            uint64_t ns);
+uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx);
+
+/* Cipher suites and key exchange groups, as OpenSSL lists
+ * ("A:B:C", names as `openssl ciphers -v` prints them). BRAID_EINVAL, with
+ * a "tls" ERROR log naming OpenSSL's reason, when nothing usable is left.
+ *
+ * set_ciphers: the TLS 1.2 suites. Default: ECDHE key exchange with
+ *   AES-GCM or ChaCha20-Poly1305 (ECDSA and RSA certificates): forward
+ *   secrecy (a stolen key does not decrypt recorded traffic) and AEAD
+ *   only, so no static-RSA key exchange (no forward secrecy, and the
+ *   Bleichenbacher/ROBOT family) and no CBC (padding oracles: Lucky13).
+ *   Every current browser and TLS library offers them.
+ * set_ciphersuites: the TLS 1.3 suites. Default: TLS_AES_128_GCM_SHA256,
+ *   TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256 (all AEAD and
+ *   forward-secret by design).
+ * set_groups: the key exchange groups ("X25519:P-256"). Default:
+ *   OpenSSL's, all forward-secret, which follows new releases.
+ * A server picks by its own order (the order of these lists), except that
+ * ChaCha20 wins for a client that lists it first (such a client usually
+ * lacks AES hardware). */
+int braid_tls_context_set_ciphers(braid_tls_context_t *ctx, const char *list);
+int braid_tls_context_set_ciphersuites(braid_tls_context_t *ctx,
+                                       const char *list);
+int braid_tls_context_set_groups(braid_tls_context_t *ctx, const char *list);
+
 /* Accept an end of input without close_notify as a clean EOF (some HTTP/1
  * peers close that way; the application must then detect truncation
  * itself, e.g. with Content-Length). */
@@ -153,11 +200,20 @@ int braid_tls_connect(braid_reactor_t *r, const braid_addr_t *addr,
 
 /* A factory that runs TLS (server side, with `ctx`) on every connection
  * and builds the protocol with `inner` once the handshake succeeded. Give
- * it to braid_listen. `inner` and the returned factory must outlive the
- * listener and its connections' handshakes; free it with
- * braid_tls_factory_free after closing the listener. */
+ * it to braid_listen.
+ *
+ * Ownership: a connection belongs to the returned factory while its
+ * handshake runs (it has no protocol of yours yet), and to your protocol
+ * from the moment `inner` built it. braid_tls_factory_free aborts the
+ * handshakes still in progress (their peers see a reset; `inner` is never
+ * called for them), so `inner` and whatever owns it may be freed right
+ * after it. Close the listener first (it calls the factory), then free the
+ * factory, then `inner`'s owner. A "tls:" endpoint listener
+ * (braid/endpoint.h) does all this itself when it is closed.
+ * braid_tls_factory_handshakes says how many handshakes are in progress. */
 int braid_tls_wrap_factory(braid_factory_t *inner, braid_tls_context_t *ctx,
                            braid_factory_t **out);
+size_t braid_tls_factory_handshakes(const braid_factory_t *f);
 void braid_tls_factory_free(braid_factory_t *f);
 
 /* STARTTLS: upgrade an existing plain connection in place (SMTP, IMAP,

@@ -250,6 +250,13 @@ static int braid__iocp_backend_fd(const braid_reactor_t *r) {
   return -1; /* a completion port is not a pollable descriptor */
 }
 
+static int braid__iocp_pending(const braid_reactor_t *r) {
+  const braid__iocp *e = r->io_state;
+  /* Results and close callbacks queued for the next wait(), which then
+   * does not block (braid__iocp_wait uses a zero timeout for them). */
+  return e->done_len > 0 || e->closing != NULL;
+}
+
 /* ------------------------------------------------------------------------
  * Bookkeeping: holding, delivering, closing
  * ------------------------------------------------------------------------ */
@@ -449,6 +456,12 @@ static intptr_t braid__finish_accept(braid__sock *s, braid__op *op,
                  sizeof s->fd) != 0) {
     intptr_t rc = braid__wsa_error();
     closesocket(fd);
+    /* A connection reset while it waited in the backlog: Windows fails
+     * the AcceptEx itself (ERROR_NETNAME_DELETED), wine 8 completes it and
+     * fails here with WSAENOTCONN. Either way it is gone, and it is no
+     * error of the listener's: the callers take the next one. */
+    if (rc == BRAID_ENOTCONN || rc == BRAID_ECONNRESET)
+      rc = BRAID_ECONNABORTED;
     return rc;
   }
   if (op->addr != NULL) {
@@ -485,8 +498,12 @@ static intptr_t braid__start_accept(braid__iocp *e, braid__sock *s,
     int rc = braid__issued(s, op, ok ? 0 : SOCKET_ERROR);
     if (rc == 0)
       return BRAID__PENDING;
-    if (rc == 1)
-      return braid__finish_accept(s, op, c);
+    if (rc == 1) {
+      intptr_t st = braid__finish_accept(s, op, c);
+      if (st != BRAID_ECONNABORTED)
+        return st;
+      continue; /* gone before it was accepted: take the next one */
+    }
     closesocket(c->fd);
     braid_free(c);
     op->next_ = NULL;
@@ -504,8 +521,24 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   return 0;
 }
 
+/* Connecting a datagram socket only sets its peer: a plain connect(),
+ * done at once (ConnectEx takes connection-oriented sockets only). From
+ * then on an ICMP port unreachable is worth reporting, as POSIX systems do
+ * for connected sockets: SIO_UDP_CONNRESET back on. */
+static intptr_t braid__connect_dgram(braid__sock *s, braid__op *op) {
+  if (connect(s->fd, op->addr, op->addrlen) != 0)
+    return braid__wsa_error();
+  s->flags_ |= BRAID__W_BOUND;
+  BOOL on = TRUE;
+  DWORD got = 0;
+  WSAIoctl(s->fd, SIO_UDP_CONNRESET, &on, sizeof on, NULL, 0, &got, NULL, NULL);
+  return 0;
+}
+
 static intptr_t braid__start_connect(braid__iocp *e, braid__sock *s,
                                      braid__op *op) {
+  if (!(s->flags_ & BRAID__W_STREAM))
+    return braid__connect_dgram(s, op);
   if (e->connectex == NULL) {
     GUID g = WSAID_CONNECTEX;
     int rc = braid__ext_fn(s->fd, g, (void **)&e->connectex);
@@ -532,37 +565,74 @@ static intptr_t braid__start_connect(braid__iocp *e, braid__sock *s,
   return rc == 0 ? BRAID__PENDING : braid__finish_connect(s);
 }
 
+/* A datagram socket's error as io.h reports it. With SIO_UDP_CONNRESET on
+ * (connected sockets only, see braid__iocp_sock_adopt), Windows reports an
+ * ICMP port unreachable as WSAECONNRESET; POSIX says ECONNREFUSED. */
+static intptr_t braid__dgram_error(intptr_t st) {
+  return st == BRAID_ECONNRESET ? BRAID_ECONNREFUSED : st;
+}
+
+/* A datagram of `n` bytes arrived in the op's own buffer (op->next_):
+ * copy what fits into where the op reads (the shared buffer, or the
+ * caller's), mark a cut-off tail, free the buffer. */
+static intptr_t braid__recvfrom_copy(braid__iocp *e, braid__op *op,
+                                     intptr_t n) {
+  char *buf = (char *)(void *)op->next_;
+  op->next_ = NULL;
+  if (op->u.read.base == NULL) {
+    op->u.read.base = e->rbuf;
+    op->u.read.len = BRAID__RBUF;
+  }
+  if (n > 0 && (size_t)n > op->u.read.len) {
+    op->flags |= BRAID__OPF_TRUNCATED;
+    n = (intptr_t)op->u.read.len;
+  }
+  if (n > 0)
+    memcpy(op->u.read.base, buf, (size_t)n);
+  braid_free(buf);
+  return n;
+}
+
 static intptr_t braid__start_recvfrom(braid__iocp *e, braid__sock *s,
                                       braid__op *op) {
-  int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
-  if (shared) {
-    /* Datagrams cannot be probed for with a zero-byte receive (it would
-     * consume the datagram with WSAEMSGSIZE); read them into the shared
-     * buffer with a non-blocking recvfrom(), and when none is there wait
-     * with an overlapped receive into a buffer of this op's own. */
-    int alen = op->addr != NULL ? op->addrlen : 0;
-    int n = recvfrom(s->fd, e->rbuf, BRAID__RBUF, 0, op->addr,
-                     op->addr != NULL ? &alen : NULL);
-    if (n >= 0) {
-      op->u.read.base = e->rbuf;
-      op->u.read.len = BRAID__RBUF;
-      op->addrlen = alen;
-      return n;
-    }
-    if (WSAGetLastError() != WSAEWOULDBLOCK)
-      return braid__wsa_error();
-    char *buf = braid_malloc(BRAID__RBUF);
-    if (buf == NULL)
-      return BRAID_ENOMEM;
-    op->next_ = (braid__op *)(void *)buf;
+  if (op->u.read.base == e->rbuf)
     op->u.read.base = NULL;
+  char *dst = op->u.read.base != NULL ? op->u.read.base : e->rbuf;
+  size_t cap = op->u.read.base != NULL ? op->u.read.len : BRAID__RBUF;
+  /* A datagram already there comes with a plain non-blocking recvfrom():
+   * no OVERLAPPED, so no completion packet to account for. A datagram
+   * larger than the buffer fills it and fails with WSAEMSGSIZE, its tail
+   * discarded, as MSG_TRUNC reports on POSIX. */
+  int alen = op->addr != NULL ? op->addrlen : 0;
+  int n = recvfrom(s->fd, dst, cap > INT_MAX ? INT_MAX : (int)cap, 0, op->addr,
+                   op->addr != NULL ? &alen : NULL);
+  if (n < 0 && WSAGetLastError() == WSAEMSGSIZE) {
+    op->flags |= BRAID__OPF_TRUNCATED;
+    n = cap > INT_MAX ? INT_MAX : (int)cap;
   }
+  if (n >= 0) {
+    op->u.read.base = dst;
+    op->u.read.len = cap;
+    op->addrlen = alen;
+    return n;
+  }
+  if (WSAGetLastError() != WSAEWOULDBLOCK)
+    return braid__dgram_error(braid__wsa_error());
+  /* None yet: wait with an overlapped receive into a buffer of the op's
+   * own, large enough for any datagram (64 KiB > 65,527 bytes, the
+   * largest UDP payload over IPv6 without jumbograms). Datagrams cannot
+   * be probed for with a zero-byte receive, which would consume one with
+   * WSAEMSGSIZE, and a receive that can be too small completes with
+   * STATUS_BUFFER_OVERFLOW, a warning for which a completion packet may
+   * be queued even when the call itself already failed. */
+  char *buf = braid_malloc(BRAID__RBUF);
+  if (buf == NULL)
+    return BRAID_ENOMEM;
+  op->next_ = (braid__op *)(void *)buf;
   memset(&op->ov_, 0, sizeof op->ov_);
   WSABUF b;
-  b.buf = shared ? (char *)op->next_ : op->u.read.base;
-  b.len = shared                       ? BRAID__RBUF
-          : op->u.read.len > ULONG_MAX ? ULONG_MAX
-                                       : (ULONG)op->u.read.len;
+  b.buf = buf;
+  b.len = BRAID__RBUF;
   DWORD got = 0, fl = 0;
   int rc = braid__issued(s, op,
                          WSARecvFrom(s->fd, &b, 1, &got, &fl, op->addr,
@@ -570,16 +640,8 @@ static intptr_t braid__start_recvfrom(braid__iocp *e, braid__sock *s,
                                      &op->ov_, NULL));
   if (rc == 0)
     return BRAID__PENDING;
-  if (shared) {
-    /* Done at once (or failed): the bytes move to the shared buffer. */
-    if (rc == 1)
-      memcpy(e->rbuf, b.buf, got);
-    braid_free(b.buf);
-    op->next_ = NULL;
-    op->u.read.base = e->rbuf;
-    op->u.read.len = BRAID__RBUF;
-  }
-  return rc < 0 ? rc : (intptr_t)got;
+  intptr_t st = rc == 1 ? (intptr_t)got : braid__dgram_error(rc);
+  return braid__recvfrom_copy(e, op, st);
 }
 
 static intptr_t braid__start_sendto(braid__sock *s, braid__op *op) {
@@ -597,7 +659,7 @@ static intptr_t braid__start_sendto(braid__sock *s, braid__op *op) {
                          WSASendTo(s->fd, w, (DWORD)op->u.write.nbufs, &sent, 0,
                                    op->addr, alen, &op->ov_, NULL));
   if (rc < 0)
-    return rc;
+    return braid__dgram_error(rc);
   return rc == 0 ? BRAID__PENDING : (intptr_t)sent;
 }
 
@@ -747,6 +809,11 @@ static void braid__iocp_complete(braid__iocp *e, braid__op *op, BOOL ok,
       break;
     }
     st = braid__finish_accept(s, op, c);
+    if (st == BRAID_ECONNABORTED) {
+      st = braid__start_accept(e, s, op); /* see braid__finish_accept */
+      if (st == BRAID__PENDING)
+        return;
+    }
     break;
   }
   case BRAID__OP_CONNECT:
@@ -756,20 +823,12 @@ static void braid__iocp_complete(braid__iocp *e, braid__op *op, BOOL ok,
       st = closing ? BRAID_ECANCELED : braid__finish_connect(s);
     break;
   case BRAID__OP_RECVFROM:
-    st = ok ? (intptr_t)bytes : braid__ov_error(s, op);
-    if (op->u.read.base == NULL) {
-      /* The op's own buffer: copy into the shared one, as if read there. */
-      char *buf = (char *)(void *)op->next_;
-      if (st > 0)
-        memcpy(e->rbuf, buf, (size_t)st);
-      braid_free(buf);
-      op->next_ = NULL;
-      op->u.read.base = e->rbuf;
-      op->u.read.len = BRAID__RBUF;
-    }
+    /* Into the op's own buffer: copied to where the op reads. */
+    st = ok ? (intptr_t)bytes : braid__dgram_error(braid__ov_error(s, op));
+    st = braid__recvfrom_copy(e, op, st);
     break;
   default: /* SENDTO */
-    st = ok ? (intptr_t)bytes : braid__ov_error(s, op);
+    st = ok ? (intptr_t)bytes : braid__dgram_error(braid__ov_error(s, op));
     break;
   }
   braid__deliver(e, op, st);
@@ -898,7 +957,7 @@ static int braid__iocp_sock_adopt(braid_reactor_t *r, braid__sock *s,
   if (info.iSocketType == SOCK_DGRAM) {
     /* Windows reports an ICMP port unreachable for an earlier sendto() as
      * WSAECONNRESET on the next receive; POSIX does not for an unconnected
-     * socket. */
+     * socket (braid__connect_dgram turns it back on). */
     BOOL off = FALSE;
     DWORD got = 0;
     WSAIoctl(fd, SIO_UDP_CONNRESET, &off, sizeof off, NULL, 0, &got, NULL,
@@ -981,13 +1040,91 @@ static int braid__setopt(SOCKET fd, int level, int name, int value) {
   return 0;
 }
 
+/* The level and name of a datagram option that sock_setopt and
+ * sock_getopt share; 0 or BRAID_E*. Every one of them takes a DWORD on
+ * Windows, IP_MULTICAST_TTL and IP_MULTICAST_LOOP included (POSIX systems
+ * differ there: the BSDs want an unsigned char). */
+static int braid__dgram_opt(braid__sock *s, int opt, int *level, int *name) {
+  int v6 = s->pidx_ == AF_INET6;
+  switch (opt) {
+  case BRAID__SO_BROADCAST:
+    *level = SOL_SOCKET;
+    *name = SO_BROADCAST;
+    return 0;
+  case BRAID__SO_RCVBUF:
+    *level = SOL_SOCKET;
+    *name = SO_RCVBUF;
+    return 0;
+  case BRAID__SO_SNDBUF:
+    *level = SOL_SOCKET;
+    *name = SO_SNDBUF;
+    return 0;
+  case BRAID__SO_MULTICAST_TTL:
+  case BRAID__SO_MULTICAST_LOOP:
+    /* pidx_ is the socket's family, taken from its protocol info. */
+    if (s->pidx_ != AF_INET && s->pidx_ != AF_INET6)
+      return BRAID_EAFNOSUPPORT;
+    *level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+    if (opt == BRAID__SO_MULTICAST_TTL)
+      *name = v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL;
+    else
+      *name = v6 ? IPV6_MULTICAST_LOOP : IP_MULTICAST_LOOP;
+    return 0;
+  }
+  return BRAID_EINVAL;
+}
+
+static int braid__iocp_sock_getopt(braid__sock *s, int opt, int *value) {
+  *value = 0;
+  int level, name;
+  int rc = braid__dgram_opt(s, opt, &level, &name);
+  if (rc < 0)
+    return rc;
+  DWORD v = 0;
+  int len = (int)sizeof v;
+  if (getsockopt(s->fd, level, name, (char *)&v, &len) != 0)
+    return (int)braid__wsa_error();
+  /* A provider that answers with fewer bytes (a BOOL as one char) filled
+   * only the low ones of the zeroed DWORD. */
+  *value = v > INT_MAX ? INT_MAX : (int)v;
+  return 0;
+}
+
 static int braid__iocp_sock_setopt(braid__sock *s, int opt, int value) {
   switch (opt) {
+  case BRAID__SO_RCVBUF:
+  case BRAID__SO_SNDBUF:
+  case BRAID__SO_MULTICAST_TTL:
+  case BRAID__SO_MULTICAST_LOOP: {
+    int level, name;
+    int rc = braid__dgram_opt(s, opt, &level, &name);
+    if (rc < 0)
+      return rc;
+    if (opt == BRAID__SO_MULTICAST_LOOP)
+      value = value != 0;
+    return braid__setopt(s->fd, level, name, value);
+  }
+  case BRAID__SO_LINGER0: {
+    /* Linger on with a zero timeout: closesocket() then resets the
+     * connection (RST) and drops unsent data, instead of the graceful
+     * FIN that Windows sends by default. */
+    struct linger lg;
+    lg.l_onoff = value != 0;
+    lg.l_linger = 0;
+    if (setsockopt(s->fd, SOL_SOCKET, SO_LINGER, (const char *)&lg,
+                   sizeof lg) != 0)
+      return (int)braid__wsa_error();
+    return 0;
+  }
   case BRAID__SO_REUSEADDR:
     /* What POSIX listeners want from SO_REUSEADDR (binding while old
      * connections sit in TIME_WAIT) is Windows' default; Windows'
-     * SO_REUSEADDR would let another socket steal the port instead. */
-    return 0;
+     * SO_REUSEADDR would let another socket steal the port instead. On a
+     * datagram socket it is what POSIX gives: several sockets (multicast
+     * receivers) bound to one port, as braid_udp_options.reuse_addr says. */
+    if (s->flags_ & BRAID__W_STREAM)
+      return 0;
+    return braid__setopt(s->fd, SOL_SOCKET, SO_REUSEADDR, value);
   case BRAID__SO_REUSEPORT:
     return BRAID_ENOTSUP;
   case BRAID__SO_V6ONLY:
@@ -1010,6 +1147,55 @@ static int braid__iocp_sock_setopt(braid__sock *s, int opt, int value) {
   }
   }
   return BRAID_EINVAL;
+}
+
+/* ip_mreq (interface by address) for IPv4, ipv6_mreq (interface by
+ * index) for IPv6: the same structures as POSIX, under Windows' option
+ * names (IPV6_ADD_MEMBERSHIP is POSIX's IPV6_JOIN_GROUP). */
+static int braid__iocp_sock_mcast(braid__sock *s, int op, int family,
+                                  const struct sockaddr *group,
+                                  const struct sockaddr *iface4,
+                                  unsigned ifindex) {
+  int rc;
+  if (family == AF_INET) {
+    struct in_addr ifa;
+    ifa.s_addr = htonl(INADDR_ANY);
+    if (iface4 != NULL)
+      ifa = ((const struct sockaddr_in *)(const void *)iface4)->sin_addr;
+    if (op == BRAID__MC_IF) {
+      rc = setsockopt(s->fd, IPPROTO_IP, IP_MULTICAST_IF, (const char *)&ifa,
+                      sizeof ifa);
+    } else {
+      struct ip_mreq mr;
+      memset(&mr, 0, sizeof mr);
+      mr.imr_multiaddr =
+          ((const struct sockaddr_in *)(const void *)group)->sin_addr;
+      mr.imr_interface = ifa;
+      rc = setsockopt(s->fd, IPPROTO_IP,
+                      op == BRAID__MC_JOIN ? IP_ADD_MEMBERSHIP
+                                           : IP_DROP_MEMBERSHIP,
+                      (const char *)&mr, sizeof mr);
+    }
+  } else if (family == AF_INET6) {
+    if (op == BRAID__MC_IF) {
+      DWORD index = ifindex;
+      rc = setsockopt(s->fd, IPPROTO_IPV6, IPV6_MULTICAST_IF,
+                      (const char *)&index, sizeof index);
+    } else {
+      struct ipv6_mreq mr;
+      memset(&mr, 0, sizeof mr);
+      mr.ipv6mr_multiaddr =
+          ((const struct sockaddr_in6 *)(const void *)group)->sin6_addr;
+      mr.ipv6mr_interface = ifindex;
+      rc = setsockopt(s->fd, IPPROTO_IPV6,
+                      op == BRAID__MC_JOIN ? IPV6_ADD_MEMBERSHIP
+                                           : IPV6_DROP_MEMBERSHIP,
+                      (const char *)&mr, sizeof mr);
+    }
+  } else {
+    return BRAID_EAFNOSUPPORT;
+  }
+  return rc == 0 ? 0 : (int)braid__wsa_error();
 }
 
 static int braid__iocp_sock_shutdown(braid__sock *s) {
@@ -1039,9 +1225,12 @@ const braid__io_ops braid__iocp_io = {
     .sock_listen = braid__iocp_sock_listen,
     .sock_name = braid__iocp_sock_name,
     .sock_setopt = braid__iocp_sock_setopt,
+    .sock_getopt = braid__iocp_sock_getopt,
+    .sock_mcast = braid__iocp_sock_mcast,
     .sock_shutdown = braid__iocp_sock_shutdown,
     .submit = braid__iocp_submit,
     .cancel = braid__iocp_cancel,
     .close = braid__iocp_close,
     .backend_fd = braid__iocp_backend_fd,
+    .pending = braid__iocp_pending,
 };

@@ -171,6 +171,7 @@ int braid__translate_sys_error(int e) {
     return BRAID_ETIMEDOUT;
   case WSAECONNREFUSED:
   case ERROR_CONNECTION_REFUSED:
+  case ERROR_PORT_UNREACHABLE:
     return BRAID_ECONNREFUSED;
   case WSAECONNRESET:
   case WSAENETRESET:

@@ -47,7 +47,7 @@ struct braid_http_call {
   braid_http_client_t *c;
   hc_pool *pool;
   hc_conn *conn;
-  braid_deferred_t *d; /* NULL once fired */
+  braid_deferred_t d; /* none once fired */
   braid_http_call_t *qnext;
   char *head; /* the serialized request head */
   size_t head_len;
@@ -278,9 +278,9 @@ static void hc_call_free(braid_http_call_t *call) {
  * response's deferred has fired, tell body_end. Frees the call. */
 static void hc_call_fail(braid_http_call_t *call, int code, const char *msg) {
   braid_reactor_t *r = call->c->r;
-  if (call->d != NULL) {
-    braid_deferred_t *d = call->d;
-    call->d = NULL;
+  if (!braid_deferred_is_none(call->d)) {
+    braid_deferred_t d = call->d;
+    call->d = braid_deferred_none();
     braid_failure_t *f = msg != NULL
                              ? braid_failure_new(r, NULL, code, NULL, "%s", msg)
                              : braid_failure_from_code(r, code);
@@ -302,9 +302,9 @@ static void hc_call_succeed(braid_http_call_t *call) {
     hc_call_free(call);
     return;
   }
-  braid_deferred_t *d = call->d;
+  braid_deferred_t d = call->d;
   braid_http_client_response_t *resp = call->resp;
-  call->d = NULL;
+  call->d = braid_deferred_none();
   call->resp = NULL;
   hc_call_free(call);
   braid_deferred_callback(d, resp, braid_http_client_response_free);
@@ -620,8 +620,8 @@ static bool hc_got_head(hc_conn *k, size_t n) {
     k->keep_alive = false;
   }
   if (call->streaming) {
-    braid_deferred_t *d = call->d;
-    call->d = NULL;
+    braid_deferred_t d = call->d;
+    call->d = braid_deferred_none();
     call->fired = true;
     call->resp = NULL; /* the deferred owns it now */
     braid_deferred_callback(d, resp, braid_http_client_response_free);
@@ -1043,10 +1043,10 @@ size_t braid_http_client_idle_connections(const braid_http_client_t *c) {
  * Requests
  * ------------------------------------------------------------------------ */
 
-static void hc_canceller(braid_deferred_t *d, void *arg) {
+static void hc_canceller(braid_deferred_t d, void *arg) {
   (void)d;
   braid_http_call_t *call = arg;
-  call->d = NULL; /* braid errbacks it with BRAID_ECANCELED */
+  call->d = braid_deferred_none(); /* braid errbacks it: ECANCELED */
   if (call->conn != NULL) {
     hc_conn *k = call->conn;
     k->call = NULL;
@@ -1160,7 +1160,7 @@ static int hc_build_head(braid_http_call_t *call, const char *method,
 
 int braid_http_request_ex(braid_http_client_t *c,
                           const braid_http_request_options *o,
-                          braid_deferred_t **out, braid_http_call_t **callp) {
+                          braid_deferred_t *out, braid_http_call_t **callp) {
   if (callp != NULL)
     *callp = NULL;
   if (c == NULL || o == NULL || o->url == NULL || out == NULL ||
@@ -1209,7 +1209,7 @@ int braid_http_request_ex(braid_http_client_t *c,
     hc_call_free(call);
     return rc;
   }
-  braid_deferred_t *d = call->d;
+  braid_deferred_t d = call->d;
   *out = d;
   if (callp != NULL)
     *callp = call;
@@ -1229,7 +1229,7 @@ int braid_http_request_ex(braid_http_client_t *c,
 int braid_http_request(braid_http_client_t *c, const char *method,
                        const char *url, const braid_http_header_t *headers,
                        size_t num_headers, const void *body, size_t body_len,
-                       braid_deferred_t **out) {
+                       braid_deferred_t *out) {
   braid_http_request_options o = {0};
   o.method = method;
   o.url = url;
@@ -1324,7 +1324,7 @@ int braid_http_call_resume(braid_http_call_t *call) {
 int braid_http_call_abort(braid_http_call_t *call) {
   if (call == NULL)
     return BRAID_EINVAL;
-  if (call->d != NULL)
+  if (!braid_deferred_is_none(call->d))
     return braid_deferred_cancel(call->d);
   hc_conn *k = call->conn;
   if (k != NULL) {

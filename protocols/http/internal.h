@@ -1,6 +1,11 @@
-/* braid: internals shared by the HTTP/1.x parser files. Not installed. */
+/* braid: internals shared by the HTTP/1.x files, and their test hooks.
+ * Not installed. */
 #ifndef BRAID_PROTOCOLS_HTTP_INTERNAL_H
 #define BRAID_PROTOCOLS_HTTP_INTERNAL_H
+
+#include <stddef.h>
+
+#include "braid/http.h"
 
 /* Character classes, one lookup per byte instead of chains of compares. */
 enum {
@@ -14,5 +19,16 @@ extern const unsigned char braid__http_chars[256];
 
 #define BRAID__HTTP_IS(cls, c)                                                 \
   ((braid__http_chars[(unsigned char)(c)] & (cls)) != 0)
+
+/* Test hook: the server calls `cb` before each request-head parse with
+ * the bytes and the parser state it is about to pass, so a test can see
+ * how much the parser is asked to look at again (a head that trickles in
+ * must not be re-parsed from its start on every segment). NULL: none. */
+typedef void (*braid__http_parse_probe_cb)(const char *buf, size_t len,
+                                           const braid_http_request_t *state,
+                                           void *arg);
+void braid__http_server_set_parse_probe(braid_http_server_t *srv,
+                                        braid__http_parse_probe_cb cb,
+                                        void *arg);
 
 #endif

@@ -21,14 +21,23 @@
 
 #include "braid/braid.h"
 #include "braid/http.h"
+#include "protocols/http/internal.h"
 
-#define HTTP_READ_MAX (64u * 1024u)   /* bytes buffered past a head */
+#define HTTP_READ_MAX (64u * 1024u) /* bytes buffered past a head */
+/* Body bytes from the caller's memory that cannot go out at once are
+ * handed to the transport in owned pieces of at most this size: each
+ * piece's release tells how far the client has read (see out_sample), so
+ * the access log and the write timeout know it to within a piece. */
+#define HTTP_OUT_PIECE (64u * 1024u)
 #define HTTP_FILE_PIECE (64u * 1024u) /* fallback file read size */
 #define HTTP_MAX_HEADERS 100
 #define HTTP_SENDFILE_MIN (32u * 1024u) /* smaller files are read */
-/* A sendfile is queued in pieces: each written piece is progress that
- * restarts the stall timeout, so a long download of a large file is never
- * mistaken for a client that stopped reading. */
+/* A sendfile is queued in pieces: the release of each written piece tells
+ * how far the client has read (the access log's byte count on a reset,
+ * the write timeout's progress), and the next piece is queued then. The
+ * pieces grow with what was sent, from HTTP_OUT_PIECE up to this, so a
+ * count is never short by more than 64 KiB or half of it, and a large
+ * file costs few pieces. */
 #define HTTP_SENDFILE_PIECE (1024u * 1024u)
 #define HTTP_MAX_LISTENERS 8
 
@@ -56,12 +65,17 @@ struct braid_http_server {
   int destroyed;
   int64_t date_sec;
   char date[32];
+  braid__http_parse_probe_cb probe; /* test hook (internal.h) */
+  void *probe_arg;
 };
 
 /* What happens to request body bytes in the connection's buffer. */
 enum { BODY_NONE, BODY_HELD, BODY_DELIVER, BODY_DISCARD };
-/* Which timeout is running. */
-enum { TM_NONE, TM_IDLE, TM_HEAD, TM_ACTIVE, TM_LINGER };
+/* Which timeout is running: none (a handler is working), idle
+ * (keep-alive), head (a request head is arriving), active (a body we
+ * asked for is arriving), write (output is stalled: the client does not
+ * read), linger (lingering close). */
+enum { TM_NONE, TM_IDLE, TM_HEAD, TM_ACTIVE, TM_WRITE, TM_LINGER };
 #define HTTP_LINGER BRAID_SEC(2)
 /* braid_http_sendfile progress. */
 enum { FILE_NONE, FILE_SENDING, FILE_MORE, FILE_PUMPING, FILE_DONE };
@@ -84,6 +98,16 @@ struct conn {
   int lost_reason; /* set by our own aborts (timeouts) */
   int aborted;     /* abort asked */
   int lingering;   /* output shut down, input drained until EOF */
+  /* Output accounting: bytes handed to the transport, and how many of
+   * them it has written (a lower bound, see out_sample). */
+  uint64_t out_total;
+  uint64_t acked;
+  /* TM_WRITE: `acked` when progress was last seen, and when. */
+  uint64_t wmark;
+  uint64_t wlast;
+  /* A finished response still being written to a slow client: logged
+   * when the client has read it (conn_resume) or the connection is lost. */
+  braid_http_req_t *logq;
   /* The body of the current (or just finished) request. */
   int bmode;
   braid_http_body_kind_t bkind;
@@ -91,6 +115,11 @@ struct conn {
   uint64_t bseen; /* bytes delivered or discarded */
   braid_http_chunked_decoder_t dec;
   braid_addr_t peer;
+  /* The head parser's state, kept between segments so a head that
+   * trickles in is scanned once, not from its start on every segment
+   * (the parser's resume hint, braid/http_parser.h). Reset after every
+   * head. */
+  braid_http_request_t pr;
   braid_http_header_t hdrs[HTTP_MAX_HEADERS];
 };
 
@@ -116,8 +145,9 @@ struct braid_http_req {
   int bend_status;
   /* Response out. */
   int status;
-  bool head_sent, chunked, no_body, close_after, finished;
+  bool head_sent, chunked, no_body, close_after, finished, logged;
   uint64_t length, sent;
+  uint64_t body_at; /* c->out_total where the body starts */
   const braid_http_stream_ops *sops;
   void *sarg;
   void *user;
@@ -343,6 +373,108 @@ static int field_ok(const char *s) {
 }
 
 /* ------------------------------------------------------------------------
+ * Output accounting
+ *
+ * The access log wants the bytes a response really put on the wire, and
+ * the write timeout wants to know whether the client reads at all. The
+ * transport tells neither directly, but everything it has not written is
+ * in its queue: written = out_total - write_queued(), at any moment the
+ * queue is whole. It is not whole inside the release callbacks of a queue
+ * being dropped (transports differ in when they zero their count), so
+ * release callbacks only sample while the transport is open; a connection
+ * lost after an orderly close wrote everything (conn_lost). `acked` is
+ * the highest sample: a lower bound that only grows. Samples are taken
+ * after every write, at every timer tick and in the release of every
+ * owned piece, which is why large bodies go out in owned pieces.
+ * ------------------------------------------------------------------------ */
+
+static void out_sample(conn *c, int in_release) {
+  if (c->lost || c->t == NULL)
+    return;
+  if (in_release && braid_transport_closing(c->t))
+    return;
+  size_t queued = braid_transport_write_queued(c->t);
+  uint64_t w = c->out_total >= queued ? c->out_total - queued : 0;
+  if (w > c->acked)
+    c->acked = w;
+}
+
+/* Bytes handed to a closing transport are refused (close asked) or
+ * dropped (failed): they are not counted as output. */
+static int out_writev(conn *c, const braid_iovec_t *v, size_t n) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += v[i].len;
+  int live = !braid_transport_closing(c->t);
+  if (live)
+    c->out_total += total;
+  int rc = braid_transport_writev(c->t, v, n);
+  if (rc < 0 && live)
+    c->out_total -= total;
+  out_sample(c, 0);
+  return rc;
+}
+
+static int out_write(conn *c, const void *data, size_t len) {
+  braid_iovec_t v = {data, len};
+  return out_writev(c, &v, 1);
+}
+
+static void piece_release(void *data, void *arg) {
+  braid_free(data);
+  out_sample(arg, 1);
+}
+
+/* Hand over `data` (braid_malloc'ed, at most HTTP_OUT_PIECE bytes): freed
+ * when written or dropped. On an error return it is freed here too. */
+static int out_owned(conn *c, void *data, size_t len) {
+  int live = !braid_transport_closing(c->t);
+  if (live)
+    c->out_total += len;
+  int rc = braid_transport_write_owned(c->t, data, len, piece_release, c);
+  if (rc < 0) {
+    if (live)
+      c->out_total -= len;
+    braid_free(data);
+  }
+  out_sample(c, 0);
+  return rc;
+}
+
+/* pre, then the body from the caller's memory, then post. Pieces that
+ * the kernel may take at once (nothing is queued) are written straight
+ * from the caller's memory; once output is queued, the rest is copied
+ * into owned pieces (the transport would copy it anyway). */
+static int out_body(conn *c, const void *pre, size_t pn, const void *data,
+                    size_t len, const void *post, size_t qn) {
+  const char *p = data;
+  size_t first = len < HTTP_OUT_PIECE ? len : HTTP_OUT_PIECE;
+  braid_iovec_t v[3] = {{pre, pn}, {p, first}, {post, 0}};
+  if (first == len)
+    v[2].len = qn;
+  int rc = out_writev(c, v, 3);
+  size_t off = first;
+  while (rc == 0 && off < len) {
+    size_t n = len - off < HTTP_OUT_PIECE ? len - off : HTTP_OUT_PIECE;
+    char *piece = NULL;
+    if (braid_transport_write_queued(c->t) > 0)
+      piece = braid_malloc(n);
+    if (piece != NULL) {
+      memcpy(piece, p + off, n);
+      rc = out_owned(c, piece, n);
+    } else {
+      /* Nothing queued (the kernel may take it all), or no memory for a
+       * copy: the transport copies what it cannot write. */
+      rc = out_write(c, p + off, n);
+    }
+    off += n;
+  }
+  if (rc == 0 && first < len && qn > 0)
+    rc = out_write(c, post, qn);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
  * Timers
  * ------------------------------------------------------------------------ */
 
@@ -377,13 +509,14 @@ static void conn_close(conn *c) {
     return;
   }
   braid_transport_close(c->t);
-  /* A client that never reads what is queued is dropped eventually. */
-  timer_set(c, TM_ACTIVE, 1);
+  /* A client that never reads what is queued is dropped after the write
+   * timeout; one that reads slowly keeps the connection while it reads. */
+  timer_set(c, TM_WRITE, 0);
 }
 
 static void write_raw(conn *c, const void *data, size_t len) {
   if (!c->closing && !c->lost)
-    braid_transport_write(c->t, data, len);
+    out_write(c, data, len);
 }
 
 static void access_log(braid_http_server_t *s, conn *c,
@@ -420,6 +553,26 @@ static void timer_cb(braid_timer_t *t, void *arg) {
     conn_fail(c, 408, NULL);
   } else if (st == TM_IDLE) {
     conn_close(c);
+  } else if (st == TM_WRITE) {
+    /* Has the client taken a byte since the last tick? Bytes it sends do
+     * not count: a client that pipelines without reading is a stalled
+     * one. */
+    braid_reactor_t *r = c->srv->r;
+    uint64_t now = braid_reactor_now(r);
+    uint64_t limit = c->srv->opts.write_timeout;
+    out_sample(c, 0);
+    if (c->acked > c->wmark) {
+      c->wmark = c->acked;
+      c->wlast = now;
+    }
+    uint64_t quiet = now - c->wlast;
+    if (quiet >= limit) {
+      conn_abort(c, BRAID_ETIMEDOUT);
+    } else {
+      uint64_t d = limit - quiet < limit / 4 ? limit - quiet : limit / 4;
+      c->tstate = TM_WRITE;
+      braid_timer_start(r, &c->timer, d > 0 ? d : 1, timer_cb, c);
+    }
   } else if (st == TM_ACTIVE || st == TM_LINGER) {
     conn_abort(c, BRAID_ETIMEDOUT);
   }
@@ -445,6 +598,13 @@ static void timer_set(conn *c, int st, int restart) {
    * deadline from it would fire early (at once, after an idle second).
    * Refresh it (a vDSO call). */
   braid_reactor_update_time(c->srv->r);
+  if (st == TM_WRITE) {
+    /* Progress is looked for every quarter of the timeout (timer_cb). */
+    out_sample(c, 0);
+    c->wmark = c->acked;
+    c->wlast = braid_reactor_now(c->srv->r);
+    d = o->write_timeout / 4 > 0 ? o->write_timeout / 4 : 1;
+  }
   braid_timer_start(c->srv->r, &c->timer, d, timer_cb, c);
 }
 
@@ -516,6 +676,37 @@ static void access_log(braid_http_server_t *s, conn *c,
   braid_reactor_log(s->r, BRAID_LOG_INFO, "access",
                     "%s - - [%s] \"%s\" %d %llu", peer, when, line, status,
                     (unsigned long long)bytes);
+}
+
+/* Log q's line, once. `lost`: the connection went away first, so the
+ * body bytes are those written by then (chunk framing included, never
+ * more than the body), and a request that had no response yet is 499,
+ * nginx's "client closed request". */
+static void req_log(conn *c, braid_http_req_t *q, int lost) {
+  if (q->logged)
+    return;
+  q->logged = true;
+  int status = q->status;
+  uint64_t body = q->no_body ? 0 : q->sent;
+  if (lost && !q->head_sent) {
+    status = 499;
+    body = 0;
+  } else if (lost) {
+    uint64_t w = c->acked > q->body_at ? c->acked - q->body_at : 0;
+    if (w < body)
+      body = w;
+  }
+  access_log(c->srv, c, q, status, body);
+}
+
+/* The finished response that waited for a slow client is out (or lost). */
+static void logq_flush(conn *c, int lost) {
+  braid_http_req_t *q = c->logq;
+  if (q == NULL)
+    return;
+  c->logq = NULL;
+  req_log(c, q, lost);
+  req_free(q);
 }
 
 /* ------------------------------------------------------------------------
@@ -853,18 +1044,15 @@ int braid_http_start(braid_http_req_t *q, int status,
   char *h = head_build(q, status, f, nf, length, &hl);
   if (h == NULL)
     return BRAID_EINVAL;
-  rc = braid_transport_write(q->c->t, h, hl);
+  rc = out_write(q->c, h, hl);
+  q->body_at = q->c->out_total;
   braid_free(h);
   return rc;
 }
 
-/* Body bytes out: framing, HEAD, length accounting. `owned` memory is
- * handed to the transport (freed by braid_free when written). */
-static void owned_release(void *data, void *arg) {
-  (void)arg;
-  braid_free(data);
-}
-
+/* Body bytes out: framing, HEAD, length accounting. `owned` memory (at
+ * most HTTP_OUT_PIECE bytes) is handed to the transport (freed by
+ * braid_free when written). */
 static int body_out(braid_http_req_t *q, const void *data, size_t len,
                     void *owned) {
   if (len == 0) {
@@ -880,26 +1068,22 @@ static int body_out(braid_http_req_t *q, const void *data, size_t len,
     braid_free(owned);
     return 0;
   }
-  braid_transport_t *t = q->c->t;
+  conn *c = q->c;
   char hdr[24];
   size_t hn = 0;
   if (q->chunked)
     hn = (size_t)snprintf(hdr, sizeof hdr, "%zx\r\n", len);
   int rc;
   if (owned != NULL) {
-    rc = hn ? braid_transport_write(t, hdr, hn) : 0;
-    if (rc == 0) {
-      rc = braid_transport_write_owned(t, owned, len, owned_release, NULL);
-      if (rc < 0)
-        braid_free(owned);
-    } else {
+    rc = hn ? out_write(c, hdr, hn) : 0;
+    if (rc == 0)
+      rc = out_owned(c, owned, len);
+    else
       braid_free(owned);
-    }
     if (rc == 0 && q->chunked)
-      rc = braid_transport_write(t, "\r\n", 2);
+      rc = out_write(c, "\r\n", 2);
   } else {
-    braid_iovec_t v[3] = {{hdr, hn}, {data, len}, {"\r\n", q->chunked ? 2 : 0}};
-    rc = braid_transport_writev(t, q->chunked ? v : v + 1, q->chunked ? 3 : 1);
+    rc = out_body(c, hdr, hn, data, len, "\r\n", q->chunked ? 2 : 0);
   }
   return rc;
 }
@@ -936,8 +1120,10 @@ int braid_http_respond(braid_http_req_t *q, int status,
   if (h == NULL)
     return BRAID_EINVAL;
   /* Head and body in one write: a small response is one syscall. */
-  braid_iovec_t v[2] = {{h, hl}, {body, q->no_body ? 0 : len}};
-  rc = braid_transport_writev(q->c->t, v, 2);
+  conn *c = q->c;
+  uint64_t at = c->out_total;
+  rc = out_body(c, h, hl, body, q->no_body ? 0 : len, NULL, 0);
+  q->body_at = at + hl;
   braid_free(h);
   q->sent = len;
   int rc2 = braid_http_finish(q);
@@ -960,8 +1146,21 @@ bool braid_http_write_paused(const braid_http_req_t *q) {
 /* The response is complete: log, decide about the connection, move on. */
 static void req_done(braid_http_req_t *q) {
   conn *c = q->c;
-  access_log(c->srv, c, q, q->status, q->no_body ? 0 : q->sent);
   c->req = NULL;
+  /* A response the client is slow to read, or that a failing transport
+   * may not deliver, is logged when that is settled: when the client has
+   * read it (conn_resume) or the connection is lost (conn_lost, with the
+   * bytes written). No other request is dispatched meanwhile (the
+   * transport asks to stop producing, or is going away), so one slot is
+   * enough. */
+  out_sample(c, 0);
+  logq_flush(c, 0);
+  int defer =
+      c->acked < c->out_total && (c->wpaused || braid_transport_closing(c->t));
+  if (defer)
+    c->logq = q;
+  else
+    req_log(c, q, 0);
   if (q->bstate == 1) {
     /* The handler finished while still reading: stop delivering. */
     q->bstate = 2;
@@ -975,7 +1174,8 @@ static void req_done(braid_http_req_t *q) {
   if (!keep) {
     conn_close(c);
   }
-  req_free(q);
+  if (!defer)
+    req_free(q);
   if (c->depth == 0)
     conn_process(c);
 }
@@ -1000,11 +1200,12 @@ int braid_http_finish(braid_http_req_t *q) {
     char *h = head_build(q, 200, NULL, 0, 0, &hl);
     if (h != NULL) {
       write_raw(c, h, hl);
+      q->body_at = c->out_total;
       braid_free(h);
     }
   }
   if (q->chunked && !q->no_body && !c->closing)
-    rc = braid_transport_write(c->t, "0\r\n\r\n", 5);
+    rc = out_write(c, "0\r\n\r\n", 5);
   if (q->guard > 0 || q->fstate != FILE_NONE) {
     /* Inside our own callback into the handler (a file `done`), or a file
      * still being sent (its release needs the request): the request is
@@ -1023,26 +1224,37 @@ static void file_release(void *data, void *arg) {
   (void)data;
   braid_http_req_t *q = arg;
   q->fstate = q->fleft > 0 && q->fstatus == 0 ? FILE_MORE : FILE_DONE;
-  if (q->c != NULL)
+  if (q->c != NULL) {
+    out_sample(q->c, 1);
     conn_kick(q->c);
+  }
 }
 
 /* Queue the next piece of a sendfile body. */
 static int file_send_piece(braid_http_req_t *q) {
-  size_t n =
-      q->fleft < HTTP_SENDFILE_PIECE ? (size_t)q->fleft : HTTP_SENDFILE_PIECE;
+  uint64_t piece = q->sent < HTTP_OUT_PIECE ? HTTP_OUT_PIECE : q->sent;
+  if (piece > HTTP_SENDFILE_PIECE)
+    piece = HTTP_SENDFILE_PIECE;
+  size_t n = q->fleft < piece ? (size_t)q->fleft : (size_t)piece;
   uint64_t off = q->foff;
   /* Account first: the release may run inside the call. */
+  conn *c = q->c;
+  int live = !braid_transport_closing(c->t);
   q->fstate = FILE_SENDING;
   q->foff += n;
   q->fleft -= n;
   q->sent += n;
-  int rc = braid_transport_sendfile(q->c->t, q->ffd, off, n, file_release, q);
+  if (live)
+    c->out_total += n;
+  int rc = braid_transport_sendfile(c->t, q->ffd, off, n, file_release, q);
   if (rc < 0) {
     q->foff -= n;
     q->fleft += n;
     q->sent -= n;
+    if (live)
+      c->out_total -= n;
   }
+  out_sample(c, 0);
   return rc;
 }
 
@@ -1137,7 +1349,13 @@ static void conn_update(conn *c) {
   if (c->lost || c->closing)
     return;
   int want;
-  if (c->req == NULL)
+  if (c->wpaused)
+    /* The client does not read what we send: read nothing more from it
+     * (no next request, no more body for a handler to answer) until it
+     * does. What it sends meanwhile waits in the kernel's buffers, and
+     * TCP stops it. */
+    want = 0;
+  else if (c->req == NULL)
     want = c->bmode == BODY_DISCARD || c->bmode == BODY_NONE;
   else
     /* While a handler works on a request whose body is in, keep reading
@@ -1157,14 +1375,16 @@ static void conn_update(conn *c) {
     braid_transport_pause_reading(c->t);
   }
   /* Timeouts follow what we are waiting for. */
-  if (c->req == NULL) {
+  if (c->wpaused) {
+    timer_set(c, TM_WRITE, 0);
+  } else if (c->req == NULL) {
     if (c->bmode == BODY_DISCARD)
       timer_set(c, TM_ACTIVE, 0);
     else if (c->len > 0)
       timer_set(c, TM_HEAD, 0);
     else
       timer_set(c, TM_IDLE, 0);
-  } else if ((c->bmode == BODY_DELIVER && !c->req->bpaused) || c->wpaused) {
+  } else if (c->bmode == BODY_DELIVER && !c->req->bpaused) {
     timer_set(c, TM_ACTIVE, 0);
   } else {
     timer_set(c, TM_NONE, 0);
@@ -1224,8 +1444,6 @@ static void conn_process(conn *c) {
       continue;
     }
     if (q != NULL && q->fstate == FILE_MORE) {
-      if (c->tstate == TM_ACTIVE)
-        timer_set(c, TM_ACTIVE, 1);
       if (c->closing || braid_transport_closing(c->t)) {
         q->fstatus = BRAID_ECLOSED;
         q->fstate = FILE_DONE;
@@ -1270,19 +1488,24 @@ static void conn_process(conn *c) {
     }
     if (q != NULL || c->len == 0)
       break;
-    /* The next request head. */
-    braid_http_request_t pr;
-    memset(&pr, 0, sizeof pr);
-    pr.headers = c->hdrs;
-    pr.headers_cap = HTTP_MAX_HEADERS;
-    int n = braid_http_parse_request(c->buf, c->len, &pr, &c->srv->opts.limits);
+    /* Not while the client does not read: the next response would only
+     * add to what waits for it (conn_resume goes on). */
+    if (c->wpaused)
+      break;
+    /* The next request head, carrying on where the last segment left
+     * the parser. */
+    braid_http_request_t *pr = &c->pr;
+    if (c->srv->probe != NULL)
+      c->srv->probe(c->buf, c->len, pr, c->srv->probe_arg);
+    int n = braid_http_parse_request(c->buf, c->len, pr, &c->srv->opts.limits);
     if (n == BRAID_HTTP_INCOMPLETE)
       break;
     if (n < 0) {
-      conn_fail(c, pr.error_status ? pr.error_status : 400, NULL);
+      conn_fail(c, pr->error_status ? pr->error_status : 400, NULL);
       break;
     }
-    q = req_new(c, &pr, (size_t)n);
+    q = req_new(c, pr, (size_t)n);
+    braid_http_request_reset(pr); /* the next head starts afresh */
     if (q == NULL) {
       conn_fail(c, 503, NULL);
       break;
@@ -1399,14 +1622,16 @@ static void conn_pause(braid_protocol_t *p) {
 static void conn_resume(braid_protocol_t *p) {
   conn *c = conn_of(p);
   c->wpaused = 0;
+  /* The client read its way below the low-water mark: a response that
+   * finished while it was slow is as good as sent. */
+  out_sample(c, 0);
+  logq_flush(c, 0);
   braid_http_req_t *q = c->req;
   if (q != NULL && q->sops != NULL && q->sops->resume != NULL) {
     c->depth++;
     q->sops->resume(q, q->sarg);
     c->depth--;
   }
-  if (c->tstate == TM_ACTIVE)
-    timer_set(c, TM_ACTIVE, 1);
   conn_process(c);
 }
 
@@ -1415,6 +1640,10 @@ static void server_maybe_free(braid_http_server_t *s);
 static void conn_lost(braid_protocol_t *p, int reason) {
   conn *c = conn_of(p);
   braid_http_server_t *s = c->srv;
+  /* An orderly close wrote everything queued; otherwise the last sample
+   * (out_sample) is what is known to have gone out. */
+  if (reason == 0 && c->lost_reason == 0)
+    c->acked = c->out_total;
   c->lost = 1;
   if (c->lost_reason != 0)
     reason = c->lost_reason;
@@ -1424,8 +1653,11 @@ static void conn_lost(braid_protocol_t *p, int reason) {
     braid_timer_cancel(&c->timer);
   if (braid_timer_active(&c->kick))
     braid_timer_cancel(&c->kick);
+  /* Every request gets its log line, a response cut short included. */
+  logq_flush(c, 1);
   braid_http_req_t *q = c->req;
   if (q != NULL) {
+    req_log(c, q, 1);
     c->req = NULL;
     q->c = NULL;
     q->guard++;
@@ -1479,6 +1711,8 @@ static braid_protocol_t *conn_build(braid_factory_t *f,
   c->p.user = c;
   c->srv = s;
   c->rpaused = 0;
+  c->pr.headers = c->hdrs;
+  c->pr.headers_cap = HTTP_MAX_HEADERS;
   if (peer != NULL)
     c->peer = *peer;
   c->next = s->conns;
@@ -1517,6 +1751,9 @@ int braid_http_server_create(braid_reactor_t *r,
     s->opts.header_timeout = BRAID_SEC(10);
   if (s->opts.idle_timeout == 0)
     s->opts.idle_timeout = BRAID_SEC(60);
+  /* nginx's send_timeout default. */
+  if (s->opts.write_timeout == 0)
+    s->opts.write_timeout = BRAID_SEC(60);
   if (s->opts.max_body == 0)
     s->opts.max_body = 16u * 1024u * 1024u;
   s->server_name = dupstr(s->opts.server_name ? s->opts.server_name : "braid");
@@ -1596,6 +1833,30 @@ int braid_http_server_addr(const braid_http_server_t *s, braid_addr_t *out) {
 
 size_t braid_http_server_connections(const braid_http_server_t *s) {
   return s != NULL ? s->nconns : 0;
+}
+
+void braid_http_server_stats_get(const braid_http_server_t *s,
+                                 braid_http_server_stats *out) {
+  if (out == NULL)
+    return;
+  memset(out, 0, sizeof *out);
+  if (s == NULL)
+    return;
+  out->connections = s->nconns;
+  for (const conn *c = s->conns; c != NULL; c = c->next) {
+    out->input_buffered += c->cap;
+    uint64_t q = c->t != NULL ? braid_transport_write_queued(c->t) : 0;
+    out->output_queued += q;
+    if (q > out->output_queued_max)
+      out->output_queued_max = q;
+  }
+}
+
+void braid__http_server_set_parse_probe(braid_http_server_t *s,
+                                        braid__http_parse_probe_cb cb,
+                                        void *arg) {
+  s->probe = cb;
+  s->probe_arg = arg;
 }
 
 static void server_maybe_free(braid_http_server_t *s) {

@@ -161,8 +161,8 @@ static void listing(braid_http_static_t *s, braid_http_req_t *req,
     const char *nm = e->d_name;
     if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
       continue;
-    if (s->opts.no_dotfiles && nm[0] == '.')
-      continue;
+    if (!s->opts.dotfiles && nm[0] == '.')
+      continue; /* hidden: not published, so not listed */
     size_t l = strlen(nm);
     /* Mark directories with a trailing slash, as Twisted's listing does. */
     struct stat st;
@@ -189,7 +189,8 @@ static void listing(braid_http_static_t *s, braid_http_req_t *req,
   closedir(d);
   sbuf b = {0};
   if (!oom) {
-    qsort(names, n, sizeof *names, name_cmp);
+    if (n > 1) /* names is NULL for an empty folder */
+      qsort(names, n, sizeof *names, name_cmp);
     const char *path = braid_http_req_path(req);
     sb_str(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
                "<title>Index of ");
@@ -223,8 +224,10 @@ static void listing(braid_http_static_t *s, braid_http_req_t *req,
   braid_free(b.p);
 }
 
-/* Refuse any ".." segment, backslashes and (optionally) dotfiles. The
- * path is already percent-decoded, so "%2e%2e" arrives here as "..". */
+/* Refuse any ".." segment, backslashes and (unless published) hidden
+ * names: any segment starting with '.', so "/.git/config" and
+ * "/a/.env" alike. The path is already percent-decoded, so "%2e%2e"
+ * arrives here as "..". */
 static int path_check(const braid_http_static_t *s, const char *rest) {
   const char *p = rest;
   while (*p) {
@@ -238,10 +241,87 @@ static int path_check(const braid_http_static_t *s, const char *rest) {
       return 403;
     if (memchr(seg, '\\', l) != NULL)
       return 403;
-    if (s->opts.no_dotfiles && l > 0 && seg[0] == '.')
+    if (!s->opts.dotfiles && l > 0 && seg[0] == '.')
       return 404;
   }
   return 0;
+}
+
+/* The one containment check, for every file a request opens: resolve
+ * every symlink in `path` and make sure the result is still under the
+ * root. Returns the resolved path (free() it) with its stat, or NULL and
+ * the status to answer with. */
+static char *resolve_inside(const braid_http_static_t *s, const char *path,
+                            struct stat *st, int *status) {
+  char *real = realpath(path, NULL);
+  if (real == NULL) {
+    *status = errno == EACCES ? 403 : 404;
+    return NULL;
+  }
+  if (strncmp(real, s->root, s->root_len) != 0 ||
+      (real[s->root_len] != '\0' && real[s->root_len] != '/')) {
+    free(real);
+    *status = 403;
+    return NULL;
+  }
+  if (stat(real, st) < 0) {
+    free(real);
+    *status = 404;
+    return NULL;
+  }
+  return real;
+}
+
+/* Open a file resolve_inside() returned. O_NOFOLLOW: the name had no
+ * symlink when it was resolved, so one there now was put there since. */
+static int open_resolved(const char *real) {
+  return open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* A byte that may stand for itself in the path of a Location (RFC 3986
+ * pchar and '/'); anything else is percent-encoded. */
+static int loc_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=:@/", ch) != NULL;
+}
+
+/* The redirect to a directory's slash form: the decoded path, encoded
+ * again, with runs of '/' made one, a '/' added, and the query as sent.
+ * Only a path: "//host/x" would be a network-path reference (RFC 3986
+ * section 4.2), which browsers follow to another host, and the scheme and
+ * host of an absolute-form request are the client's word. */
+static char *slash_location(braid_http_req_t *req) {
+  const char *path = braid_http_req_path(req);
+  braid_http_view_t query = braid_http_req_query(req);
+  size_t cap = strlen(path) * 3 + query.len + 4;
+  char *loc = braid_malloc(cap);
+  if (loc == NULL)
+    return NULL;
+  static const char hex[] = "0123456789ABCDEF";
+  size_t o = 0;
+  loc[o++] = '/';
+  for (const char *p = path; *p != '\0'; p++) {
+    unsigned char ch = (unsigned char)*p;
+    if (ch == '/') {
+      if (loc[o - 1] != '/')
+        loc[o++] = '/';
+    } else if (ch != 0 && loc_char(ch)) {
+      loc[o++] = (char)ch;
+    } else {
+      loc[o++] = '%';
+      loc[o++] = hex[ch >> 4];
+      loc[o++] = hex[ch & 15];
+    }
+  }
+  if (loc[o - 1] != '/')
+    loc[o++] = '/';
+  if (query.ptr != NULL) {
+    loc[o++] = '?';
+    memcpy(loc + o, query.ptr, query.len);
+    o += query.len;
+  }
+  loc[o] = '\0';
+  return loc;
 }
 
 static int etag_match(braid_http_view_t v, const char *etag) {
@@ -447,43 +527,21 @@ void braid_http_static_handler(braid_http_req_t *req, void *arg) {
     memcpy(full + s->root_len + 1, rest, rl + 1);
   }
   /* Symlinks may point anywhere: resolve and check we stayed inside. */
-  char *real = realpath(full, NULL);
-  if (real == NULL) {
-    braid_free(full);
-    plain(req, errno == EACCES ? 403 : 404);
-    return;
-  }
-  if (strncmp(real, s->root, s->root_len) != 0 ||
-      (real[s->root_len] != '\0' && real[s->root_len] != '/')) {
-    free(real);
-    braid_free(full);
-    plain(req, 403);
-    return;
-  }
   struct stat st;
-  if (stat(real, &st) < 0) {
-    free(real);
-    braid_free(full);
-    plain(req, 404);
+  int status = 0;
+  char *real = resolve_inside(s, full, &st, &status);
+  braid_free(full);
+  if (real == NULL) {
+    plain(req, status);
     return;
   }
   if (S_ISDIR(st.st_mode)) {
     const char *path = braid_http_req_path(req);
     size_t pl = strlen(path);
     if (pl == 0 || path[pl - 1] != '/') {
-      /* Relative links in the page need the trailing slash. The target
-       * as sent (still percent-encoded) plus '/' keeps the encoding. */
-      braid_http_view_t t = braid_http_req_target(req);
-      size_t tl = t.len;
-      const char *qm = memchr(t.ptr, '?', t.len);
-      if (qm != NULL)
-        tl = (size_t)(qm - t.ptr);
-      char *loc = braid_malloc(t.len + 2);
+      /* Relative links in the page need the trailing slash. */
+      char *loc = slash_location(req);
       if (loc != NULL) {
-        memcpy(loc, t.ptr, tl);
-        loc[tl] = '/';
-        memcpy(loc + tl + 1, t.ptr + tl, t.len - tl);
-        loc[t.len + 1] = '\0';
         braid_http_field_t f[2] = {{"Location", loc},
                                    {"Content-Type", "text/plain"}};
         braid_http_respond(req, 301, f, 2, "301 Moved Permanently\n", 22);
@@ -492,43 +550,52 @@ void braid_http_static_handler(braid_http_req_t *req, void *arg) {
         plain(req, 500);
       }
       free(real);
-      braid_free(full);
       return;
     }
     size_t l = strlen(real);
     char *idx = braid_malloc(l + 12);
     if (idx == NULL) {
       free(real);
-      braid_free(full);
       plain(req, 500);
       return;
     }
     memcpy(idx, real, l);
     memcpy(idx + l, "/index.html", 12);
+    /* index.html is a file this request opens like any other: it gets
+     * the same containment check (it may be a symlink to anywhere). */
     struct stat ist;
-    if (stat(idx, &ist) == 0 && S_ISREG(ist.st_mode)) {
-      int fd = open(idx, O_RDONLY | O_CLOEXEC);
-      if (fd >= 0)
-        serve_file(s, req, fd, &ist, idx);
-      else
+    int istatus = 0;
+    char *ireal = resolve_inside(s, idx, &ist, &istatus);
+    braid_free(idx);
+    if (ireal != NULL && S_ISREG(ist.st_mode)) {
+      int fd = open_resolved(ireal);
+      if (fd < 0)
         plain(req, 403);
+      else if (fstat(fd, &ist) == 0)
+        serve_file(s, req, fd, &ist, ireal);
+      else {
+        close(fd);
+        plain(req, 500);
+      }
+    } else if (ireal == NULL && istatus == 403) {
+      /* There is an index.html, but it leads out of the root (or cannot
+       * be read): refuse rather than list around it. */
+      plain(req, 403);
     } else if (s->opts.no_listing) {
       plain(req, 404);
     } else {
       listing(s, req, real);
     }
-    braid_free(idx);
+    free(ireal);
     free(real);
-    braid_free(full);
     return;
   }
   if (!S_ISREG(st.st_mode)) {
     free(real);
-    braid_free(full);
     plain(req, 403);
     return;
   }
-  int fd = open(real, O_RDONLY | O_CLOEXEC);
+  int fd = open_resolved(real);
   if (fd < 0) {
     plain(req, errno == EACCES ? 403 : 404);
   } else {
@@ -541,5 +608,4 @@ void braid_http_static_handler(braid_http_req_t *req, void *arg) {
     }
   }
   free(real);
-  braid_free(full);
 }

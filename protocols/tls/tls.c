@@ -40,6 +40,19 @@
 #define BRAID__TLS_CACHE_MAX 64
 #define BRAID__TLS_ALPN_MAX 256
 
+/* The default suites (braid/tls.h says why): for TLS 1.2, ECDHE key
+ * exchange with AES-GCM or ChaCha20-Poly1305, ECDSA and RSA certificates,
+ * in the order of Mozilla's "intermediate" profile without its DHE
+ * suites; for TLS 1.3, its three mandatory-or-common AEAD suites (RFC
+ * 8446 9.1), AES-128-GCM first. */
+#define BRAID__TLS_CIPHERS                                                     \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                 \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                 \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define BRAID__TLS_CIPHERSUITES                                                \
+  "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"                             \
+  "TLS_CHACHA20_POLY1305_SHA256"
+
 /* ------------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------------ */
@@ -56,6 +69,7 @@ struct braid_tls_context {
   unsigned refs;
   braid_tls_role role;
   bool verify, lenient_eof;
+  uint64_t hs_timeout;                     /* ns; 0: none */
   unsigned char alpn[BRAID__TLS_ALPN_MAX]; /* wire format */
   size_t alpn_len;
   braid_tls_sni_cb sni_cb;
@@ -78,7 +92,9 @@ static void braid__tls_ctx_log(const char *what) {
   char e[BRAID__TLS_ERR_MAX];
   braid__tls_errtext(e, sizeof e);
   char line[BRAID__TLS_ERR_MAX + 128];
-  snprintf(line, sizeof line, "%s: %s", what, e);
+  /* A long file name may cut the line short: it is only a log line. */
+  if (snprintf(line, sizeof line, "%s: %s", what, e) < 0)
+    return;
   braid_log_default(NULL, BRAID_LOG_ERROR, "tls", line);
 }
 
@@ -144,6 +160,16 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
   SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   /* Idle connections give their record buffers back. */
   SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+  c->hs_timeout = BRAID_TLS_HANDSHAKE_TIMEOUT;
+  /* Forward-secret AEAD suites only (see braid/tls.h for the why). Both
+   * calls fail only when no listed suite is available at all. */
+  if (SSL_CTX_set_cipher_list(c->ctx, BRAID__TLS_CIPHERS) != 1 ||
+      SSL_CTX_set_ciphersuites(c->ctx, BRAID__TLS_CIPHERSUITES) != 1) {
+    braid__tls_ctx_log("cannot set the default cipher suites");
+    SSL_CTX_free(c->ctx);
+    braid_free(c);
+    return BRAID_ENOMEM;
+  }
   if (role == BRAID_TLS_CLIENT) {
     c->verify = true;
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
@@ -159,6 +185,13 @@ int braid_tls_context_create(braid_tls_context_t **out, braid_tls_role role) {
      * id; tickets are on by default. */
     SSL_CTX_set_session_id_context(c->ctx, (const unsigned char *)"braid", 5);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    /* The server's order decides, so a client that lists a weaker suite
+     * first still gets the strongest one both have (all are AEAD, but
+     * 128-bit AES-GCM is first for speed where AES-NI exists); ChaCha20 is
+     * preferred for clients that put it first, which are the ones without
+     * AES hardware. */
+    SSL_CTX_set_options(c->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                    SSL_OP_PRIORITIZE_CHACHA);
     SSL_CTX_set_alpn_select_cb(c->ctx, braid__tls_alpn_select_cb, c);
     SSL_CTX_set_tlsext_servername_callback(c->ctx, braid__tls_sni_select_cb);
     SSL_CTX_set_tlsext_servername_arg(c->ctx, c);
@@ -333,6 +366,55 @@ int braid_tls_context_set_min_version(braid_tls_context_t *ctx, int version) {
                                                                : BRAID_EINVAL;
 }
 
+int braid_tls_context_set_handshake_timeout(braid_tls_context_t *ctx,
+                                            uint64_t ns) {
+  if (ctx == NULL)
+    return BRAID_EINVAL;
+  ctx->hs_timeout = ns;
+  return 0;
+}
+
+uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx) {
+  return ctx != NULL ? ctx->hs_timeout : 0;
+}
+
+/* The three list setters: OpenSSL checks the names and fails when nothing
+ * usable is left, which is logged with OpenSSL's reason. */
+static int braid__tls_set_list(braid_tls_context_t *ctx, const char *list,
+                               int (*set)(SSL_CTX *, const char *),
+                               const char *what) {
+  if (ctx == NULL || list == NULL || list[0] == '\0')
+    return BRAID_EINVAL;
+  if (set(ctx->ctx, list) != 1) {
+    char line[300];
+    snprintf(line, sizeof line, "no usable %s in '%.200s'", what, list);
+    braid__tls_ctx_log(line);
+    return BRAID_EINVAL;
+  }
+  return 0;
+}
+
+/* SSL_CTX_set1_groups_list is a macro over SSL_CTX_ctrl. */
+static int braid__tls_set_groups(SSL_CTX *c, const char *list) {
+  return SSL_CTX_set1_groups_list(c, list) == 1 ? 1 : 0;
+}
+
+int braid_tls_context_set_ciphers(braid_tls_context_t *ctx, const char *list) {
+  return braid__tls_set_list(ctx, list, SSL_CTX_set_cipher_list,
+                             "TLS 1.2 cipher suite");
+}
+
+int braid_tls_context_set_ciphersuites(braid_tls_context_t *ctx,
+                                       const char *list) {
+  return braid__tls_set_list(ctx, list, SSL_CTX_set_ciphersuites,
+                             "TLS 1.3 cipher suite");
+}
+
+int braid_tls_context_set_groups(braid_tls_context_t *ctx, const char *list) {
+  return braid__tls_set_list(ctx, list, braid__tls_set_groups,
+                             "key exchange group");
+}
+
 int braid_tls_context_set_lenient_eof(braid_tls_context_t *ctx, bool on) {
   if (ctx == NULL)
     return BRAID_EINVAL;
@@ -370,6 +452,8 @@ typedef struct braid__tls_chunk {
   unsigned char data[];
 } braid__tls_chunk;
 
+struct braid__tls_factory;
+
 typedef struct braid__tls {
   braid_transport_t t;      /* what the user's protocol sees */
   braid_protocol_t lower_p; /* what the lower transport sees */
@@ -381,16 +465,52 @@ typedef struct braid__tls {
   size_t pending;                /* bytes in that queue */
   size_t lower_low;              /* the lower limits we last set */
   braid_factory_t *inner;        /* server wrap: builds the user protocol */
+  /* Server wrap: the factory that owns this connection while its handshake
+   * runs (and may abort it), linked in its list; NULL once the user's
+   * protocol exists or the factory let go. */
+  struct braid__tls_factory *tf;
+  struct braid__tls *hs_prev, *hs_next;
   braid_addr_t peer;
-  braid_timer_t kick; /* processes buffered input on a later turn */
-  int reason;         /* for the user's connection_lost */
-  char *alpn;         /* negotiated, NUL-terminated */
+  braid_timer_t kick;     /* processes buffered input on a later turn */
+  braid_timer_t hs_timer; /* the handshake's deadline */
+  uint64_t hs_timeout;    /* from the context, ns; 0: none */
+  int reason;             /* for the user's connection_lost */
+  char *alpn;             /* negotiated, NUL-terminated */
   char err[BRAID__TLS_ERR_MAX];
   uint8_t server, started, handshaken, made, lost, failed, sent_shutdown,
       got_close_notify, eof_delivered, in_process;
 } braid__tls;
 
 #define BRAID__TLS(tp) braid__container_of(tp, braid__tls, t)
+
+/* A server-side wrapping factory (braid_tls_wrap_factory). It owns the
+ * connections whose handshake is in progress, which have no user protocol
+ * yet and so no owner the user could reach: freeing the factory aborts
+ * them, so that `inner` (and whatever owns it) may go away right after. */
+typedef struct braid__tls_factory {
+  braid_factory_t f;
+  braid_factory_t *inner;
+  braid_tls_context_t *ctx;
+  braid__tls *hs; /* handshakes in progress */
+  size_t nhs;
+} braid__tls_factory;
+
+/* The connection leaves its factory's list: its handshake is over one way
+ * or the other, or the factory is going away. */
+static void braid__tls_unlink(braid__tls *s) {
+  braid__tls_factory *tf = s->tf;
+  if (tf == NULL)
+    return;
+  if (s->hs_prev != NULL)
+    s->hs_prev->hs_next = s->hs_next;
+  else
+    tf->hs = s->hs_next;
+  if (s->hs_next != NULL)
+    s->hs_next->hs_prev = s->hs_prev;
+  s->hs_prev = s->hs_next = NULL;
+  s->tf = NULL;
+  tf->nhs--;
+}
 
 static const braid__transport_vt braid__tls_vt;
 static const braid_protocol_ops braid__tls_lower_ops;
@@ -433,8 +553,11 @@ static void braid__tls_free_pending(braid__tls *s) {
 }
 
 static void braid__tls_destroy(braid__tls *s) {
+  braid__tls_unlink(s);
   if (braid_timer_active(&s->kick))
     braid_timer_cancel(&s->kick);
+  if (braid_timer_active(&s->hs_timer))
+    braid_timer_cancel(&s->hs_timer);
   braid__tls_free_pending(s);
   SSL_free(s->ssl); /* frees both BIOs */
   braid__tls_ctx_unref(s->ctx);
@@ -464,7 +587,14 @@ static int braid__tls_flush(braid__tls *s) {
 }
 
 /* The connection failed: record why, send whatever alert OpenSSL queued,
- * and drop the lower transport. */
+ * and drop the lower transport: closed (the alert is flushed first), or
+ * aborted when `abort` is set. */
+static void braid__tls_failv(braid__tls *s, int reason, int abort,
+                             const char *fmt, va_list ap)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 4, 0)))
+#endif
+    ;
 static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 3, 4)))
@@ -472,14 +602,19 @@ static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...)
     ;
 
 static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  braid__tls_failv(s, reason, 0, fmt, ap);
+  va_end(ap);
+}
+
+static void braid__tls_failv(braid__tls *s, int reason, int abort,
+                             const char *fmt, va_list ap) {
   if (s->failed || s->lost)
     return;
   s->failed = 1;
   s->reason = reason;
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(s->err, sizeof s->err, fmt, ap);
-  va_end(ap);
   char peer[64] = "?";
   if (s->lower != NULL) {
     braid_addr_t a;
@@ -490,11 +625,14 @@ static void braid__tls_fail(braid__tls *s, int reason, const char *fmt, ...) {
                     "tls", "%s with %s: %s",
                     s->handshaken ? "connection" : "handshake", peer, s->err);
   s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+  if (braid_timer_active(&s->hs_timer))
+    braid_timer_cancel(&s->hs_timer);
   braid__tls_free_pending(s);
   if (s->lower != NULL) {
     /* The alert (if any) is best effort: close flushes it first. */
-    braid__tls_flush(s);
-    if (braid_transport_close(s->lower) < 0)
+    if (!abort)
+      braid__tls_flush(s);
+    if (abort || braid_transport_close(s->lower) < 0)
       braid_transport_abort(s->lower);
   }
 }
@@ -572,6 +710,11 @@ static void braid__tls_send_shutdown(braid__tls *s) {
  * wrap) and learns about the connection. */
 static void braid__tls_handshake_done(braid__tls *s) {
   s->handshaken = 1;
+  if (braid_timer_active(&s->hs_timer))
+    braid_timer_cancel(&s->hs_timer);
+  /* From here on the connection belongs to the user's protocol (or is
+   * refused), no longer to the factory. */
+  braid__tls_unlink(s);
   const unsigned char *a = NULL;
   unsigned alen = 0;
   SSL_get0_alpn_selected(s->ssl, &a, &alen);
@@ -1019,6 +1162,7 @@ static braid__tls *braid__tls_new(braid_reactor_t *r, braid_tls_context_t *ctx,
   }
   s->ctx = ctx;
   ctx->refs++;
+  s->hs_timeout = ctx->hs_timeout;
   braid__transport_init(&s->t, &braid__tls_vt, r, user);
   s->lower_p.ops = &braid__tls_lower_ops;
   s->lower_low = (size_t)-1;
@@ -1036,9 +1180,42 @@ fail:
   return NULL;
 }
 
-/* The lower transport is up: a client sends its ClientHello. */
+/* The handshake did not complete in time: a peer that sends nothing, part
+ * of a hello or stops in the middle would otherwise hold the connection
+ * (and its buffers) for ever, since no protocol and so no protocol timer
+ * exists before the handshake. Aborted, not closed: a peer that stalls may
+ * not read either, and there is nothing worth flushing. */
+static void braid__tls_timed_out(braid__tls *s, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void braid__tls_timed_out(braid__tls *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  braid__tls_failv(s, BRAID_ETIMEDOUT, 1, fmt, ap);
+  va_end(ap);
+}
+
+static void braid__tls_hs_timeout_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  braid__tls *s = arg;
+  if (s->lost || s->failed || s->handshaken)
+    return;
+  braid__tls_timed_out(s, "handshake timed out after %llu ms",
+                       (unsigned long long)(s->hs_timeout / 1000000u));
+}
+
+/* The lower transport is up: the handshake's clock starts, and a client
+ * sends its ClientHello. */
 static int braid__tls_begin(braid__tls *s) {
   s->started = 1;
+  if (s->hs_timeout > 0) {
+    int rc = braid_timer_start(s->t.reactor, &s->hs_timer, s->hs_timeout,
+                               braid__tls_hs_timeout_cb, s);
+    if (rc < 0)
+      return rc;
+  }
   if (!s->server)
     braid__tls_process(s);
   return 0;
@@ -1067,12 +1244,6 @@ int braid_tls_connect(braid_reactor_t *r, const braid_addr_t *addr,
   return rc;
 }
 
-typedef struct braid__tls_factory {
-  braid_factory_t f;
-  braid_factory_t *inner;
-  braid_tls_context_t *ctx;
-} braid__tls_factory;
-
 static braid_protocol_t *braid__tls_build(braid_factory_t *f,
                                           const braid_addr_t *peer) {
   braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
@@ -1083,6 +1254,12 @@ static braid_protocol_t *braid__tls_build(braid_factory_t *f,
     return NULL;
   s->inner = tf->inner;
   s->peer = *peer;
+  s->tf = tf;
+  s->hs_next = tf->hs;
+  if (tf->hs != NULL)
+    tf->hs->hs_prev = s;
+  tf->hs = s;
+  tf->nhs++;
   return &s->lower_p;
 }
 
@@ -1102,10 +1279,38 @@ int braid_tls_wrap_factory(braid_factory_t *inner, braid_tls_context_t *ctx,
   return 0;
 }
 
+/* Abort every handshake still in progress: they never reach `inner`. The
+ * lower transports report connection_lost later (never inside abort), and
+ * the TLS layer frees itself then; there is no user protocol to tell. */
+static void braid__tls_factory_abort(braid__tls_factory *tf) {
+  while (tf->hs != NULL) {
+    braid__tls *s = tf->hs;
+    braid__tls_unlink(s);
+    s->inner = NULL;
+    if (s->failed || s->lost)
+      continue;
+    s->failed = 1;
+    s->reason = BRAID_ECONNABORTED;
+    s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+    if (braid_timer_active(&s->hs_timer))
+      braid_timer_cancel(&s->hs_timer);
+    /* Without a lower transport yet, lower_made sees DEAD and aborts. */
+    if (s->lower != NULL)
+      braid_transport_abort(s->lower);
+  }
+}
+
+size_t braid_tls_factory_handshakes(const braid_factory_t *f) {
+  if (f == NULL || f->build != braid__tls_build)
+    return 0;
+  return braid__container_of((braid_factory_t *)f, braid__tls_factory, f)->nhs;
+}
+
 void braid_tls_factory_free(braid_factory_t *f) {
   if (f == NULL || f->build != braid__tls_build)
     return;
   braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
+  braid__tls_factory_abort(tf);
   braid__tls_ctx_unref(tf->ctx);
   braid_free(tf);
 }
@@ -1135,7 +1340,9 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
   if (out != NULL)
     *out = &s->t;
   braid__tls_sync_limits(s);
-  braid__tls_begin(s);
+  int rc = braid__tls_begin(s);
+  if (rc < 0)
+    braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
   return 0;
 }
 
@@ -1377,8 +1584,30 @@ static int braid__tls_ep_append(char *out, size_t cap, size_t *len,
 typedef struct braid__tls_ep {
   char tcp[BRAID__EP_MAX_PARTS * (2 * BRAID__EP_PART_MAX + 40)];
   const char *cert, *key, *ca_file, *ca_dir, *sni, *alpn;
+  char *ciphers, *ciphersuites, *groups; /* ',' turned into ':' */
+  uint64_t hs_timeout;
+  bool has_hs_timeout;
   braid__ep_part parts[BRAID__EP_MAX_PARTS];
 } braid__tls_ep;
+
+/* "2", "0.5": seconds, as the endpoint's own timeout= takes them. */
+static int braid__tls_ep_seconds(const char *v, uint64_t *out) {
+  char *end;
+  double d = strtod(v, &end);
+  if (end == v || *end != '\0' || !(d >= 0) || d > 1e6)
+    return -1;
+  *out = (uint64_t)(d * 1e9);
+  return 0;
+}
+
+/* OpenSSL lists are ':'-separated, which an endpoint string must escape;
+ * ',' is accepted too (as in alpn=). Edits the part in place. */
+static char *braid__tls_ep_list(char *v) {
+  for (char *c = v; *c != '\0'; c++)
+    if (*c == ',')
+      *c = ':';
+  return v;
+}
 
 /* Take the TLS options out of `desc` and rebuild the rest as "tcp:...". */
 static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
@@ -1406,8 +1635,21 @@ static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
       e->sni = v;
     else if (strcmp(k, "alpn") == 0)
       e->alpn = v;
-    else if (braid__tls_ep_append(e->tcp, sizeof e->tcp, &len, &e->parts[i]) <
-             0)
+    else if (strcmp(k, "ciphers") == 0)
+      e->ciphers = braid__tls_ep_list(e->parts[i].value);
+    else if (strcmp(k, "ciphersuites") == 0)
+      e->ciphersuites = braid__tls_ep_list(e->parts[i].value);
+    else if (strcmp(k, "groups") == 0)
+      e->groups = braid__tls_ep_list(e->parts[i].value);
+    else if (strcmp(k, "handshake_timeout") == 0) {
+      if (braid__tls_ep_seconds(v, &e->hs_timeout) < 0) {
+        if (err != NULL && errlen > 0)
+          snprintf(err, errlen, "bad handshake_timeout '%s' in '%s'", v, desc);
+        return BRAID_EINVAL;
+      }
+      e->has_hs_timeout = true;
+    } else if (braid__tls_ep_append(e->tcp, sizeof e->tcp, &len, &e->parts[i]) <
+               0)
       goto toolong;
   }
   if (server && e->cert == NULL) {
@@ -1436,24 +1678,38 @@ static int braid__tls_ep_alpn(braid_tls_context_t *ctx, const char *list) {
   return braid_tls_context_set_alpn(ctx, names, n);
 }
 
-/* The wrapping factory of a "tls:" listener lives until the reactor is
- * destroyed: a listener has no close hook to free it earlier. */
-typedef struct braid__tls_ep_owner {
-  braid__handle h;
-  braid_factory_t *f;
-} braid__tls_ep_owner;
-
-static void braid__tls_ep_owner_abort(braid__handle *h) {
-  braid__tls_ep_owner *o = braid__container_of(h, braid__tls_ep_owner, h);
-  braid_tls_factory_free(o->f);
-  braid_free(o);
-}
-
 static int braid__tls_ep_fail(char *err, size_t errlen, int rc,
                               const char *what, const char *desc) {
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "%s in '%s' (see the tls log)", what, desc);
   return rc;
+}
+
+/* The options both roles share. */
+static int braid__tls_ep_apply(braid_tls_context_t *ctx, const braid__tls_ep *e,
+                               const char *desc, char *err, size_t errlen) {
+  int rc = 0;
+  if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0)
+    return braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
+  if (e->ciphers != NULL &&
+      (rc = braid_tls_context_set_ciphers(ctx, e->ciphers)) < 0)
+    return braid__tls_ep_fail(err, errlen, rc, "bad ciphers", desc);
+  if (e->ciphersuites != NULL &&
+      (rc = braid_tls_context_set_ciphersuites(ctx, e->ciphersuites)) < 0)
+    return braid__tls_ep_fail(err, errlen, rc, "bad ciphersuites", desc);
+  if (e->groups != NULL &&
+      (rc = braid_tls_context_set_groups(ctx, e->groups)) < 0)
+    return braid__tls_ep_fail(err, errlen, rc, "bad groups", desc);
+  if (e->has_hs_timeout)
+    braid_tls_context_set_handshake_timeout(ctx, e->hs_timeout);
+  return 0;
+}
+
+/* A "tls:" listener owns its wrapping factory: closing the listener frees
+ * it, which aborts the handshakes in progress (see braid__listener_on_close
+ * for why). */
+static void braid__tls_ep_closed(void *arg) {
+  braid_tls_factory_free(arg);
 }
 
 int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
@@ -1464,7 +1720,6 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
     return BRAID_ENOMEM;
   braid_tls_context_t *ctx = NULL;
   braid_factory_t *tf = NULL;
-  braid__tls_ep_owner *o = NULL;
   int rc = braid__tls_ep_parse(e, desc, true, err, errlen);
   if (rc < 0)
     goto out;
@@ -1476,27 +1731,17 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
     braid__tls_ep_fail(err, errlen, rc, "cannot load certificate/key", desc);
     goto out;
   }
-  if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0) {
-    braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
+  if ((rc = braid__tls_ep_apply(ctx, e, desc, err, errlen)) < 0)
     goto out;
-  }
   rc = braid_tls_wrap_factory(f, ctx, &tf);
   if (rc < 0)
     goto out;
-  o = braid_calloc(1, sizeof *o);
-  if (o == NULL) {
-    rc = BRAID_ENOMEM;
-    goto out;
-  }
   rc = braid_endpoint_listen(r, e->tcp, tf, out, err, errlen);
   if (rc < 0)
     goto out;
-  o->f = tf;
-  braid__handle_add(r, &o->h, braid__tls_ep_owner_abort);
-  o = NULL;
+  braid__listener_on_close(*out, braid__tls_ep_closed, tf);
   tf = NULL;
 out:
-  braid_free(o);
   braid_tls_factory_free(tf);
   braid_tls_context_free(ctx); /* the factory holds its own reference */
   braid_free(e);
@@ -1527,10 +1772,8 @@ int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
     braid__tls_ep_fail(err, errlen, rc, "cannot load CA certificates", desc);
     goto out;
   }
-  if (e->alpn != NULL && (rc = braid__tls_ep_alpn(ctx, e->alpn)) < 0) {
-    braid__tls_ep_fail(err, errlen, rc, "bad alpn", desc);
+  if ((rc = braid__tls_ep_apply(ctx, e, desc, err, errlen)) < 0)
     goto out;
-  }
   s = braid__tls_new(r, ctx, p, e->sni != NULL ? e->sni : ep.host);
   if (s == NULL) {
     rc = BRAID_ENOMEM;

@@ -79,6 +79,28 @@ int braid_tls_context_set_early_data(braid_tls_context_t *ctx, bool on) {
   (void)ctx, (void)on;
   return braid__tls_none(NULL);
 }
+int braid_tls_context_set_handshake_timeout(braid_tls_context_t *ctx,
+                                            uint64_t ns) {
+  (void)ctx, (void)ns;
+  return braid__tls_none(NULL);
+}
+uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx) {
+  (void)ctx;
+  return 0;
+}
+int braid_tls_context_set_ciphers(braid_tls_context_t *ctx, const char *list) {
+  (void)ctx, (void)list;
+  return braid__tls_none(NULL);
+}
+int braid_tls_context_set_ciphersuites(braid_tls_context_t *ctx,
+                                       const char *list) {
+  (void)ctx, (void)list;
+  return braid__tls_none(NULL);
+}
+int braid_tls_context_set_groups(braid_tls_context_t *ctx, const char *list) {
+  (void)ctx, (void)list;
+  return braid__tls_none(NULL);
+}
 void *braid_tls_context_native(braid_tls_context_t *ctx) {
   (void)ctx;
   return NULL;
@@ -96,6 +118,10 @@ int braid_tls_wrap_factory(braid_factory_t *inner, braid_tls_context_t *ctx,
   if (out != NULL)
     *out = NULL;
   return braid__tls_none(NULL);
+}
+size_t braid_tls_factory_handshakes(const braid_factory_t *f) {
+  (void)f;
+  return 0;
 }
 void braid_tls_factory_free(braid_factory_t *f) {
   (void)f;
