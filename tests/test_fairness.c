@@ -456,7 +456,7 @@ typedef struct cont_outcome {
   uint64_t at;
 } cont_outcome;
 
-static void co_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void co_ok(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   cont_outcome *o = arg;
   o->fired++;
@@ -464,7 +464,7 @@ static void co_ok(braid_deferred_t *d, braid_result_t *res, void *arg) {
   braid_http_client_response_free(braid_result_take(res, NULL));
 }
 
-static void co_err(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void co_err(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   cont_outcome *o = arg;
   o->fired++;
@@ -502,7 +502,7 @@ static void t_continue_forever(void **st) {
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%u/",
            (unsigned)ntohs(sa.sin_port));
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_http_request(c, "GET", url, NULL, 0, NULL, 0, &d), 0);
   cont_outcome out;
   memset(&out, 0, sizeof out);
