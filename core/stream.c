@@ -17,17 +17,18 @@
 #define BRAID__WBUFS 4
 #define BRAID__CHUNK 16384u
 
-/* The most bytes a stream reads in one pass, that is from the completion
- * the loop delivered through the read inline reads that follow it, before
- * its next read is deferred to the next loop iteration (BRAID__OPF_DEFER).
- * Reading until the socket would block let one fast peer hold the loop for
- * as long as it kept the socket full: two connections pre-filled with
- * 6 MiB delayed a 5 ms timer by 36-46 ms. libuv reads at most 32 times per
- * event, redis 16 KiB. Four of the readiness engine's 64 KiB reads keep
- * the cost of the extra loop turn (one poll with no timeout) near 1% of
- * the copying, and bound an iteration to a fraction of a millisecond per
- * busy stream. A completion platform that never completes reads inline
- * (io_uring) hands one buffer per iteration anyway. */
+/* The most bytes a stream reads in one pass (a completion the loop
+ * delivered, and the inline reads that follow it) before its next read is
+ * deferred to the next loop iteration (BRAID__OPF_DEFER). Reading until
+ * the socket would block let one fast peer hold the loop for as long as it
+ * kept the socket full: two flooding connections held single iterations
+ * for 25-170 ms (tests/test_fairness.c, epoll), and a 5 ms timer fired up
+ * to 150 ms late. libuv reads at most 32 times per event, redis 16 KiB.
+ * Four of the readiness engine's 64 KiB reads bound an iteration to a
+ * fraction of a millisecond per busy stream, and the extra loop turn (one
+ * poll with no timeout) did not change one stream's throughput measurably
+ * (bench/echo_load stream). A completion platform that never completes
+ * reads inline (io_uring) hands one buffer per iteration anyway. */
 #define BRAID__READ_BUDGET (256u * 1024u)
 
 typedef struct braid__chunk {
