@@ -78,8 +78,8 @@ typedef struct flood flood;
 typedef struct fconn {
   braid_protocol_t p;
   flood *f;
-  char kind;             /* 'F' flood, 'P' probe, 0 before the first byte */
-  uint64_t turn;         /* the iteration turn_bytes counts */
+  char kind;     /* 'F' flood, 'P' probe, 0 before the first byte */
+  uint64_t turn; /* the iteration turn_bytes counts */
   size_t turn_bytes;
   uint64_t bytes;
   struct fconn *next;
@@ -102,9 +102,9 @@ struct flood {
   fconn *conns;
   size_t lost;
   int timed_out, done, tick_queued;
-  uint64_t turn;            /* loop iterations, counted by a call-soon */
+  uint64_t turn;               /* loop iterations, counted by a call-soon */
   uint64_t last_tick, max_gap; /* the longest iteration */
-  size_t max_turn_bytes;    /* the most one flood stream got in one turn */
+  size_t max_turn_bytes;       /* the most one flood stream got in one turn */
   uint64_t flood_bytes;
   uint64_t timer_due, timer_fired;
   uint64_t p1_sent, p1_got; /* the probe's first byte: sent before run */
@@ -236,7 +236,8 @@ static void *writer_main(void *arg) {
       short ev = pf[i].revents;
       int bad = (ev & (POLLERR | POLLHUP)) != 0;
       if (!bad && (ev & POLLOUT)) {
-        ssize_t n = send(pf[i].fd, buf, sizeof buf, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            send(pf[i].fd, buf, sizeof buf, MSG_NOSIGNAL | MSG_DONTWAIT);
         bad |= n < 0 && errno != EAGAIN && errno != EINTR;
         if (n > 0)
           w->sent += (uint64_t)n;
@@ -376,17 +377,16 @@ static void t_flood(void **st) {
   for (int attempt = 0; attempt < 5 && !ok; attempt++) {
     flood_result res;
     flood_once(&res);
-    print_message("%s: prefilled %.1f MiB, flood read %.1f MiB in %llu "
-                  "iterations, at most %.0f KiB per stream and iteration, "
-                  "longest iteration %.2f ms; 5 ms timer late by %.2f ms, "
-                  "echo of a byte queued with the floods %.2f ms, of one "
-                  "sent during them %.2f ms\n",
-                  getenv("BRAID_POLLER") ? getenv("BRAID_POLLER") : "default",
-                  (double)res.prefilled / 1048576.0,
-                  (double)res.flood_bytes / 1048576.0,
-                  (unsigned long long)res.turns,
-                  (double)res.max_turn_bytes / 1024.0, res.max_gap_ms,
-                  res.timer_late_ms, res.p1_ms, res.p2_ms);
+    print_message(
+        "%s: prefilled %.1f MiB, flood read %.1f MiB in %llu "
+        "iterations, at most %.0f KiB per stream and iteration, "
+        "longest iteration %.2f ms; 5 ms timer late by %.2f ms, "
+        "echo of a byte queued with the floods %.2f ms, of one "
+        "sent during them %.2f ms\n",
+        getenv("BRAID_POLLER") ? getenv("BRAID_POLLER") : "default",
+        (double)res.prefilled / 1048576.0, (double)res.flood_bytes / 1048576.0,
+        (unsigned long long)res.turns, (double)res.max_turn_bytes / 1024.0,
+        res.max_gap_ms, res.timer_late_ms, res.p1_ms, res.p2_ms);
     /* The floods were real: more than the bound was queued. */
     assert_true(res.prefilled > 2 * FLOOD_TURN_BOUND);
     assert_true(res.max_turn_bytes > 0);
@@ -495,8 +495,7 @@ static void t_continue_forever(void **st) {
   /* The response timeout is far away: the interim responses must end the
    * call on their own. */
   const uint64_t timeout = BRAID_SEC(5) * slow_factor();
-  braid_http_client_options o = {.response_timeout = timeout,
-                                 .user_agent = ""};
+  braid_http_client_options o = {.response_timeout = timeout, .user_agent = ""};
   braid_http_client_t *c;
   assert_int_equal(braid_http_client_create(r, &o, &c), 0);
   char url[64];

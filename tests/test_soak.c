@@ -1189,8 +1189,8 @@ static void t_closeall(void **st) {
     assert_int_equal(listen(lfd[i], 4096), 0);
     socklen_t sl = sizeof sa;
     assert_int_equal(getsockname(lfd[i], (struct sockaddr *)&sa, &sl), 0);
-    assert_int_equal(
-        braid_addr_ip(&c.addr[i], "127.0.0.1", ntohs(sa.sin_port)), 0);
+    assert_int_equal(braid_addr_ip(&c.addr[i], "127.0.0.1", ntohs(sa.sin_port)),
+                     0);
   }
   int ctl[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl), 0);

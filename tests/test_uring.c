@@ -298,7 +298,7 @@ static void t_destroy_with_open_connections(void **st) {
  * kills the connection.
  * ------------------------------------------------------------------------ */
 
-#define BUSY 100   /* sockets that get data at once: more than 64 buffers */
+#define BUSY 100 /* sockets that get data at once: more than 64 buffers */
 #define ROUNDS 8
 #define PAYLOAD 200
 

@@ -430,7 +430,8 @@ static void braid__ur_sock_check(braid__uring *u, braid__sock *s) {
  * completion means the cancel won, whatever order the kernel posted them
  * in. */
 static int braid__ur_unfinished(const braid__op *op, int32_t res, int has_buf) {
-  if (op->type == BRAID__OP_CONNECT && (res == -EINPROGRESS || res == -EALREADY))
+  if (op->type == BRAID__OP_CONNECT &&
+      (res == -EINPROGRESS || res == -EALREADY))
     return 1;
   if (res == -EAGAIN || res == -EWOULDBLOCK)
     return 1;

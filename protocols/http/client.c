@@ -60,10 +60,10 @@ struct braid_http_call {
   braid_timer_t cont_timer;
   bool stream_body, body_finished, chunked, idempotent, is_head;
   bool expect_continue, waiting_continue, body_sent_any, retried;
-  bool streaming; /* response body to handlers */
-  bool fired;     /* the deferred succeeded (streaming) */
+  bool streaming;   /* response body to handlers */
+  bool fired;       /* the deferred succeeded (streaming) */
   unsigned interim; /* interim responses seen (HC_MAX_INTERIM) */
-  bool *alive;    /* cleared when freed (see braid_http_request_ex) */
+  bool *alive;      /* cleared when freed (see braid_http_request_ex) */
 };
 
 struct hc_conn {
