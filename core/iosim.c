@@ -208,6 +208,9 @@ static int braid__collect(braid_iosim_conn_t *c, int d) {
   braid__iside *s = &c->side[d];
   if (s->mt == NULL || s->rst_sent)
     return 0;
+  /* What the protocol did from outside a callback (a close from a timer)
+   * completes now, at the time it happened, not a turn later. */
+  braid_memory_transport_run_pending(s->mt);
   int reason = 0;
   int lost = braid_memory_transport_disconnected(s->mt, &reason);
   if (braid_memory_transport_aborted(s->mt) || (lost && reason != 0)) {

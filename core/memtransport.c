@@ -406,6 +406,18 @@ braid_memory_transport_transport(braid_memory_transport_t *mt) {
   return mt != NULL ? &mt->t : NULL;
 }
 
+int braid_memory_transport_run_pending(braid_memory_transport_t *mt) {
+  if (mt == NULL)
+    return BRAID_EINVAL;
+  if (mt->depth > 0)
+    return BRAID_EBUSY;
+  if (mt->lost || mt->orphaned || !braid_timer_active(&mt->kick))
+    return 0;
+  braid_timer_cancel(&mt->kick);
+  braid__mem_pump(mt);
+  return 0;
+}
+
 int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
                                 size_t len) {
   if (mt == NULL || (data == NULL && len > 0))

@@ -13,6 +13,7 @@
 #include "braid/http_client.h"
 #include "braid/http_parser.h"
 #include "braid/log.h"
+#include "braid/policy.h"
 #include "braid/reactor.h"
 #include "braid/resolve.h"
 #include "braid/transport.h"

@@ -111,6 +111,15 @@ int braid_memory_transport_destroy(braid_memory_transport_t *mt);
 braid_transport_t *
 braid_memory_transport_transport(braid_memory_transport_t *mt);
 
+/* Deliver now the events this transport deferred (see "Deferred events"
+ * above) instead of on the next reactor turn: for a driver that polls the
+ * transport outside any of its callbacks, such as the iosim
+ * (braid/iosim.h). A zero-delay timer started inside a timer callback is
+ * due a nanosecond later on the manual clock, so without this a close made
+ * from a timer would complete only once the clock moved. BRAID_EBUSY from
+ * inside one of the transport's callbacks. */
+int braid_memory_transport_run_pending(braid_memory_transport_t *mt);
+
 /* The peer sends bytes: data_received (or buffered while reading is
  * paused). BRAID_ECLOSED once the protocol closed or the connection is
  * lost (the bytes are dropped: the real transport stops reading then),
