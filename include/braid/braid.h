@@ -16,6 +16,7 @@
 #include "braid/policy.h"
 #include "braid/reactor.h"
 #include "braid/resolve.h"
+#include "braid/service.h"
 #include "braid/transport.h"
 #include "braid/threadpool.h"
 #include "braid/tls.h"
