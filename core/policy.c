@@ -702,6 +702,8 @@ static void braid__pc_data(braid_protocol_t *p, const void *data, size_t len) {
 static void braid__pc_eof(braid_protocol_t *p) {
   braid__pconn *pc = BRAID__PC(p);
   braid_protocol_t *inner = pc->inner;
+  if (pc->wrapped && (pc->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD)))
+    return; /* the inner protocol closed: it reads nothing more */
   if (inner->ops->eof_received != NULL)
     inner->ops->eof_received(inner);
   else
