@@ -193,11 +193,16 @@ static void braid__svc_deadline_cb(braid_timer_t *t, void *arg) {
 static void braid__svc_stop_parts(braid_service_t *s, uint64_t grace) {
   switch (s->kind) {
   case SVC_GROUP:
-    /* All at once, asked in reverse order (Twisted's MultiService). */
-    for (braid_service_t *c = s->last; c != NULL; c = c->prev) {
+    /* All at once, asked in reverse order (Twisted's MultiService). A
+     * child that completes at once fires its deferreds, and their
+     * callbacks may destroy the tree: then stop walking it. */
+    for (braid_service_t *c = s->last; c != NULL;) {
       braid_deferred_t *d = NULL;
       if (braid_service_stop(c, grace, &d) == 0)
         braid__svc_wait(s, d);
+      if (s->doomed)
+        break;
+      c = c->prev;
     }
     break;
   case SVC_LISTENER: {
@@ -320,6 +325,8 @@ static int braid__svc_start_one(braid_service_t *s, char *err, size_t errlen) {
         continue;
       char sub[256] = "";
       rc = braid_service_start(c, sub, sizeof sub);
+      if (s->doomed)
+        return BRAID_ECANCELED; /* a start callback destroyed the tree */
       if (rc < 0) {
         braid__svc_err(err, errlen, "%s", sub);
         break;

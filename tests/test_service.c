@@ -301,6 +301,72 @@ static void t_destroy_while_stopping(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* Callbacks that destroy the whole tree from inside a start or a stop. */
+typedef struct killer {
+  custom base;
+  braid_service_t **root;
+  int on_start;
+} killer;
+
+static int k_start(braid_service_t *s, void *arg, char *err, size_t errlen) {
+  killer *k = arg;
+  int rc = c_start(s, arg, err, errlen);
+  if (k->on_start)
+    assert_int_equal(braid_service_destroy(*k->root), 0);
+  return rc;
+}
+
+static int k_stop(braid_service_t *s, void *arg, uint64_t grace,
+                  braid_deferred_t **d) {
+  killer *k = arg;
+  c_stop(s, arg, grace, d);
+  if (!k->on_start)
+    assert_int_equal(braid_service_destroy(*k->root), 0);
+  return 0;
+}
+
+static braid_service_ops k_ops = {k_start, k_stop, c_destroy};
+
+static void t_destroy_from_callbacks(void **st) {
+  (void)st;
+  braid_reactor_t *r = mkreactor();
+  for (int on_start = 1; on_start >= 0; on_start--) {
+    journal j = {""};
+    custom a, c;
+    killer k;
+    memset(&k, 0, sizeof k);
+    k.base.j = &j;
+    k.base.id = 'K';
+    k.on_start = on_start;
+    braid_service_t *g, *sk;
+    k.root = &g;
+    assert_int_equal(braid_service_group_create(r, "g", &g), 0);
+    assert_int_equal(braid_service_add(g, mkcustom(r, "a", &a, &j, 'A')), 0);
+    assert_int_equal(braid_service_custom_create(r, "k", &k_ops, &k, &sk), 0);
+    assert_int_equal(braid_service_add(g, sk), 0);
+    assert_int_equal(braid_service_add(g, mkcustom(r, "c", &c, &j, 'C')), 0);
+    char err[64];
+    if (on_start) {
+      /* Destroyed while starting: the rest is not started. */
+      assert_int_equal(braid_service_start(g, err, sizeof err),
+                       BRAID_ECANCELED);
+      assert_string_equal(j.log, "+A+K");
+    } else {
+      assert_int_equal(braid_service_start(g, err, sizeof err), 0);
+      braid_deferred_t *d;
+      done x;
+      assert_int_equal(braid_service_stop(g, 0, &d), 0);
+      watch(d, &x);
+      /* C stopped, then K destroyed the tree: A was never asked. */
+      assert_string_equal(j.log, "+A+K+C-C-K");
+      assert_int_equal(x.fail, 1);
+      assert_int_equal(x.code, BRAID_ECANCELED);
+    }
+    assert_int_equal(a.destroyed + k.base.destroyed + c.destroyed, 3);
+  }
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 /* ------------------------------------------------------------------------
  * Listeners and clients over real TCP on 127.0.0.1 (the manual clock
  * drives the deadlines; the loop runs for real I/O, bounded in real time)
@@ -731,6 +797,7 @@ int main(void) {
       cmocka_unit_test(t_start_failure_rolls_back),
       cmocka_unit_test(t_tree_rules),
       cmocka_unit_test(t_destroy_while_stopping),
+      cmocka_unit_test(t_destroy_from_callbacks),
       cmocka_unit_test(t_graceful_stop_tcp),
       cmocka_unit_test(t_in_flight_work_finishes),
       cmocka_unit_test(t_client_in_tree),
