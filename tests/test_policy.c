@@ -1305,6 +1305,69 @@ static void t_tcp_policy(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* Read throttling and the idle timeout on a real stream: the debt a big
+ * read leaves pauses the socket until the clock has paid it. */
+static void t_tcp_read_throttle_idle(void **st) {
+  (void)st;
+  braid_reactor_t *r = mkreactor();
+  pfactory inner;
+  pfactory_init(&inner, r);
+  inner.keep = 1;
+  braid_policy_options po = {0};
+  po.read_rate = 1000;
+  po.idle_timeout = BRAID_SEC(30);
+  braid_factory_t *pf;
+  assert_int_equal(braid_policy_factory_create(r, &inner.f, &po, &pf), 0);
+  braid_addr_t a;
+  braid_addr_ip(&a, "127.0.0.1", 0);
+  braid_listener_t *l;
+  assert_int_equal(braid_listen(r, &a, NULL, pf, &l), 0);
+  assert_int_equal(braid_listener_addr(l, &a), 0);
+  peer c;
+  peer_init(&c, r);
+  assert_int_equal(braid_connect(r, &a, NULL, &c.p), 0);
+  SPIN_UNTIL(r, c.made == 1 && inner.built == 1);
+  peer *s = inner.kept[0];
+  char buf[3000];
+  memset(buf, 'x', sizeof buf);
+  assert_int_equal(braid_transport_write(tp(&c), buf, sizeof buf), 0);
+  /* However the kernel splits it, reading stops once the 1000-byte burst
+   * is exceeded, so at least 1001 and at most all 3000 arrive. */
+  SPIN_UNTIL(r, s->ndata > 1000);
+  spin_for(r, 30);
+  size_t first = s->ndata;
+  braid_policy_stats ps;
+  assert_int_equal(braid_policy_factory_stats(pf, &ps), 0);
+  assert_int_equal(ps.read_pauses, 1);
+  if (first < 3000) {
+    /* The rest waits for the clock. */
+    assert_int_equal(braid_clock_advance(r, BRAID_SEC(3)), 0);
+    SPIN_UNTIL(r, s->ndata == 3000);
+  }
+  /* In debt now (the last read took more than the bucket held): new bytes
+   * wait until the clock has paid it. */
+  assert_int_equal(braid_transport_write(tp(&c), "late", 4), 0);
+  spin_for(r, 30);
+  assert_int_equal(s->ndata, 3000);
+  assert_int_equal(braid_clock_advance(r, BRAID_SEC(2)), 0);
+  SPIN_UNTIL(r, s->ndata == 3004);
+  /* Then silence: the idle timeout aborts it 30 s after the last read. */
+  assert_int_equal(braid_clock_advance(r, BRAID_SEC(30) - 1), 0);
+  spin_for(r, 20);
+  assert_int_equal(s->lost, 0);
+  assert_int_equal(braid_clock_advance(r, 1), 0);
+  SPIN_UNTIL(r, c.lost == 1 && s->lost == 1);
+  assert_int_equal(s->lost_reason, BRAID_ECONNABORTED);
+  assert_true(c.lost_reason < 0);
+  assert_int_equal(braid_policy_factory_stats(pf, &ps), 0);
+  assert_int_equal(ps.timed_out, 1);
+  assert_int_equal(braid_listener_close(l), 0);
+  assert_int_equal(braid_policy_factory_destroy(pf), 0);
+  pfactory_release(&inner);
+  peer_free(&c);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 static void t_tcp_client_service(void **st) {
   (void)st;
   braid_reactor_t *r = mkreactor();
@@ -1397,6 +1460,7 @@ int main(void) {
       cmocka_unit_test(t_cs_destroy_connected),
       cmocka_unit_test(t_cs_bad_args),
       cmocka_unit_test(t_tcp_policy),
+      cmocka_unit_test(t_tcp_read_throttle_idle),
       cmocka_unit_test(t_tcp_client_service),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
