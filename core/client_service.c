@@ -26,7 +26,7 @@ static uint64_t braid__cs_add_sat(uint64_t a, uint64_t b) {
  * ------------------------------------------------------------------------ */
 
 typedef struct braid__cwait {
-  braid_deferred_t *d; /* referenced */
+  braid_deferred_t d; /* referenced */
   unsigned fail_after;
 } braid__cwait;
 
@@ -41,7 +41,7 @@ struct braid_client_service {
   braid__cattempt *cur; /* the attempt or connection, at most one */
   braid__cwait *waits;  /* when_connected */
   size_t nwaits, capwaits;
-  braid_deferred_t **stops; /* stop deferreds, referenced */
+  braid_deferred_t *stops; /* stop deferreds, referenced */
   size_t nstops, capstops;
   braid_client_service_stats st;
   uint8_t running, stopping, started;
@@ -135,7 +135,7 @@ static void braid__cs_settle_waits(braid_client_service_t *cs,
 }
 
 static void braid__cs_fire_stops(braid_client_service_t *cs, int code) {
-  braid_deferred_t **list = cs->stops;
+  braid_deferred_t *list = cs->stops;
   size_t n = cs->nstops;
   cs->stops = NULL;
   cs->nstops = cs->capstops = 0;
@@ -420,16 +420,16 @@ static void braid__cs_grace_cb(braid_timer_t *t, void *arg) {
 }
 
 int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
-                              braid_deferred_t **out) {
+                              braid_deferred_t *out) {
   if (out != NULL)
-    *out = NULL;
+    *out = braid_deferred_none();
   if (cs == NULL || cs->doomed)
     return BRAID_EINVAL;
-  braid_deferred_t *d = NULL;
+  braid_deferred_t d = BRAID_DEFERRED_INIT;
   if (out != NULL) {
     if (cs->nstops == cs->capstops) {
       size_t cap = cs->capstops ? cs->capstops * 2 : 2;
-      braid_deferred_t **n = braid_realloc(cs->stops, cap * sizeof *n);
+      braid_deferred_t *n = braid_realloc(cs->stops, cap * sizeof *n);
       if (n == NULL)
         return BRAID_ENOMEM;
       cs->stops = n;
@@ -448,15 +448,15 @@ int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
   braid__cs_settle_waits(cs, NULL, BRAID_ECANCELED);
   if (cs->doomed) {
     /* A when_connected callback destroyed the service. */
-    if (d != NULL)
+    if (!braid_deferred_is_none(d))
       braid_deferred_callback(d, NULL, NULL);
   } else if (cs->cur == NULL) {
     cs->stopping = 0;
-    if (d != NULL)
+    if (!braid_deferred_is_none(d))
       braid_deferred_callback(d, NULL, NULL);
   } else {
     cs->stopping = 1;
-    if (d != NULL) {
+    if (!braid_deferred_is_none(d)) {
       braid_deferred_ref(d);
       cs->stops[cs->nstops++] = d;
     }
@@ -478,9 +478,9 @@ int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
 
 int braid_client_service_when_connected(braid_client_service_t *cs,
                                         unsigned fail_after,
-                                        braid_deferred_t **out) {
+                                        braid_deferred_t *out) {
   if (out != NULL)
-    *out = NULL;
+    *out = braid_deferred_none();
   if (cs == NULL || out == NULL || cs->doomed)
     return BRAID_EINVAL;
   if (cs->nwaits == cs->capwaits) {
@@ -491,7 +491,7 @@ int braid_client_service_when_connected(braid_client_service_t *cs,
     cs->waits = n;
     cs->capwaits = cap;
   }
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new(cs->r, &d);
   if (rc < 0)
     return rc;

@@ -209,7 +209,7 @@ struct braid__pfactory {
                          that ended and wait to be freed) */
   braid__ppeer **peers;
   size_t nbuckets, npeers;
-  braid_deferred_t **idle; /* when_idle deferreds, referenced */
+  braid_deferred_t *idle; /* when_idle deferreds, referenced */
   size_t nidle, capidle;
   /* Walks (braid_policy_factory_each) in progress: ended connections stay
    * linked until the last walk is over. Callbacks in progress: the
@@ -341,7 +341,7 @@ static void braid__pf_maybe_free(braid__pfactory *pf) {
 /* Fire the when_idle deferreds (value NULL), or fail them with `code`. The
  * list is taken out first: their callbacks may ask for new ones. */
 static void braid__pf_fire_idle(braid__pfactory *pf, int code) {
-  braid_deferred_t **list = pf->idle;
+  braid_deferred_t *list = pf->idle;
   size_t n = pf->nidle;
   pf->idle = NULL;
   pf->nidle = pf->capidle = 0;
@@ -921,22 +921,22 @@ int braid_policy_factory_each(braid_factory_t *f, braid_policy_visit_cb fn,
   return 0;
 }
 
-int braid_policy_factory_when_idle(braid_factory_t *f, braid_deferred_t **out) {
+int braid_policy_factory_when_idle(braid_factory_t *f, braid_deferred_t *out) {
   braid__pfactory *pf = braid__pf(f);
   if (out != NULL)
-    *out = NULL;
+    *out = braid_deferred_none();
   if (pf == NULL || out == NULL || pf->destroyed)
     return BRAID_EINVAL;
   /* Room first, so that no deferred is made that could not be kept. */
   if (pf->st.open > 0 && pf->nidle == pf->capidle) {
     size_t cap = pf->capidle ? pf->capidle * 2 : 4;
-    braid_deferred_t **n = braid_realloc(pf->idle, cap * sizeof *n);
+    braid_deferred_t *n = braid_realloc(pf->idle, cap * sizeof *n);
     if (n == NULL)
       return BRAID_ENOMEM;
     pf->idle = n;
     pf->capidle = cap;
   }
-  braid_deferred_t *d;
+  braid_deferred_t d;
   int rc = braid_deferred_new(pf->r, &d);
   if (rc < 0)
     return rc;

@@ -29,8 +29,8 @@ struct braid_service {
   braid_service_t *prev, *next;  /* siblings */
   unsigned refs;
   uint8_t doomed;
-  uint8_t starting;         /* started by the group start in progress */
-  braid_deferred_t **stops; /* fire when stopped; referenced */
+  uint8_t starting;        /* started by the group start in progress */
+  braid_deferred_t *stops; /* fire when stopped; referenced */
   size_t nstops, capstops;
   size_t pending;
   uint64_t aborted;
@@ -113,7 +113,7 @@ static void braid__svc_err(char *err, size_t errlen, const char *fmt, ...) {
  * ------------------------------------------------------------------------ */
 
 static void braid__svc_fire_stops(braid_service_t *s, int code) {
-  braid_deferred_t **list = s->stops;
+  braid_deferred_t *list = s->stops;
   size_t n = s->nstops;
   s->stops = NULL;
   s->nstops = s->capstops = 0;
@@ -142,7 +142,7 @@ static void braid__svc_part_done(braid_service_t *s) {
 }
 
 /* A part's deferred fired: a value or a failure both mean "stopped". */
-static void braid__svc_part_cb(braid_deferred_t *d, braid_result_t *res,
+static void braid__svc_part_cb(braid_deferred_t d, braid_result_t *res,
                                void *arg) {
   (void)d;
   braid_service_t *s = arg;
@@ -161,9 +161,12 @@ static void braid__svc_part_cb(braid_deferred_t *d, braid_result_t *res,
   braid__svc_unref(s);
 }
 
-/* Wait for `d` (may be NULL: nothing to wait for) as one part. */
-static void braid__svc_wait(braid_service_t *s, braid_deferred_t *d) {
-  if (d == NULL)
+/* Wait for `d` (may be none: nothing to wait for) as one part. The step
+ * is added in the turn `d` was handed over in, so no reference is needed:
+ * a deferred that has fired runs the step at once, and one that has not is
+ * never freed before it fires. */
+static void braid__svc_wait(braid_service_t *s, braid_deferred_t d) {
+  if (braid_deferred_is_none(d))
     return;
   s->pending++;
   braid__svc_ref(s);
@@ -197,7 +200,7 @@ static void braid__svc_stop_parts(braid_service_t *s, uint64_t grace) {
      * child that completes at once fires its deferreds, and their
      * callbacks may destroy the tree: then stop walking it. */
     for (braid_service_t *c = s->last; c != NULL;) {
-      braid_deferred_t *d = NULL;
+      braid_deferred_t d = BRAID_DEFERRED_INIT;
       if (braid_service_stop(c, grace, &d) == 0)
         braid__svc_wait(s, d);
       if (s->doomed)
@@ -212,7 +215,7 @@ static void braid__svc_stop_parts(braid_service_t *s, uint64_t grace) {
     }
     if (s->drain != NULL)
       braid_policy_factory_each(s->pf, s->drain, s->drain_arg);
-    braid_deferred_t *d = NULL;
+    braid_deferred_t d = BRAID_DEFERRED_INIT;
     if (braid_policy_factory_when_idle(s->pf, &d) == 0)
       braid__svc_wait(s, d);
     if (s->pending > 1) {
@@ -226,14 +229,14 @@ static void braid__svc_stop_parts(braid_service_t *s, uint64_t grace) {
     break;
   }
   case SVC_CLIENT: {
-    braid_deferred_t *d = NULL;
+    braid_deferred_t d = BRAID_DEFERRED_INIT;
     if (braid_client_service_stop(s->cs, grace, &d) == 0)
       braid__svc_wait(s, d);
     break;
   }
   default: /* SVC_CUSTOM */
     if (s->ops.stop != NULL) {
-      braid_deferred_t *d = NULL;
+      braid_deferred_t d = BRAID_DEFERRED_INIT;
       int rc = s->ops.stop(s, s->arg, grace, &d);
       if (rc < 0)
         braid_reactor_log(s->r, BRAID_LOG_WARN, "service",
@@ -269,16 +272,16 @@ static void braid__svc_hurry(braid_service_t *s, uint64_t grace) {
 }
 
 int braid_service_stop(braid_service_t *s, uint64_t grace,
-                       braid_deferred_t **out) {
+                       braid_deferred_t *out) {
   if (out != NULL)
-    *out = NULL;
+    *out = braid_deferred_none();
   if (s == NULL || s->doomed)
     return BRAID_EINVAL;
-  braid_deferred_t *d = NULL;
+  braid_deferred_t d = BRAID_DEFERRED_INIT;
   if (out != NULL) {
     if (s->state != SVC_STOPPED && s->nstops == s->capstops) {
       size_t cap = s->capstops ? s->capstops * 2 : 2;
-      braid_deferred_t **n = braid_realloc(s->stops, cap * sizeof *n);
+      braid_deferred_t *n = braid_realloc(s->stops, cap * sizeof *n);
       if (n == NULL)
         return BRAID_ENOMEM;
       s->stops = n;

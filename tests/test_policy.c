@@ -734,7 +734,7 @@ typedef struct donecount {
   int ok, fail, code;
 } donecount;
 
-static void done_cb(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void done_cb(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   donecount *c = arg;
   if (braid_result_ok(res)) {
@@ -753,7 +753,7 @@ static void t_each_and_when_idle(void **st) {
   pfix x;
   pfix_init(&x, &po, NULL);
   donecount idle = {0, 0, 0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   /* Idle at once when nothing is open. */
   assert_int_equal(braid_policy_factory_when_idle(x.pf, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, done_cb, &idle), 0);
@@ -790,7 +790,7 @@ static void t_destroy_with_open_connections(void **st) {
   peer *c = pfix_connect(&x, NULL, 0);
   flush_ok(x.sim);
   donecount idle = {0, 0, 0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_policy_factory_when_idle(x.pf, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, done_cb, &idle), 0);
   assert_int_equal(braid_policy_factory_destroy(x.pf), 0);
@@ -979,7 +979,7 @@ typedef struct whenrec {
   braid_protocol_t *p;
 } whenrec;
 
-static void when_cb(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void when_cb(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   whenrec *w = arg;
   if (braid_result_ok(res)) {
@@ -1000,7 +1000,7 @@ static void t_cs_reset_on_success(void **st) {
   csfix x;
   csfix_init(&x, &o, NULL);
   whenrec w = {0, 0, 0, NULL};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_when_connected(x.cs, 0, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, when_cb, &w), 0);
   assert_int_equal(braid_client_service_start(x.cs), 0);
@@ -1043,7 +1043,7 @@ static void t_cs_when_connected_fail_after(void **st) {
   csfix x;
   csfix_init(&x, &o, NULL);
   whenrec w1 = {0, 0, 0, NULL}, w2 = {0, 0, 0, NULL}, w0 = {0, 0, 0, NULL};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_when_connected(x.cs, 1, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, when_cb, &w1), 0);
   assert_int_equal(braid_client_service_when_connected(x.cs, 3, &d), 0);
@@ -1059,7 +1059,7 @@ static void t_cs_when_connected_fail_after(void **st) {
   assert_int_equal(w2.fail, 1);
   assert_int_equal(w0.fail, 0);
   /* Stopping cancels the rest, and later ones fail at once. */
-  braid_deferred_t *stop;
+  braid_deferred_t stop;
   assert_int_equal(braid_client_service_stop(x.cs, 0, &stop), 0);
   assert_true(braid_deferred_called(stop));
   assert_int_equal(w0.fail, 1);
@@ -1116,7 +1116,7 @@ static void t_cs_stop_graceful_then_abort(void **st) {
   /* Stop with 5 s of grace: the close waits for bytes the peer does not
    * read; at 5 s the connection is aborted and the stop completes. */
   donecount done = {0, 0, 0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_stop(x.cs, BRAID_SEC(5), &d), 0);
   assert_int_equal(braid_deferred_add_both(d, done_cb, &done), 0);
   assert_int_equal(braid_client_service_start(x.cs), BRAID_EBUSY);
@@ -1153,7 +1153,7 @@ static void t_cs_stop_while_connecting(void **st) {
   x.listening = 1;
   assert_int_equal(braid_client_service_start(x.cs), 0);
   donecount done = {0, 0, 0};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_stop(x.cs, BRAID_SEC(30), &d), 0);
   assert_int_equal(braid_deferred_add_both(d, done_cb, &done), 0);
   assert_int_equal(done.ok, 0);
@@ -1176,7 +1176,7 @@ static void t_cs_destroy_connected(void **st) {
   assert_int_equal(braid_client_service_start(x.cs), 0);
   flush_ok(x.sim);
   whenrec w = {0, 0, 0, NULL};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_stop(x.cs, UINT64_MAX, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, when_cb, &w), 0);
   peer *c = x.clients.last;
@@ -1393,7 +1393,7 @@ static void t_tcp_client_service(void **st) {
   char err[128];
   assert_int_equal(braid_client_service_create(r, &o, &cs, err, sizeof err), 0);
   whenrec w = {0, 0, 0, NULL};
-  braid_deferred_t *d;
+  braid_deferred_t d;
   assert_int_equal(braid_client_service_when_connected(cs, 0, &d), 0);
   assert_int_equal(braid_deferred_add_both(d, when_cb, &w), 0);
   assert_int_equal(braid_client_service_start(cs), 0);

@@ -26,7 +26,7 @@ typedef struct done {
   int ok, fail, code;
 } done;
 
-static void done_cb(braid_deferred_t *d, braid_result_t *res, void *arg) {
+static void done_cb(braid_deferred_t d, braid_result_t *res, void *arg) {
   (void)d;
   done *x = arg;
   if (braid_result_ok(res)) {
@@ -38,9 +38,9 @@ static void done_cb(braid_deferred_t *d, braid_result_t *res, void *arg) {
   }
 }
 
-static void watch(braid_deferred_t *d, done *x) {
+static void watch(braid_deferred_t d, done *x) {
   memset(x, 0, sizeof *x);
-  assert_non_null(d);
+  assert_false(braid_deferred_is_none(d));
   assert_int_equal(braid_deferred_add_both(d, done_cb, x), 0);
 }
 
@@ -56,7 +56,7 @@ typedef struct custom {
   journal *j;
   char id;
   int fail_start;
-  braid_deferred_t *stop; /* a slow stop's deferred, fired by the test */
+  braid_deferred_t stop; /* a slow stop's deferred, fired by the test */
   uint64_t grace;
   int destroyed;
 } custom;
@@ -81,9 +81,9 @@ static int c_start(braid_service_t *s, void *arg, char *err, size_t errlen) {
   return 0;
 }
 
-/* Stops at once (leaves *d NULL). */
+/* Stops at once (leaves *d none). */
 static int c_stop(braid_service_t *s, void *arg, uint64_t grace,
-                  braid_deferred_t **d) {
+                  braid_deferred_t *d) {
   (void)s;
   (void)d;
   custom *c = arg;
@@ -115,7 +115,7 @@ typedef struct slow {
 } slow;
 
 static int slow_stop(braid_service_t *s, void *arg, uint64_t grace,
-                     braid_deferred_t **d) {
+                     braid_deferred_t *d) {
   (void)s;
   slow *x = arg;
   jlog(x->base.j, '-', x->base.id);
@@ -153,7 +153,7 @@ static void t_group_order(void **st) {
   assert_int_equal(braid_service_start(g, err, sizeof err), BRAID_EALREADY);
   /* Stop: every child at once, asked in reverse order; done when the slow
    * one is. */
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done x;
   assert_int_equal(braid_service_stop(g, BRAID_SEC(5), &d), 0);
   watch(d, &x);
@@ -166,7 +166,7 @@ static void t_group_order(void **st) {
   assert_int_equal(braid_service_start(g, err, sizeof err), BRAID_EBUSY);
   assert_int_equal(x.ok, 0);
   /* A second stop adds a deferred. */
-  braid_deferred_t *d2;
+  braid_deferred_t d2;
   done x2;
   assert_int_equal(braid_service_stop(g, BRAID_SEC(5), &d2), 0);
   watch(d2, &x2);
@@ -247,7 +247,7 @@ static void t_tree_rules(void **st) {
   assert_string_equal(j.log, "+A+X");
   assert_int_equal(braid_service_add(g, sa2), BRAID_EBUSY);
   /* Nested stop: done at once (nothing slow). */
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done dn;
   assert_int_equal(braid_service_stop(g, 0, &d), 0);
   watch(d, &dn);
@@ -287,7 +287,7 @@ static void t_destroy_while_stopping(void **st) {
   assert_int_equal(braid_service_add(g, sb), 0);
   char err[64];
   assert_int_equal(braid_service_start(g, err, sizeof err), 0);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done x;
   assert_int_equal(braid_service_stop(g, BRAID_SEC(1), &d), 0);
   watch(d, &x);
@@ -317,7 +317,7 @@ static int k_start(braid_service_t *s, void *arg, char *err, size_t errlen) {
 }
 
 static int k_stop(braid_service_t *s, void *arg, uint64_t grace,
-                  braid_deferred_t **d) {
+                  braid_deferred_t *d) {
   killer *k = arg;
   c_stop(s, arg, grace, d);
   if (!k->on_start)
@@ -353,7 +353,7 @@ static void t_destroy_from_callbacks(void **st) {
       assert_string_equal(j.log, "+A+K");
     } else {
       assert_int_equal(braid_service_start(g, err, sizeof err), 0);
-      braid_deferred_t *d;
+      braid_deferred_t d;
       done x;
       assert_int_equal(braid_service_stop(g, 0, &d), 0);
       watch(d, &x);
@@ -559,7 +559,7 @@ static void t_graceful_stop_tcp(void **st) {
   SPIN_UNTIL(r, c1.ndata == 5);
   assert_string_equal(c1.data, "hello");
   /* Stop with 5 s of grace. */
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done x;
   assert_int_equal(braid_service_stop(g, BRAID_SEC(5), &d), 0);
   watch(d, &x);
@@ -615,7 +615,7 @@ static void t_in_flight_work_finishes(void **st) {
   cli c;
   cli_connect(r, &c, &a);
   SPIN_UNTIL(r, braid_service_connections(l) == 1 && c.made);
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done x;
   assert_int_equal(braid_service_stop(l, BRAID_SEC(10), &d), 0);
   watch(d, &x);
@@ -705,7 +705,7 @@ static void t_client_in_tree(void **st) {
   assert_null(braid_service_client(g));
   assert_null(braid_service_listener_factory(sc));
   assert_non_null(braid_service_listener_factory(cx.listener));
-  braid_deferred_t *d;
+  braid_deferred_t d;
   done conn;
   assert_int_equal(
       braid_client_service_when_connected(braid_service_client(sc), 0, &d), 0);

@@ -164,8 +164,10 @@ int braid_policy_factory_each(braid_factory_t *f, braid_policy_visit_cb fn,
                               void *arg);
 
 /* A deferred that fires (with a NULL value) once no connection is open: at
- * once if none is. BRAID_EINVAL, BRAID_ENOMEM. */
-int braid_policy_factory_when_idle(braid_factory_t *f, braid_deferred_t **out);
+ * once if none is. The factory holds a reference on it until it fires; to
+ * use the handle after that turn, hold your own (braid/deferred.h,
+ * "Lifetime"). BRAID_EINVAL, BRAID_ENOMEM (then *out is none). */
+int braid_policy_factory_when_idle(braid_factory_t *f, braid_deferred_t *out);
 
 /* ------------------------------------------------------------------------
  * The client service (Twisted's ClientService)
@@ -221,21 +223,24 @@ int braid_client_service_start(braid_client_service_t *cs);
 /* Stop reconnecting and end the connection: close it (flushing what is
  * queued), and abort it if it is still open `grace` ns later (0: abort
  * now; UINT64_MAX: never). An attempt still connecting is aborted as soon
- * as it connects. *out (may be NULL) fires with a NULL value once no
- * connection is left. Pending when_connected deferreds fail with
+ * as it connects. *out (out may be NULL; *out is none on error) fires with
+ * a NULL value once no connection is left; the service holds a reference
+ * on it until then. Pending when_connected deferreds fail with
  * BRAID_ECANCELED. Stopping a stopped service succeeds at once. */
 int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
-                              braid_deferred_t **out);
+                              braid_deferred_t *out);
 
 /* A deferred that fires with the connected protocol (braid_protocol_t *,
  * not owned: valid until its connection_lost): at once when connected,
  * else at the next connection. It fails with the attempt's error after
  * `fail_after` consecutive failed attempts (0: never), and with
  * BRAID_ECANCELED when the service stops (at once if it was stopped after
- * running). BRAID_EINVAL, BRAID_ENOMEM. */
+ * running). The service holds a reference on it until it fires; to use the
+ * handle after that turn, hold your own (braid/deferred.h, "Lifetime").
+ * BRAID_EINVAL, BRAID_ENOMEM (then *out is none). */
 int braid_client_service_when_connected(braid_client_service_t *cs,
                                         unsigned fail_after,
-                                        braid_deferred_t **out);
+                                        braid_deferred_t *out);
 
 /* The connected protocol, or NULL. */
 braid_protocol_t *braid_client_service_protocol(braid_client_service_t *cs);

@@ -46,11 +46,14 @@ typedef struct braid_service_ops {
   /* Start: 0, or a BRAID_E* code with a message in err (may be left
    * empty). Required. */
   int (*start)(braid_service_t *s, void *arg, char *err, size_t errlen);
-  /* Stop, finishing within `grace` ns: leave *done NULL when stopped at
+  /* Stop, finishing within `grace` ns: leave *done none when stopped at
    * once, or set it to a deferred that fires when stopped (a failure counts
-   * as stopped, and is logged). Optional (NULL: stopped at once). */
+   * as stopped, and is logged). The service adds its step to it before
+   * stop returns to the reactor, so a deferred that the service alone
+   * fires later needs no reference for the service's sake. Optional (NULL:
+   * stopped at once). */
   int (*stop)(braid_service_t *s, void *arg, uint64_t grace,
-              braid_deferred_t **done);
+              braid_deferred_t *done);
   /* Free what `arg` holds; called once, by braid_service_destroy.
    * Optional. */
   void (*destroy)(void *arg);
@@ -111,12 +114,14 @@ int braid_service_add(braid_service_t *group, braid_service_t *child);
 int braid_service_start(braid_service_t *s, char *err, size_t errlen);
 
 /* Stop `s` and everything below it; see "Graceful shutdown" above. grace 0
- * aborts open connections at once; UINT64_MAX never does. *out (may be
- * NULL) fires with a NULL value once all has stopped (at once when `s` is
- * not running). Calling it again while stopping adds a deferred, and with
- * grace 0 aborts at once. */
+ * aborts open connections at once; UINT64_MAX never does. *out (out may be
+ * NULL; *out is none on error) fires with a NULL value once all has
+ * stopped (at once when `s` is not running). The service holds a
+ * reference on it until it fires; to use the handle after that turn, hold
+ * your own (braid/deferred.h, "Lifetime"). Calling it again while
+ * stopping adds a deferred, and with grace 0 aborts at once. */
 int braid_service_stop(braid_service_t *s, uint64_t grace,
-                       braid_deferred_t **out);
+                       braid_deferred_t *out);
 
 /* Destroy a root and everything below it. What runs is torn down at once
  * (listeners closed, open connections aborted, clients destroyed; their
