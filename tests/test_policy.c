@@ -779,6 +779,37 @@ static void t_each_and_when_idle(void **st) {
   pfix_free(&x);
 }
 
+/* The factory keeps its when_idle deferred alive until it fires it: one
+ * that the caller cancelled stays a live handle across turns (the late
+ * fire is dropped) and goes at the end of the turn it is fired in. */
+static void t_when_idle_held_until_fired(void **st) {
+  (void)st;
+  braid_policy_options po = {0};
+  pfix x;
+  pfix_init(&x, &po, NULL);
+  pfix_connect(&x, NULL, 0);
+  donecount idle = {0, 0, 0};
+  braid_deferred_t d;
+  assert_int_equal(braid_policy_factory_when_idle(x.pf, &d), 0);
+  assert_int_equal(braid_deferred_add_both(d, done_cb, &idle), 0);
+  assert_int_equal(braid_deferred_cancel(d), 0);
+  assert_int_equal(idle.fail, 1);
+  assert_int_equal(idle.code, BRAID_ECANCELED);
+  braid_testing_flush(x.r, 10);
+  assert_true(braid_deferred_alive(d));
+  int visited = 0;
+  assert_int_equal(braid_policy_factory_each(x.pf, abort_visit, &visited), 0);
+  assert_int_equal(visited, 1);
+  flush_ok(x.sim);
+  braid_policy_stats ps;
+  assert_int_equal(braid_policy_factory_stats(x.pf, &ps), 0);
+  assert_int_equal(ps.open, 0);
+  braid_testing_flush(x.r, 10);
+  assert_false(braid_deferred_alive(d));
+  assert_int_equal(idle.ok + idle.fail, 1);
+  pfix_free(&x);
+}
+
 static void t_destroy_with_open_connections(void **st) {
   (void)st;
   braid_policy_options po = {0};
@@ -1143,6 +1174,62 @@ static void t_cs_stop_graceful_then_abort(void **st) {
   csfix_free(&x);
 }
 
+/* The client service keeps its when_connected and stop deferreds alive
+ * until it fires them, also after the caller cancelled them; then they go
+ * at the end of that turn. */
+static void t_cs_deferreds_held_until_fired(void **st) {
+  (void)st;
+  braid_client_service_options o = {0};
+  braid_iosim_options io = {0};
+  io.window = 1000;
+  csfix x;
+  csfix_init(&x, &o, &io);
+  /* when_connected, cancelled while nothing listens. */
+  whenrec w = {0, 0, 0, NULL};
+  braid_deferred_t d;
+  assert_int_equal(braid_client_service_when_connected(x.cs, 0, &d), 0);
+  assert_int_equal(braid_deferred_add_both(d, when_cb, &w), 0);
+  assert_int_equal(braid_deferred_cancel(d), 0);
+  assert_int_equal(w.fail, 1);
+  assert_int_equal(w.code, BRAID_ECANCELED);
+  assert_int_equal(braid_client_service_start(x.cs), 0);
+  flush_ok(x.sim);
+  braid_testing_flush(x.r, 10);
+  assert_int_equal(csstats(&x).failures, 1);
+  assert_true(braid_deferred_alive(d));
+  x.listening = 1;
+  x.servers.tmpl.pause_on_data = 1; /* the server stops reading */
+  assert_int_equal(braid_clock_advance(x.r, BRAID_SEC(1)), 0);
+  flush_ok(x.sim);
+  assert_int_equal(csstats(&x).connections, 1);
+  braid_testing_flush(x.r, 10);
+  assert_false(braid_deferred_alive(d));
+  assert_int_equal(w.ok + w.fail, 1);
+  /* stop, cancelled while the close waits for bytes the peer does not
+   * read. */
+  char big[5000];
+  memset(big, 'z', sizeof big);
+  assert_int_equal(braid_transport_write(tp(x.clients.last), big, sizeof big),
+                   0);
+  flush_ok(x.sim);
+  donecount done = {0, 0, 0};
+  assert_int_equal(braid_client_service_stop(x.cs, UINT64_MAX, &d), 0);
+  assert_int_equal(braid_deferred_add_both(d, done_cb, &done), 0);
+  assert_int_equal(braid_deferred_cancel(d), 0);
+  assert_int_equal(done.fail, 1);
+  assert_int_equal(braid_clock_advance(x.r, BRAID_SEC(10)), 0);
+  flush_ok(x.sim);
+  braid_testing_flush(x.r, 10);
+  assert_true(braid_deferred_alive(d));
+  assert_int_equal(braid_client_service_stop(x.cs, 0, NULL), 0);
+  flush_ok(x.sim);
+  assert_int_equal(x.clients.last->lost_reason, BRAID_ECONNABORTED);
+  braid_testing_flush(x.r, 10);
+  assert_false(braid_deferred_alive(d));
+  assert_int_equal(done.ok + done.fail, 1);
+  csfix_free(&x);
+}
+
 static void t_cs_stop_while_connecting(void **st) {
   (void)st;
   braid_client_service_options o = {0};
@@ -1448,6 +1535,7 @@ int main(void) {
       cmocka_unit_test(t_idle_timeout),
       cmocka_unit_test(t_eof_closes_after_flush),
       cmocka_unit_test(t_each_and_when_idle),
+      cmocka_unit_test(t_when_idle_held_until_fired),
       cmocka_unit_test(t_destroy_with_open_connections),
       cmocka_unit_test(t_policy_bad_args),
       cmocka_unit_test(t_cs_backoff),
@@ -1456,6 +1544,7 @@ int main(void) {
       cmocka_unit_test(t_cs_when_connected_fail_after),
       cmocka_unit_test(t_cs_sync_connect_error),
       cmocka_unit_test(t_cs_stop_graceful_then_abort),
+      cmocka_unit_test(t_cs_deferreds_held_until_fired),
       cmocka_unit_test(t_cs_stop_while_connecting),
       cmocka_unit_test(t_cs_destroy_connected),
       cmocka_unit_test(t_cs_bad_args),

@@ -186,6 +186,45 @@ static void t_group_order(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* A stop deferred stays the service's until the stop is over: cancelled
+ * by the caller, it is still a live handle turns later, and goes at the
+ * end of the turn the stop completes in. */
+static void t_stop_deferred_held_until_fired(void **st) {
+  (void)st;
+  braid_reactor_t *r = mkreactor();
+  journal j = {""};
+  slow b;
+  memset(&b, 0, sizeof b);
+  b.base.j = &j;
+  b.base.id = 'B';
+  b.r = r;
+  braid_service_t *g, *sb;
+  assert_int_equal(braid_service_group_create(r, "app", &g), 0);
+  assert_int_equal(braid_service_custom_create(r, "b", &slow_ops, &b, &sb), 0);
+  assert_int_equal(braid_service_add(g, sb), 0);
+  char err[128];
+  assert_int_equal(braid_service_start(g, err, sizeof err), 0);
+  braid_deferred_t d;
+  done x;
+  assert_int_equal(braid_service_stop(g, BRAID_SEC(5), &d), 0);
+  watch(d, &x);
+  assert_int_equal(braid_deferred_cancel(d), 0);
+  assert_int_equal(x.fail, 1);
+  assert_int_equal(x.code, BRAID_ECANCELED);
+  braid_testing_flush(r, 10);
+  assert_true(braid_deferred_alive(d));
+  assert_true(braid_service_stopping(g));
+  assert_int_equal(braid_deferred_callback(b.base.stop, NULL, NULL), 0);
+  assert_int_equal(braid_deferred_unref(b.base.stop), 0);
+  assert_false(braid_service_stopping(g));
+  braid_testing_flush(r, 10);
+  assert_false(braid_deferred_alive(d));
+  assert_int_equal(x.ok + x.fail, 1);
+  assert_int_equal(braid_service_destroy(g), 0);
+  assert_int_equal(b.base.destroyed, 1);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 static void t_start_failure_rolls_back(void **st) {
   (void)st;
   braid_reactor_t *r = mkreactor();
@@ -794,6 +833,7 @@ static void t_listener_policy_and_errors(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_group_order),
+      cmocka_unit_test(t_stop_deferred_held_until_fired),
       cmocka_unit_test(t_start_failure_rolls_back),
       cmocka_unit_test(t_tree_rules),
       cmocka_unit_test(t_destroy_while_stopping),

@@ -164,9 +164,11 @@ int braid_policy_factory_each(braid_factory_t *f, braid_policy_visit_cb fn,
                               void *arg);
 
 /* A deferred that fires (with a NULL value) once no connection is open: at
- * once if none is. The factory holds a reference on it until it fires; to
- * use the handle after that turn, hold your own (braid/deferred.h,
- * "Lifetime"). BRAID_EINVAL, BRAID_ENOMEM (then *out is none). */
+ * once if none is. The factory keeps it alive until it has fired it, also
+ * when you cancelled it first (the late fire is then dropped); to use the
+ * handle later than the turn it fires in, hold a reference of your own
+ * (braid/deferred.h, "Lifetime"). BRAID_EINVAL, BRAID_ENOMEM (then *out is
+ * none). */
 int braid_policy_factory_when_idle(braid_factory_t *f, braid_deferred_t *out);
 
 /* ------------------------------------------------------------------------
@@ -224,8 +226,8 @@ int braid_client_service_start(braid_client_service_t *cs);
  * queued), and abort it if it is still open `grace` ns later (0: abort
  * now; UINT64_MAX: never). An attempt still connecting is aborted as soon
  * as it connects. *out (out may be NULL; *out is none on error) fires with
- * a NULL value once no connection is left; the service holds a reference
- * on it until then. Pending when_connected deferreds fail with
+ * a NULL value once no connection is left; the service keeps it alive until
+ * then, as for when_connected. Pending when_connected deferreds fail with
  * BRAID_ECANCELED. Stopping a stopped service succeeds at once. */
 int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
                               braid_deferred_t *out);
@@ -235,9 +237,11 @@ int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
  * else at the next connection. It fails with the attempt's error after
  * `fail_after` consecutive failed attempts (0: never), and with
  * BRAID_ECANCELED when the service stops (at once if it was stopped after
- * running). The service holds a reference on it until it fires; to use the
- * handle after that turn, hold your own (braid/deferred.h, "Lifetime").
- * BRAID_EINVAL, BRAID_ENOMEM (then *out is none). */
+ * running). The service keeps it alive until it has fired it, also when you
+ * cancelled it first (the late fire is then dropped); to use the handle
+ * later than the turn it fires in, hold a reference of your own
+ * (braid/deferred.h, "Lifetime"). BRAID_EINVAL, BRAID_ENOMEM (then *out is
+ * none). */
 int braid_client_service_when_connected(braid_client_service_t *cs,
                                         unsigned fail_after,
                                         braid_deferred_t *out);

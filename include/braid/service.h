@@ -49,9 +49,7 @@ typedef struct braid_service_ops {
   /* Stop, finishing within `grace` ns: leave *done none when stopped at
    * once, or set it to a deferred that fires when stopped (a failure counts
    * as stopped, and is logged). The service adds its step to it before
-   * stop returns to the reactor, so a deferred that the service alone
-   * fires later needs no reference for the service's sake. Optional (NULL:
-   * stopped at once). */
+   * the call that stopped it returns. Optional (NULL: stopped at once). */
   int (*stop)(braid_service_t *s, void *arg, uint64_t grace,
               braid_deferred_t *done);
   /* Free what `arg` holds; called once, by braid_service_destroy.
@@ -116,10 +114,11 @@ int braid_service_start(braid_service_t *s, char *err, size_t errlen);
 /* Stop `s` and everything below it; see "Graceful shutdown" above. grace 0
  * aborts open connections at once; UINT64_MAX never does. *out (out may be
  * NULL; *out is none on error) fires with a NULL value once all has
- * stopped (at once when `s` is not running). The service holds a
- * reference on it until it fires; to use the handle after that turn, hold
- * your own (braid/deferred.h, "Lifetime"). Calling it again while
- * stopping adds a deferred, and with grace 0 aborts at once. */
+ * stopped (at once when `s` is not running). The service keeps it alive
+ * until it has fired it, also when you cancelled it first (the late fire
+ * is then dropped); to use the handle later than the turn it fires in,
+ * hold a reference of your own (braid/deferred.h, "Lifetime"). Calling it
+ * again while stopping adds a deferred, and with grace 0 aborts at once. */
 int braid_service_stop(braid_service_t *s, uint64_t grace,
                        braid_deferred_t *out);
 
