@@ -419,6 +419,19 @@ static void braid__cs_grace_cb(braid_timer_t *t, void *arg) {
     braid_transport_abort(cs->cur->t);
 }
 
+/* Room for one more stop deferred. */
+static int braid__cs_stops_room(braid_client_service_t *cs) {
+  if (cs->nstops < cs->capstops)
+    return 0;
+  size_t cap = cs->capstops ? cs->capstops * 2 : 2;
+  braid_deferred_t *n = braid_realloc(cs->stops, cap * sizeof *n);
+  if (n == NULL)
+    return BRAID_ENOMEM;
+  cs->stops = n;
+  cs->capstops = cap;
+  return 0;
+}
+
 int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
                               braid_deferred_t *out) {
   if (out != NULL)
@@ -427,14 +440,10 @@ int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
     return BRAID_EINVAL;
   braid_deferred_t d = BRAID_DEFERRED_INIT;
   if (out != NULL) {
-    if (cs->nstops == cs->capstops) {
-      size_t cap = cs->capstops ? cs->capstops * 2 : 2;
-      braid_deferred_t *n = braid_realloc(cs->stops, cap * sizeof *n);
-      if (n == NULL)
-        return BRAID_ENOMEM;
-      cs->stops = n;
-      cs->capstops = cap;
-    }
+    /* Room first, so that running out of memory is an error return in
+     * the usual case rather than a deferred that fails. */
+    if (braid__cs_stops_room(cs) < 0)
+      return BRAID_ENOMEM;
     int rc = braid_deferred_new(cs->r, &d);
     if (rc < 0)
       return rc;
@@ -457,8 +466,15 @@ int braid_client_service_stop(braid_client_service_t *cs, uint64_t grace,
   } else {
     cs->stopping = 1;
     if (!braid_deferred_is_none(d)) {
-      braid_deferred_ref(d);
-      cs->stops[cs->nstops++] = d;
+      /* The when_connected callbacks above may have stopped the service
+       * again, with deferreds of their own, and used up the room made
+       * for this one. */
+      if (braid__cs_stops_room(cs) < 0) {
+        braid_deferred_errback(d, braid_failure_from_code(cs->r, BRAID_ENOMEM));
+      } else {
+        braid_deferred_ref(d);
+        cs->stops[cs->nstops++] = d;
+      }
     }
     braid__cattempt *a = cs->cur;
     if (a->connected) {

@@ -1230,6 +1230,60 @@ static void t_cs_deferreds_held_until_fired(void **st) {
   csfix_free(&x);
 }
 
+/* A when_connected errback that stops the service again, with a deferred
+ * of its own. */
+typedef struct restop {
+  braid_client_service_t *cs;
+  braid_deferred_t d;
+  donecount done;
+  int code;
+} restop;
+
+static void restop_cb(braid_deferred_t d, braid_result_t *res, void *arg) {
+  (void)d;
+  restop *x = arg;
+  x->code =
+      braid_result_ok(res) ? 0 : braid_failure_code(braid_result_failure(res));
+  braid_result_set(res, NULL, NULL);
+  assert_int_equal(braid_client_service_stop(x->cs, UINT64_MAX, &x->d), 0);
+  assert_int_equal(braid_deferred_add_both(x->d, done_cb, &x->done), 0);
+}
+
+/* Stops made from the when_connected errbacks of a stop all complete,
+ * with the outer one, when the connection ends; none takes the outer
+ * stop's place in the list of stop deferreds. */
+static void t_cs_stop_from_when_connected(void **st) {
+  (void)st;
+  braid_client_service_options o = {0};
+  csfix x;
+  csfix_init(&x, &o, NULL);
+  x.listening = 1;
+  /* While the attempt connects, these wait. */
+  assert_int_equal(braid_client_service_start(x.cs), 0);
+  restop rs[2];
+  memset(rs, 0, sizeof rs);
+  braid_deferred_t d;
+  for (int i = 0; i < 2; i++) {
+    rs[i].cs = x.cs;
+    assert_int_equal(braid_client_service_when_connected(x.cs, 0, &d), 0);
+    assert_int_equal(braid_deferred_add_both(d, restop_cb, &rs[i]), 0);
+  }
+  donecount done = {0, 0, 0};
+  assert_int_equal(braid_client_service_stop(x.cs, UINT64_MAX, &d), 0);
+  assert_int_equal(braid_deferred_add_both(d, done_cb, &done), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(rs[i].code, BRAID_ECANCELED);
+    assert_int_equal(rs[i].done.ok, 0);
+  }
+  assert_int_equal(done.ok, 0);
+  flush_ok(x.sim); /* connected, and aborted at once */
+  assert_int_equal(x.clients.last->lost_reason, BRAID_ECONNABORTED);
+  assert_int_equal(done.ok, 1);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(rs[i].done.ok, 1);
+  csfix_free(&x);
+}
+
 static void t_cs_stop_while_connecting(void **st) {
   (void)st;
   braid_client_service_options o = {0};
@@ -1545,6 +1599,7 @@ int main(void) {
       cmocka_unit_test(t_cs_sync_connect_error),
       cmocka_unit_test(t_cs_stop_graceful_then_abort),
       cmocka_unit_test(t_cs_deferreds_held_until_fired),
+      cmocka_unit_test(t_cs_stop_from_when_connected),
       cmocka_unit_test(t_cs_stop_while_connecting),
       cmocka_unit_test(t_cs_destroy_connected),
       cmocka_unit_test(t_cs_bad_args),
