@@ -137,7 +137,9 @@ static void braid__mem_finish(braid_memory_transport_t *mt, int reason) {
   }
   braid_protocol_t *p = mt->t.proto;
   mt->depth++;
-  p->ops->connection_lost(p, reason);
+  /* Every callback may be NULL (braid/transport.h), as on a stream. */
+  if (p->ops->connection_lost != NULL)
+    p->ops->connection_lost(p, reason);
   mt->depth--;
 }
 
@@ -184,7 +186,8 @@ static void braid__mem_pump(braid_memory_transport_t *mt) {
       size_t len = mt->in_len;
       mt->in = NULL;
       mt->in_len = mt->in_cap = 0;
-      p->ops->data_received(p, buf, len);
+      if (p->ops->data_received != NULL)
+        p->ops->data_received(p, buf, len);
       braid_free(buf);
       continue;
     }
@@ -352,6 +355,12 @@ static const braid__transport_vt braid__mem_vt = {
 
 int braid_memory_transport_create(braid_reactor_t *r, braid_protocol_t *p,
                                   braid_memory_transport_t **out) {
+  return braid_memory_transport_create_ex(r, p, NULL, out);
+}
+
+int braid_memory_transport_create_ex(braid_reactor_t *r, braid_protocol_t *p,
+                                     const braid_memory_transport_options *opts,
+                                     braid_memory_transport_t **out) {
   if (r == NULL || p == NULL || p->ops == NULL || out == NULL)
     return BRAID_EINVAL;
   *out = NULL;
@@ -361,11 +370,19 @@ int braid_memory_transport_create(braid_reactor_t *r, braid_protocol_t *p,
   braid__transport_init(&mt->t, &braid__mem_vt, r, p);
   braid_addr_ip(&mt->local, "10.0.0.1", 12345);
   braid_addr_ip(&mt->peer, "192.168.1.1", 54321);
+  if (opts != NULL) {
+    if (opts->local != NULL)
+      mt->local = *opts->local;
+    if (opts->peer != NULL)
+      mt->peer = *opts->peer;
+    mt->blocked = opts->consumer_blocked;
+  }
   braid__handle_add(r, &mt->h, braid__mem_abort_h);
   *out = mt;
   p->transport = &mt->t;
   braid__mem_enter(mt);
-  p->ops->connection_made(p, &mt->t);
+  if (p->ops->connection_made != NULL)
+    p->ops->connection_made(p, &mt->t);
   braid__mem_leave(mt);
   return 0;
 }
@@ -389,6 +406,18 @@ braid_memory_transport_transport(braid_memory_transport_t *mt) {
   return mt != NULL ? &mt->t : NULL;
 }
 
+int braid_memory_transport_run_pending(braid_memory_transport_t *mt) {
+  if (mt == NULL)
+    return BRAID_EINVAL;
+  if (mt->depth > 0)
+    return BRAID_EBUSY;
+  if (mt->lost || mt->orphaned || !braid_timer_active(&mt->kick))
+    return 0;
+  braid_timer_cancel(&mt->kick);
+  braid__mem_pump(mt);
+  return 0;
+}
+
 int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
                                 size_t len) {
   if (mt == NULL || (data == NULL && len > 0))
@@ -406,7 +435,8 @@ int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
   braid__mem_enter(mt);
   if (direct) {
     braid_protocol_t *p = mt->t.proto;
-    p->ops->data_received(p, data, len);
+    if (p->ops->data_received != NULL)
+      p->ops->data_received(p, data, len);
   } else {
     /* Paused, or earlier bytes still wait: keep the order. */
     rc = braid__grow(&mt->in, &mt->in_cap, mt->in_len + len);

@@ -83,6 +83,25 @@ typedef struct braid_memory_transport braid_memory_transport_t;
 int braid_memory_transport_create(braid_reactor_t *r, braid_protocol_t *p,
                                   braid_memory_transport_t **out);
 
+/* Options for braid_memory_transport_create_ex(). Zero-filled (or NULL)
+ * means what braid_memory_transport_create() does. */
+typedef struct braid_memory_transport_options {
+  /* The addresses braid_transport_local_addr/peer_addr return, already in
+   * connection_made (NULL: the defaults below). */
+  const braid_addr_t *local;
+  const braid_addr_t *peer;
+  /* Start with the consumer blocked, so that even what the protocol writes
+   * in connection_made is queued (and counted for flow control) instead of
+   * reaching the value buffer: what a pump between two transports needs
+   * (braid/iosim.h). */
+  bool consumer_blocked;
+} braid_memory_transport_options;
+
+/* braid_memory_transport_create() with options (opts may be NULL). */
+int braid_memory_transport_create_ex(braid_reactor_t *r, braid_protocol_t *p,
+                                     const braid_memory_transport_options *opts,
+                                     braid_memory_transport_t **out);
+
 /* End the connection if still up (connection_lost(BRAID_ECONNABORTED)),
  * drop queued writes and free the transport. BRAID_EBUSY from inside one
  * of its own callbacks. NULL is accepted and ignored. */
@@ -91,6 +110,15 @@ int braid_memory_transport_destroy(braid_memory_transport_t *mt);
 /* The transport the protocol sees. */
 braid_transport_t *
 braid_memory_transport_transport(braid_memory_transport_t *mt);
+
+/* Deliver now the events this transport deferred (see "Deferred events"
+ * above) instead of on the next reactor turn: for a driver that polls the
+ * transport outside any of its callbacks, such as the iosim
+ * (braid/iosim.h). A zero-delay timer started inside a timer callback is
+ * due a nanosecond later on the manual clock, so without this a close made
+ * from a timer would complete only once the clock moved. BRAID_EBUSY from
+ * inside one of the transport's callbacks. */
+int braid_memory_transport_run_pending(braid_memory_transport_t *mt);
 
 /* The peer sends bytes: data_received (or buffered while reading is
  * paused). BRAID_ECLOSED once the protocol closed or the connection is
