@@ -200,8 +200,12 @@ static void conn_enter(hs_conn *c, hs_state st) {
   braid_http_server_t *s = c->srv;
   if (s->state_probe != NULL)
     s->state_probe(c, from, st, s->state_probe_arg);
-  const braid_http_server_options *o = &s->opts;
   conn_reading(c);
+  /* A callback above (the probe, a transport) may have moved us on: then
+   * that state's timer is the one to run. */
+  if (c->state != st)
+    return;
+  const braid_http_server_options *o = &s->opts;
   switch (st) {
   case CS_HEAD:
     now_fresh(c);

@@ -134,7 +134,9 @@ int braid__hs_body_pump(hs_conn *c) {
   braid_http_req_t *q = c->req;
   /* No request: the body of a finished one, skipped to reach the next. */
   bool deliver = q != NULL;
-  while (c->len > 0 && braid__hs_live(c)) {
+  /* Nothing is delivered while stalled: a handler answering as the body
+   * arrives would only add to what waits for the client. */
+  while (c->len > 0 && braid__hs_live(c) && !c->wpaused) {
     if (deliver && (q->bstate != HS_BODY_READING || q->bpaused))
       return 0;
     size_t take;

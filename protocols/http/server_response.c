@@ -356,6 +356,11 @@ int braid_http_finish(braid_http_req_t *q) {
     return BRAID_ECLOSED;
   }
   hs_conn *c = q->c;
+  if (c->state == BRAID__HTTP_CS_ABORTED) {
+    /* connection_lost is on its way: it logs the request as cut short
+     * and frees it. */
+    return BRAID_ECLOSED;
+  }
   int rc = 0;
   if (!q->head_sent) {
     /* finish without a head: an empty 200, like Twisted's finish(). */
