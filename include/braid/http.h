@@ -35,8 +35,11 @@
  *
  * Request lifetime: a braid_http_req_t is valid from the handler call until
  * braid_http_finish() (or braid_http_respond(), which finishes) returns.
- * If the connection is lost first, the stream ops' `closed` callback runs
- * and the request is freed when it returns; without a `closed` callback
+ * If the connection is lost first (or the server is destroyed, or the
+ * handler times out: see Timeouts), the stream ops' `closed` callback runs
+ * with the reason and the request is freed when it returns (a body being
+ * read gets its `end` first, a pending braid_http_sendfile its `done`);
+ * without a `closed` callback
  * the request stays allocated, every call on it returns BRAID_ECLOSED, and
  * braid_http_finish() frees it. Either way a handler never sees a dangling
  * request.

@@ -61,11 +61,12 @@
  *
  * Transitions, by event:
  *
- *          connection_made               first byte
+ *          connection_made          first bytes, not a whole head
  *     new ----------------> head <---------------------- idle
  *                            |  \ bad head, 408, 413      ^  \ timeout, EOF
  *                head parsed |   `-----> linger/closing   |   `--> closing
- *                            v                            | response done,
+ *          (from idle too if |                            |
+ *           it came whole)   v                            | response done,
  *     body <-- read_body -- handler -- finish ------------+ keep-alive (head
  *       |  --------------->  ^  |                         | if bytes wait,
  *       |  complete, paused, |  | sendfile piece          | discard if a
@@ -138,18 +139,33 @@ static void timer_cb(braid_timer_t *t, void *arg);
 
 /* Inside an I/O callback the reactor's cached clock is the one from
  * before the poller's wait, which may have blocked for a long time: a
- * deadline or a "last seen" from it would be early (a timer firing at
- * once after an idle second). Refresh it (a vDSO call). */
+ * deadline from it would be early (a timer firing at once after an idle
+ * second). Refresh it (a vDSO call). */
 static uint64_t now_fresh(hs_conn *c) {
   braid_reactor_update_time(c->srv->r);
   return braid_reactor_now(c->srv->r);
 }
 
-/* A state's timer fires in `d` ns. A state whose timer cannot be armed
- * (no memory for the timer heap) would wait without a limit: the
- * connection is aborted instead. */
-static void timer_arm(hs_conn *c, uint64_t d) {
-  if (braid_timer_start(c->srv->r, &c->timer, d > 0 ? d : 1, timer_cb, c) < 0)
+/* The state's deadline is `d` ns from `now`. The one timer fires at or
+ * before it: firing early costs a look (timer_cb arms it again for the
+ * rest), so moving to a later deadline needs no timer operation, only an
+ * earlier one does. A kept-alive connection then costs no timer heap work
+ * per request (idle, handler and idle again each push the deadline on),
+ * and a sign of life (a body byte, a handler call) is one store. A state
+ * whose timer cannot be armed (no memory for the timer heap) would wait
+ * without a limit: the connection is aborted instead. */
+static void deadline_set(hs_conn *c, uint64_t now, uint64_t d) {
+  if (d == 0)
+    d = 1;
+  c->deadline = now + d < now ? UINT64_MAX : now + d;
+  if (braid_timer_active(&c->timer)) {
+    if (c->armed <= c->deadline)
+      return;
+    braid_timer_cancel(&c->timer);
+  }
+  c->armed = c->deadline;
+  if (braid_timer_start(c->srv->r, &c->timer, c->deadline - now, timer_cb, c) <
+      0)
     braid__hs_abort(c, BRAID_ENOMEM);
 }
 
@@ -187,62 +203,62 @@ static void conn_reading(hs_conn *c) {
     braid_transport_pause_reading(c->t);
 }
 
-/* The one transition function: leave the current state (its timer is
- * cancelled), enter `st`, arm st's timer and apply its reading. Entering
- * the current state again changes nothing (its timer runs on). */
+/* Progress timers look every quarter of the timeout (timer_cb) whether
+ * the peer took a byte of our output; this is the first look. */
+static void progress_start(hs_conn *c, uint64_t now, uint64_t period) {
+  braid__hs_out_sample(c, 0);
+  c->wmark = c->acked;
+  c->wlast = now;
+  deadline_set(c, now, period);
+}
+
+/* The one transition function: leave the current state, enter `st`, set
+ * st's deadline on the connection's one timer and apply st's reading.
+ * Entering the current state again changes nothing (its deadline
+ * stands). */
 static void conn_enter(hs_conn *c, hs_state st) {
   if (c->state == st)
     return;
   hs_state from = c->state;
   c->state = st;
-  if (braid_timer_active(&c->timer))
-    braid_timer_cancel(&c->timer);
   braid_http_server_t *s = c->srv;
   if (s->state_probe != NULL)
     s->state_probe(c, from, st, s->state_probe_arg);
   conn_reading(c);
   /* A callback above (the probe, a transport) may have moved us on: then
-   * that state's timer is the one to run. */
+   * that state's deadline is the one to keep. */
   if (c->state != st)
     return;
   const braid_http_server_options *o = &s->opts;
   switch (st) {
   case CS_HEAD:
-    now_fresh(c);
-    timer_arm(c, o->header_timeout);
+    deadline_set(c, now_fresh(c), o->header_timeout);
     break;
   case CS_IDLE:
-    now_fresh(c);
-    timer_arm(c, o->idle_timeout);
+    deadline_set(c, now_fresh(c), o->idle_timeout);
     break;
   case CS_HANDLER:
-    c->active = now_fresh(c);
-    timer_arm(c, o->handler_timeout);
+    deadline_set(c, now_fresh(c), o->handler_timeout);
     break;
   case CS_BODY:
   case CS_DISCARD:
-    c->active = now_fresh(c);
-    timer_arm(c, o->body_timeout);
+    deadline_set(c, now_fresh(c), o->body_timeout);
     break;
   case CS_WRITING:
   case CS_STALLED:
   case CS_CLOSING:
-    /* Progress is looked for every quarter of the timeout (timer_cb). */
-    c->wlast = now_fresh(c);
-    braid__hs_out_sample(c, 0);
-    c->wmark = c->acked;
-    timer_arm(c, o->write_timeout / 4);
+    progress_start(c, now_fresh(c), o->write_timeout / 4);
     break;
   case CS_LINGER:
-    c->wlast = now_fresh(c);
-    braid__hs_out_sample(c, 0);
-    c->wmark = c->acked;
-    timer_arm(c, o->linger_timeout);
+    progress_start(c, now_fresh(c), o->linger_timeout);
     break;
   case CS_NEW:
   case CS_ABORTED:
   case CS_CLOSED:
-    break; /* no timer: see the table at the top */
+    /* No timer: see the table at the top. */
+    if (braid_timer_active(&c->timer))
+      braid_timer_cancel(&c->timer);
+    break;
   }
 }
 
@@ -271,21 +287,15 @@ void braid__hs_settle(hs_conn *c) {
   conn_reading(c);
 }
 
-void braid__hs_handler_alive(hs_conn *c) {
-  if (c->state == CS_HANDLER)
-    c->active = now_fresh(c);
+/* A sign of life in a state timed from the last one: the handler called
+ * us (handler), a body byte arrived (body, discard). */
+static void alive(hs_conn *c, uint64_t timeout) {
+  deadline_set(c, now_fresh(c), timeout);
 }
 
-/* Silence timers: the timer was armed for the whole timeout at the last
- * entry; signs of life since then only moved c->active (cheaper than a
- * timer per event). If the silence is shorter than the timeout, wait for
- * the rest. */
-static bool silence_left(hs_conn *c, uint64_t timeout, uint64_t now) {
-  uint64_t quiet = now - c->active;
-  if (quiet >= timeout)
-    return false;
-  timer_arm(c, timeout - quiet);
-  return true;
+void braid__hs_handler_alive(hs_conn *c) {
+  if (c->state == CS_HANDLER)
+    alive(c, c->srv->opts.handler_timeout);
 }
 
 /* Progress timers: has the peer taken a byte of our output since the
@@ -315,12 +325,9 @@ static void handler_expired(hs_conn *c) {
   braid__hs_req_detach(c, q, BRAID_ETIMEDOUT);
 }
 
-static void timer_cb(braid_timer_t *t, void *arg) {
-  (void)t;
-  hs_conn *c = arg;
+/* The state's deadline has come: act on it (see the table at the top). */
+static void expired(hs_conn *c, uint64_t now) {
   const braid_http_server_options *o = &c->srv->opts;
-  uint64_t now = braid_reactor_now(c->srv->r);
-  c->depth++;
   switch (c->state) {
   case CS_HEAD:
     /* Slowloris: the head did not arrive in time. */
@@ -333,39 +340,34 @@ static void timer_cb(braid_timer_t *t, void *arg) {
     braid__hs_close(c);
     break;
   case CS_HANDLER:
-    if (!silence_left(c, o->handler_timeout, now))
-      handler_expired(c);
+    handler_expired(c);
     break;
   case CS_BODY:
-    if (!silence_left(c, o->body_timeout, now)) {
-      /* The body will not complete: tell its reader, which answers; the
-       * connection cannot be reused. */
-      c->req->close_after = true;
-      braid__hs_body_end(c->req, BRAID_ETIMEDOUT);
-    }
+    /* The body will not complete: tell its reader, which answers; the
+     * connection cannot be reused. */
+    c->req->close_after = true;
+    braid__hs_body_end(c->req, BRAID_ETIMEDOUT);
     break;
   case CS_DISCARD:
-    if (!silence_left(c, o->body_timeout, now))
-      braid__hs_abort(c, BRAID_ETIMEDOUT);
+    braid__hs_abort(c, BRAID_ETIMEDOUT);
     break;
   case CS_WRITING:
   case CS_STALLED:
   case CS_CLOSING: {
     progress_seen(c, now);
     uint64_t limit = o->write_timeout, quiet = now - c->wlast;
-    if (quiet >= limit) {
+    if (quiet >= limit)
       braid__hs_abort(c, BRAID_ETIMEDOUT);
-    } else {
-      uint64_t d = limit - quiet < limit / 4 ? limit - quiet : limit / 4;
-      timer_arm(c, d);
-    }
+    else
+      deadline_set(c, now,
+                   limit - quiet < limit / 4 ? limit - quiet : limit / 4);
     break;
   }
   case CS_LINGER: {
     bool moved = progress_seen(c, now);
     bool queued = braid_transport_write_queued(c->t) > 0;
     if (moved || (queued && now - c->wlast < o->write_timeout))
-      timer_arm(c, o->linger_timeout);
+      deadline_set(c, now, o->linger_timeout);
     else
       braid__hs_abort(c, BRAID_ETIMEDOUT);
     break;
@@ -375,6 +377,22 @@ static void timer_cb(braid_timer_t *t, void *arg) {
   case CS_CLOSED:
     break;
   }
+}
+
+static void timer_cb(braid_timer_t *t, void *arg) {
+  (void)t;
+  hs_conn *c = arg;
+  uint64_t now = braid_reactor_now(c->srv->r);
+  if (now < c->deadline) {
+    /* Early: the deadline moved on since the timer was armed. */
+    c->armed = c->deadline;
+    if (braid_timer_start(c->srv->r, &c->timer, c->deadline - now, timer_cb,
+                          c) < 0)
+      braid__hs_abort(c, BRAID_ENOMEM);
+    return;
+  }
+  c->depth++;
+  expired(c, now);
   c->depth--;
   if (c->depth == 0)
     braid__hs_process(c);
@@ -637,13 +655,12 @@ static void conn_data(braid_protocol_t *p, const void *data, size_t len) {
   }
   memcpy(c->buf + c->len, data, len);
   c->len += len;
-  /* The first byte of the next request starts its head's clock. Bytes of
-   * a body are signs of life; a head's are not (that is what stops a
-   * client sending one byte every few seconds). */
-  if (c->state == CS_IDLE)
-    conn_enter(c, CS_HEAD);
-  else if (c->state == CS_BODY || c->state == CS_DISCARD)
-    c->active = now_fresh(c);
+  /* Bytes of a body are signs of life; a head's are not (that is what
+   * stops a client sending one byte every few seconds). The first byte of
+   * the next request starts its head's clock: idle becomes head when
+   * braid__hs_process settles, unless the head is complete already. */
+  if (c->state == CS_BODY || c->state == CS_DISCARD)
+    alive(c, c->srv->opts.body_timeout);
   braid__hs_process(c);
   /* Give back a large buffer once it is empty: idle connections stay
    * small. */

@@ -112,10 +112,12 @@ struct hs_conn {
    * transport, and how many of them it has written (a lower bound). */
   uint64_t out_total;
   uint64_t acked;
-  /* Timer data. Silence timers (handler, body, discard): when the last
-   * sign of life came. Progress timers (writing, stalled, closing,
-   * linger): `acked` when progress was last seen, and when. */
-  uint64_t active;
+  /* Timer data: the state's deadline, and when the timer is armed for
+   * (at or before it, see deadline_set in server_conn.c). Progress
+   * timers (writing, stalled, closing, linger): `acked` when progress was
+   * last seen, and when. */
+  uint64_t deadline;
+  uint64_t armed;
   uint64_t wmark;
   uint64_t wlast;
   braid_addr_t peer;
