@@ -676,6 +676,32 @@ static void t_closing(void **st) {
   menv_end(&m);
 }
 
+/* The write timeout runs on from one state to the next while the same
+ * peer reads nothing: stalled, then closing when the response ends. */
+static void t_stalled_then_closing(void **st) {
+  (void)st;
+  menv m;
+  menv_start(&m, 1);
+  braid_memory_transport_set_consumer_blocked(m.mt, true);
+  feed(&m, "GET /hang?start HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+  static char chunk[100000];
+  assert_int_equal(braid_http_write(H.held, chunk, sizeof chunk), 0);
+  expect_state(&m, S_STALLED);
+  advance(&m, BRAID_SEC(6));
+  assert_int_equal(braid_http_finish(H.held), 0);
+  H.held = NULL;
+  expect_state(&m, S_CLOSING);
+  advance(&m, T_WRITE - BRAID_SEC(6) - NS);
+  assert_false(aborted(&m));
+  advance(&m, NS);
+  assert_true(aborted(&m));
+  events(&m);
+  assert_true(gone(&m));
+  assert_int_equal(m.log.n, 1);
+  expect_log(&m, 0, "\"GET /hang?start HTTP/1.1\" 200 0");
+  menv_end(&m);
+}
+
 static void t_linger(void **st) {
   (void)st;
   menv m;
@@ -1135,12 +1161,19 @@ static void t_writing_pipelined(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_head),    cmocka_unit_test(t_idle),
-      cmocka_unit_test(t_handler), cmocka_unit_test(t_body),
-      cmocka_unit_test(t_discard), cmocka_unit_test(t_stalled),
-      cmocka_unit_test(t_closing), cmocka_unit_test(t_linger),
-      cmocka_unit_test(t_walk),    cmocka_unit_test(t_destroy_each),
-      cmocka_unit_test(t_writing), cmocka_unit_test(t_writing_pipelined),
+      cmocka_unit_test(t_head),
+      cmocka_unit_test(t_idle),
+      cmocka_unit_test(t_handler),
+      cmocka_unit_test(t_body),
+      cmocka_unit_test(t_discard),
+      cmocka_unit_test(t_stalled),
+      cmocka_unit_test(t_closing),
+      cmocka_unit_test(t_stalled_then_closing),
+      cmocka_unit_test(t_linger),
+      cmocka_unit_test(t_walk),
+      cmocka_unit_test(t_destroy_each),
+      cmocka_unit_test(t_writing),
+      cmocka_unit_test(t_writing_pipelined),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

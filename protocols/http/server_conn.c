@@ -203,12 +203,22 @@ static void conn_reading(hs_conn *c) {
     braid_transport_pause_reading(c->t);
 }
 
-/* Progress timers look every quarter of the timeout (timer_cb) whether
- * the peer took a byte of our output; this is the first look. */
-static void progress_start(hs_conn *c, uint64_t now, uint64_t period) {
-  braid__hs_out_sample(c, 0);
-  c->wmark = c->acked;
-  c->wlast = now;
+static bool progress_state(hs_state st) {
+  return st == CS_WRITING || st == CS_STALLED || st == CS_CLOSING ||
+         st == CS_LINGER;
+}
+
+/* Progress timers look every `period` (timer_cb) whether the peer took a
+ * byte of our output. The clock runs on from one such state to the next
+ * (a stalled response that finishes and closes is still waiting for the
+ * same peer to read): it starts only when entering them from another. */
+static void progress_start(hs_conn *c, hs_state from, uint64_t now,
+                           uint64_t period) {
+  if (!progress_state(from)) {
+    braid__hs_out_sample(c, 0);
+    c->wmark = c->acked;
+    c->wlast = now;
+  }
   deadline_set(c, now, period);
 }
 
@@ -247,10 +257,10 @@ static void conn_enter(hs_conn *c, hs_state st) {
   case CS_WRITING:
   case CS_STALLED:
   case CS_CLOSING:
-    progress_start(c, now_fresh(c), o->write_timeout / 4);
+    progress_start(c, from, now_fresh(c), o->write_timeout / 4);
     break;
   case CS_LINGER:
-    progress_start(c, now_fresh(c), o->linger_timeout);
+    progress_start(c, from, now_fresh(c), o->linger_timeout);
     break;
   case CS_NEW:
   case CS_ABORTED:
@@ -542,8 +552,9 @@ static bool body_step(hs_conn *c, braid_http_req_t *q) {
   }
   if (c->req != q)
     return true; /* the handler finished inside a data callback */
-  if (c->peer_eof) {
-    /* The peer ended its side in the middle of the body. */
+  if (c->peer_eof && c->len == 0) {
+    /* The peer ended its side in the middle of the body (bytes still
+     * buffered wait for a paused reader or the end of a stall). */
     c->body_pending = false;
     if (q == NULL) {
       braid__hs_close(c);
