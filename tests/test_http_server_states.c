@@ -526,6 +526,10 @@ static void t_handler(void **st) {
   assert_non_null(strstr(value(&m), "HTTP/1.1 503 "));
   assert_non_null(H.held);
   assert_int_equal(braid_http_write(H.held, "x", 1), BRAID_ECLOSED);
+  assert_int_equal(braid_http_read_body(H.held, &read_ops, NULL),
+                   BRAID_ECLOSED);
+  advance(&m, 0);
+  assert_int_equal(H.end_calls, 0);
   assert_int_equal(braid_http_respond(H.held, 200, NULL, 0, "x", 1),
                    BRAID_ECLOSED);
   H.held = NULL;

@@ -189,15 +189,12 @@ int braid_http_read_body(braid_http_req_t *q, const braid_http_body_ops *ops,
     return BRAID_EINVAL;
   if (q->bstate != HS_BODY_UNASKED)
     return BRAID_EALREADY;
+  hs_conn *c = q->c;
+  if (c == NULL)
+    return BRAID_ECLOSED; /* a zombie (braid/http.h, request lifetime) */
   q->bops = ops;
   q->barg = arg;
   q->bstate = HS_BODY_READING;
-  hs_conn *c = q->c;
-  if (c == NULL) {
-    q->bend_pending = true;
-    q->bend_status = BRAID_ECLOSED;
-    return 0;
-  }
   braid__hs_handler_alive(c);
   if (!c->body_pending) {
     q->bend_pending = true;
