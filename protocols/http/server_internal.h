@@ -200,6 +200,9 @@ void braid__hs_handler_alive(hs_conn *c);
 void braid__hs_close(hs_conn *c);
 void braid__hs_abort(hs_conn *c, int reason);
 void braid__hs_fail(hs_conn *c, int status, braid_http_req_t *q);
+/* Write bytes that no response object frames (100 Continue, error
+ * answers), only while the connection is live. */
+void braid__hs_write_raw(hs_conn *c, const void *data, size_t len);
 /* Whether the connection may still write and read (not closing, aborted
  * or gone). */
 bool braid__hs_live(const hs_conn *c);
@@ -220,9 +223,11 @@ void braid__hs_body_end(braid_http_req_t *q, int status);
 int braid__hs_body_pump(hs_conn *c);
 
 /* server_response.c */
+/* Update c->acked from the transport's queue (see "Output accounting"
+ * in server_response.c); `in_release`: called from a release callback. */
 void braid__hs_out_sample(hs_conn *c, int in_release);
+/* Write through the accounting: counted in c->out_total. */
 int braid__hs_out_write(hs_conn *c, const void *data, size_t len);
-void braid__hs_write_raw(hs_conn *c, const void *data, size_t len);
 int braid__hs_field_ok(const char *s);
 /* The response is complete: log it (or leave it for when the client has
  * read it), decide about the connection, move on. */
