@@ -131,6 +131,7 @@ typedef struct hst {
   uint64_t body_bytes;
   int pauses, resumes;
   braid_http_server_t *srv; /* for handlers that destroy it */
+  int destroyed;            /* /quit did */
 } hst;
 
 static hst H;
@@ -269,6 +270,7 @@ static void stream_h(braid_http_req_t *req, void *arg) {
 static void quit_h(braid_http_req_t *req, void *arg) {
   (void)arg;
   braid_http_server_destroy(H.srv);
+  H.destroyed = 1;
   H.end_status = braid_http_respond(req, 200, NULL, 0, "bye\n", 4);
 }
 
@@ -906,6 +908,122 @@ static void t_destroy_each(void **st) {
 }
 
 /* ------------------------------------------------------------------------
+ * An attack: a peer doing random things, then going silent
+ * ------------------------------------------------------------------------ */
+
+static const char *const pieces[] = {
+    "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /hang?zombie HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /hang?start HTTP/1.1\r\nHost: a\r\n\r\n",
+    "POST /read HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    "POST /read?pause HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    "POST /read HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "POST /read HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+    "Expect: 100-continue\r\n\r\n",
+    "3\r\nabc\r\n",
+    "0\r\n\r\n",
+    "ab",
+    "xyz",
+    "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+    "GET /he",
+    /* From here on, pieces that end the connection: rarer. */
+    "GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "GET /hello HTTP/1.0\r\n\r\n",
+    "GARBAGE\r\n\r\n",
+    "GET /quit HTTP/1.1\r\nHost: a\r\n\r\n",
+};
+#define NPIECES (sizeof pieces / sizeof pieces[0])
+#define NENDING 4
+
+static uint64_t rnd_state;
+static unsigned rnd(unsigned n) {
+  rnd_state = rnd_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (unsigned)(rnd_state >> 33) % n;
+}
+
+/* Whatever the peer did, once it goes silent (and, half the time, stops
+ * reading too) the connection ends within the longest chain of
+ * timeouts: no state waits without one. Under ASan and valgrind this
+ * also finds leaks and use-after-free on every path taken. */
+static void t_random(void **st) {
+  (void)st;
+  static const uint64_t steps[] = {
+      0, NS, BRAID_SEC(1), T_WRITE / 4, T_LINGER, T_HEADER, T_HANDLER};
+  int ended[2] = {0, 0};
+  int seen_all[S_COUNT] = {0};
+  /* More for a long hunt: BRAID_HTTP_RANDOM_SEEDS=100000. */
+  const char *env = getenv("BRAID_HTTP_RANDOM_SEEDS");
+  unsigned seeds = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 300;
+  for (unsigned seed = 1; seed <= seeds; seed++) {
+    rnd_state = seed;
+    menv m;
+    menv_start(&m, 1);
+    braid_memory_transport_set_consumer_blocked(m.mt, rnd(2) == 0);
+    for (int i = 0; i < 60 && !gone(&m); i++) {
+      unsigned a = rnd(20);
+      if (a < 12) {
+        unsigned k = rnd(8) == 0 ? rnd(NPIECES) : rnd(NPIECES - NENDING);
+        const char *p = pieces[k];
+        size_t len = strlen(p), cut = rnd(2) ? len : rnd((unsigned)len + 1);
+        braid_memory_transport_feed(m.mt, p, cut);
+        braid_memory_transport_feed(m.mt, p + cut, len - cut);
+      } else if (a < 15) {
+        advance(&m, steps[rnd(sizeof steps / sizeof steps[0])]);
+      } else if (a == 15) {
+        braid_memory_transport_set_consumer_blocked(m.mt, rnd(2) == 0);
+      } else if (a == 16) {
+        braid_memory_transport_drain(m.mt, rnd(200000));
+        braid_memory_transport_clear(m.mt);
+      } else if (a == 17) {
+        braid_memory_transport_feed_eof(m.mt);
+      } else if (a == 18 && rnd(4) == 0) {
+        braid_memory_transport_lose(m.mt, BRAID_ECONNRESET);
+      } else if (a == 19 && rnd(4) == 0 && !m.server_gone && !H.destroyed) {
+        braid_http_server_destroy(m.srv);
+        m.server_gone = 1;
+      }
+      if (H.destroyed)
+        m.server_gone = 1; /* by /quit */
+    }
+    bool deaf = rnd(2) == 0;
+    braid_memory_transport_set_consumer_blocked(m.mt, deaf);
+    uint64_t t = 0;
+    while (!gone(&m) && t < BRAID_SEC(400)) {
+      advance(&m, BRAID_SEC(1));
+      t += BRAID_SEC(1);
+    }
+    if (!gone(&m))
+      fail_msg("seed %u: still connected %llu s after going silent (%s), "
+               "path %s",
+               seed, (unsigned long long)(t / BRAID_SEC(1)),
+               deaf ? "not reading" : "reading", m.tr.path);
+    ended[deaf]++;
+    for (int k = 0; k < S_COUNT; k++)
+      seen_all[k] += m.tr.seen[k];
+    if (H.held != NULL) /* a zombie: the handler finishes it */
+      assert_int_equal(braid_http_finish(H.held), BRAID_ECLOSED);
+    if (H.destroyed)
+      m.server_gone = 1;
+    menv_end(&m);
+  }
+  print_message("random: %d reading and %d deaf peers, every one dropped;"
+                " states entered:",
+                ended[0], ended[1]);
+  for (int k = 1; k < S_COUNT; k++) {
+    print_message(" %s %d",
+                  braid__http_conn_state_name((braid__http_conn_state)k),
+                  seen_all[k]);
+    /* Every state but writing (no sendfile on the memory transport). */
+    if (k != S_WRITING && seeds >= 300)
+      assert_true(seen_all[k] > 0);
+  }
+  print_message("\n");
+}
+
+/* ------------------------------------------------------------------------
  * The writing state, over TCP: it needs the platform's sendfile
  * ------------------------------------------------------------------------ */
 
@@ -1165,19 +1283,13 @@ static void t_writing_pipelined(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_head),
-      cmocka_unit_test(t_idle),
-      cmocka_unit_test(t_handler),
-      cmocka_unit_test(t_body),
-      cmocka_unit_test(t_discard),
-      cmocka_unit_test(t_stalled),
-      cmocka_unit_test(t_closing),
-      cmocka_unit_test(t_stalled_then_closing),
-      cmocka_unit_test(t_linger),
-      cmocka_unit_test(t_walk),
-      cmocka_unit_test(t_destroy_each),
-      cmocka_unit_test(t_writing),
-      cmocka_unit_test(t_writing_pipelined),
+      cmocka_unit_test(t_head),    cmocka_unit_test(t_idle),
+      cmocka_unit_test(t_handler), cmocka_unit_test(t_body),
+      cmocka_unit_test(t_discard), cmocka_unit_test(t_stalled),
+      cmocka_unit_test(t_closing), cmocka_unit_test(t_stalled_then_closing),
+      cmocka_unit_test(t_linger),  cmocka_unit_test(t_walk),
+      cmocka_unit_test(t_random),  cmocka_unit_test(t_destroy_each),
+      cmocka_unit_test(t_writing), cmocka_unit_test(t_writing_pipelined),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
