@@ -16,10 +16,20 @@ void braid_transport_init(braid_transport_t *t, const braid_transport_vt *vt,
   t->high = BRAID__DEFAULT_HIGH;
   t->low = BRAID__DEFAULT_LOW;
   t->state = 0;
+  t->lower = NULL;
+}
+
+/* The transport's queue: its own bytes and, for a stacked transport,
+ * those of every transport below it (braid_transport_impl_follow_lower). */
+static size_t braid__queued(const braid_transport_t *t) {
+  size_t n = 0;
+  for (; t != NULL; t = t->lower)
+    n += t->queued;
+  return n;
 }
 
 void braid_transport_impl_filled(braid_transport_t *t) {
-  if (t->queued > t->high && !(t->state & BRAID__T_PRODUCER_PAUSED) &&
+  if (braid__queued(t) > t->high && !(t->state & BRAID__T_PRODUCER_PAUSED) &&
       !(t->state & BRAID__T_DEAD)) {
     t->state |= BRAID__T_PRODUCER_PAUSED;
     if (t->proto != NULL && t->proto->ops->pause_writing != NULL)
@@ -28,7 +38,7 @@ void braid_transport_impl_filled(braid_transport_t *t) {
 }
 
 void braid_transport_impl_drained(braid_transport_t *t) {
-  if (t->queued <= t->low && (t->state & BRAID__T_PRODUCER_PAUSED)) {
+  if (braid__queued(t) <= t->low && (t->state & BRAID__T_PRODUCER_PAUSED)) {
     t->state &= ~BRAID__T_PRODUCER_PAUSED;
     if (t->proto != NULL && t->proto->ops->resume_writing != NULL &&
         !(t->state & (BRAID__T_DEAD | BRAID__T_CLOSING)))
@@ -191,6 +201,10 @@ int braid_transport_set_write_limits(braid_transport_t *t, size_t high,
     return BRAID_EINVAL;
   t->high = high;
   t->low = low;
+  /* A stacked transport keeps its lower one's marks at its low mark (see
+   * braid_transport_impl_follow_lower). */
+  if (t->lower != NULL && (t->lower->high != low || t->lower->low != low))
+    braid_transport_set_write_limits(t->lower, low, low);
   braid_transport_impl_filled(t);
   braid_transport_impl_drained(t);
   return 0;
@@ -201,7 +215,7 @@ bool braid_transport_closing(const braid_transport_t *t) {
 }
 
 size_t braid_transport_write_queued(const braid_transport_t *t) {
-  return t != NULL ? t->queued : 0;
+  return braid__queued(t);
 }
 
 braid_reactor_t *braid_transport_reactor(const braid_transport_t *t) {
@@ -277,13 +291,14 @@ void braid_transport_impl_follow_lower(braid_transport_t *t,
                                        braid_transport_t *lower, size_t own) {
   if (t == NULL)
     return;
+  t->lower = lower;
+  t->queued = own;
   /* The lower transport pauses its protocol (the layer) above t's low mark
    * and resumes it at that mark, so its resume_writing arrives exactly
    * when t's queue (the lower one plus the layer's own bytes) may have
    * fallen back to t's low mark. */
   if (lower != NULL && (lower->high != t->low || lower->low != t->low))
     braid_transport_set_write_limits(lower, t->low, t->low);
-  t->queued = own + (lower != NULL ? lower->queued : 0);
 }
 
 int braid_transport_deliver_made(braid_transport_t *t) {
@@ -349,6 +364,7 @@ int braid_transport_deliver_lost(braid_transport_t *t, int reason) {
   if (t->state & BRAID_TRANSPORT_LOST)
     return BRAID_EALREADY;
   t->state |= BRAID__T_DEAD | BRAID_TRANSPORT_LOST;
+  t->lower = NULL; /* going away with this transport, or gone already */
   braid_protocol_t *p = t->proto;
   if (p != NULL && p->ops->connection_lost != NULL)
     p->ops->connection_lost(p, reason);

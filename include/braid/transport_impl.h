@@ -216,9 +216,10 @@ struct braid_transport {
   const braid_transport_vt *vt; /* private */
   braid_protocol_t *proto;      /* private */
   braid_reactor_t *reactor;     /* private */
-  size_t queued;                /* private: bytes not yet written */
+  size_t queued;                /* private: own bytes not yet written */
   size_t high, low;             /* private: flow-control marks */
   unsigned state;               /* private: BRAID_TRANSPORT_* bits */
+  braid_transport_t *lower;     /* private: see follow_lower */
 };
 
 /* Initialise `t`: vtable `vt` (required, must outlive t), reactor `r`
@@ -275,9 +276,11 @@ void braid_transport_impl_fail(braid_transport_t *t);
  * Flow control
  * ------------------------------------------------------------------------ */
 
-/* Record how many bytes the transport holds that were written by the
- * protocol and have not left yet (braid_transport_write_queued reports
- * it). Sends nothing: see filled/drained. */
+/* Record how many bytes the transport holds itself that were written by
+ * the protocol and have not left yet. braid_transport_write_queued and the
+ * marks count these plus, for a stacked transport, the lower transport's
+ * queue (braid_transport_impl_follow_lower). Sends nothing: see
+ * filled/drained. */
 void braid_transport_impl_set_queued(braid_transport_t *t, size_t bytes);
 
 /* After the queue grew: if it passed the high mark, send pause_writing
@@ -292,16 +295,22 @@ void braid_transport_impl_filled(braid_transport_t *t);
  * inside vt->write. */
 void braid_transport_impl_drained(braid_transport_t *t);
 
-/* For a transport stacked on `lower` that keeps `own` bytes of its own
- * (bytes not yet handed down, e.g. plaintext held during a handshake):
- * sets t's queue to own + braid_transport_write_queued(lower), and sets
- * lower's marks to t's low mark for both (when they differ), so that the
- * lower transport sends its protocol (the layer) pause_writing as soon as
- * it holds more than t's low mark and resume_writing exactly when it falls
- * back to it: the moment t's own queue may have drained. Call it in
- * vt->write (after handing the bytes down) and in the lower protocol's
- * resume_writing, followed there by braid_transport_impl_drained(t).
- * lower == NULL counts as an empty lower queue. */
+/* For a transport stacked on `lower`, keeping `own` bytes of its own (not
+ * yet handed down, e.g. plaintext held during a handshake; 0 for a layer
+ * that hands everything down at once):
+ *   - from now on t's queue, as braid_transport_write_queued(t) and the
+ *     marks see it, is own + lower's queue, counted live (and through
+ *     further layers below), so it is never stale;
+ *   - lower's marks are set to t's low mark for both, now and whenever t's
+ *     marks change, so that the lower transport sends its protocol (the
+ *     layer) pause_writing as soon as it holds more than t's low mark and
+ *     resume_writing exactly when it falls back to it: the moment t's
+ *     queue may have drained.
+ * Call it once the lower transport is known and again whenever `own`
+ * changes (in vt->write after handing bytes down, for instance), and in
+ * the lower protocol's resume_writing call braid_transport_impl_drained(t).
+ * lower == NULL counts as an empty lower queue. The link is dropped when
+ * connection_lost is delivered. */
 void braid_transport_impl_follow_lower(braid_transport_t *t,
                                        braid_transport_t *lower, size_t own);
 

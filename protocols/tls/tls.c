@@ -527,19 +527,14 @@ static braid__tls *braid__tls_of(const braid_transport_t *t) {
 static void braid__tls_process(braid__tls *s);
 
 /* The TLS transport's queue: plaintext waiting for the handshake plus the
- * lower transport's ciphertext. */
+ * lower transport's ciphertext, which core counts live.
+ * braid_transport_impl_follow_lower also has the lower transport pause us
+ * at the TLS transport's low mark, so its resume_writing arrives exactly
+ * when our queue fell back below it (the lower queue is ours minus the
+ * plaintext); core keeps the lower marks in step when the user changes
+ * ours. */
 static void braid__tls_sync_queued(braid__tls *s) {
-  size_t lq = s->lower != NULL ? braid_transport_write_queued(s->lower) : 0;
-  braid_transport_impl_set_queued(&s->t, s->pending + lq);
-}
-
-/* The lower transport pauses us at the TLS transport's low mark, so its
- * resume_writing arrives exactly when our queue fell back below it (the
- * lower queue is ours minus the plaintext). Re-done when the user changed
- * the marks (braid_transport_impl_follow_lower compares them). */
-static void braid__tls_sync_limits(braid__tls *s) {
-  if (s->lower != NULL)
-    braid_transport_impl_follow_lower(&s->t, s->lower, s->pending);
+  braid_transport_impl_follow_lower(&s->t, s->lower, s->pending);
 }
 
 static void braid__tls_free_pending(braid__tls *s) {
@@ -870,7 +865,7 @@ static void braid__tls_lower_made(braid_protocol_t *p, braid_transport_t *t) {
   }
   if (st & BRAID_TRANSPORT_READ_PAUSED)
     braid_transport_pause_reading(t);
-  braid__tls_sync_limits(s);
+  braid__tls_sync_queued(s);
   int rc = braid__tls_begin(s);
   if (rc < 0)
     braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
@@ -950,7 +945,7 @@ static void braid__tls_lower_lost(braid_protocol_t *p, int reason) {
 }
 
 static void braid__tls_lower_pause(braid_protocol_t *p) {
-  (void)p; /* our own mark decides; see braid__tls_sync_limits */
+  (void)p; /* our own mark decides; see braid__tls_sync_queued */
 }
 
 static void braid__tls_lower_resume(braid_protocol_t *p) {
@@ -1025,7 +1020,6 @@ static int braid__tls_write(braid_transport_t *t, const braid_iovec_t *iov,
   /* The bytes were copied or encrypted: the caller's memory is free. */
   if (release != NULL)
     release((void *)iov[0].base, arg);
-  braid__tls_sync_limits(s);
   braid__tls_sync_queued(s);
   return rc;
 }
@@ -1335,7 +1329,7 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
   p->transport = &s->t;
   if (out != NULL)
     *out = &s->t;
-  braid__tls_sync_limits(s);
+  braid__tls_sync_queued(s);
   int rc = braid__tls_begin(s);
   if (rc < 0)
     braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
