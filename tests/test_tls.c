@@ -298,6 +298,20 @@ static void client_made(braid_protocol_t *p, braid_transport_t *t) {
   assert_true(braid_tls_peer_issuer(t, c->issuer, sizeof c->issuer) > 0);
   assert_int_equal(braid_tls_peer_fingerprint(t, c->fp, sizeof c->fp), 95);
   assert_non_null(braid_tls_peer_x509(t));
+  /* The same through braid_transport_extra (braid/transport.h). */
+  assert_ptr_equal(braid_transport_extra(t, "tls.peer_x509"),
+                   braid_tls_peer_x509(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.ssl"), braid_tls_native(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.alpn"), braid_tls_alpn(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.version"),
+                   braid_tls_version(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.cipher"),
+                   braid_tls_cipher(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.server_name"),
+                   braid_tls_server_name(t));
+  assert_null(braid_transport_extra(t, "tls.nonsense"));
+  /* Other names go to the lower transport (TCP: none). */
+  assert_null(braid_transport_extra(t, "r13.name"));
   c->reused = braid_tls_session_reused(t);
   if (c->request != NULL) {
     assert_int_equal(braid_transport_write(t, c->request, strlen(c->request)),
