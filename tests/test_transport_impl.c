@@ -279,6 +279,7 @@ static void r13_factory_init(r13_factory *rf, braid_factory_t *inner) {
 typedef struct rec {
   braid_protocol_t p;
   int made, lost, lost_reason, eofs, pauses, resumes;
+  int eof_bit; /* the EOF state bit was set when eof_received ran */
   char got[1 << 16];
   size_t got_len;
   int pause_in_data; /* pause reading from inside data_received */
@@ -309,6 +310,8 @@ static void rec_data(braid_protocol_t *p, const void *d, size_t n) {
 static void rec_eof(braid_protocol_t *p) {
   rec *x = (rec *)p;
   x->eofs++;
+  x->eof_bit = (braid_transport_impl_state(p->transport) &
+                BRAID_TRANSPORT_EOF) != 0;
   if (x->write_on_eof) {
     assert_int_equal(braid_transport_write(p->transport, "bye", 3), 0);
     assert_int_equal(braid_transport_shutdown_write(p->transport), 0);
@@ -514,7 +517,7 @@ static void t_mem_half_close(void **state) {
   assert_int_equal(f.user.lost, 0);
   assert_int_equal(braid_memory_transport_feed_eof(f.mt), 0);
   assert_int_equal(f.user.eofs, 1);
-  assert_true(braid_transport_impl_state(f.up) & BRAID_TRANSPORT_EOF);
+  assert_true(f.user.eof_bit);
   assert_int_equal(braid_clock_advance(f.r, 0), 0);
   assert_int_equal(f.user.lost, 1);
   assert_int_equal(f.user.lost_reason, 0);
@@ -536,7 +539,7 @@ static void t_mem_half_close(void **state) {
   /* Not half-close aware: the EOF closes the connection after flushing. */
   mem_setup(&f, &rec_noeof_ops);
   assert_int_equal(braid_memory_transport_feed_eof(f.mt), 0);
-  assert_true(braid_transport_closing(f.up));
+  /* Nothing was queued: closed at once (the layer is gone already). */
   assert_true(braid_memory_transport_closing(f.mt));
   assert_int_equal(braid_clock_advance(f.r, 0), 0);
   assert_int_equal(f.user.lost, 1);
