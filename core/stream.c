@@ -53,6 +53,12 @@ typedef struct braid__stream {
   uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
+/* One braid_listener_on_close callback. */
+typedef struct braid__on_close {
+  void (*cb)(void *arg);
+  void *arg;
+} braid__on_close;
+
 struct braid_listener {
   braid__sock sock;
   braid__handle h;
@@ -64,11 +70,7 @@ struct braid_listener {
   uint64_t backoff_ns;
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
-  /* braid_listener_on_close, in the order added */
-  struct braid__on_close {
-    void (*cb)(void *arg);
-    void *arg;
-  } *on_close;
+  braid__on_close *on_close; /* in the order added */
   size_t n_on_close;
 };
 
@@ -808,7 +810,7 @@ int braid_listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
     return BRAID_EINVAL;
   if (l->closing)
     return BRAID_ECLOSED;
-  struct braid__on_close *n =
+  braid__on_close *n =
       braid_realloc(l->on_close, (l->n_on_close + 1) * sizeof *n);
   if (n == NULL)
     return BRAID_ENOMEM;

@@ -55,10 +55,9 @@ int braid_watch_start(braid_reactor_t *r, int fd, unsigned events,
     return BRAID_ENOMEM;
   w->cb = cb;
   w->arg = arg;
-  int rc = braid__posix_watch_start(r, &w->pw, fd,
-                                    events & (BRAID_WATCH_READ |
-                                              BRAID_WATCH_WRITE),
-                                    braid__watch_event);
+  int rc = braid__posix_watch_start(
+      r, &w->pw, fd, events & (BRAID_WATCH_READ | BRAID_WATCH_WRITE),
+      braid__watch_event);
   if (rc < 0) {
     braid_free(w); /* never registered: nothing names it */
     return rc;
@@ -71,7 +70,8 @@ int braid_watch_start(braid_reactor_t *r, int fd, unsigned events,
 int braid_watch_set(braid_watch_t *w, unsigned events) {
   if (w == NULL)
     return BRAID_EINVAL;
-  braid__posix_watch_set(&w->pw, events & (BRAID_WATCH_READ | BRAID_WATCH_WRITE));
+  braid__posix_watch_set(&w->pw,
+                         events & (BRAID_WATCH_READ | BRAID_WATCH_WRITE));
   return 0;
 }
 

@@ -447,9 +447,9 @@ static void t_watch_level_borrowed(void **state) {
   watched x;
   memset(&x, 0, sizeof x);
   if (!braid_watch_supported(r)) { /* io_uring, IOCP */
-    assert_int_equal(braid_watch_start(r, p[0], BRAID_WATCH_READ, watch_cb,
-                                       &x, &x.w),
-                     BRAID_ENOTSUP);
+    assert_int_equal(
+        braid_watch_start(r, p[0], BRAID_WATCH_READ, watch_cb, &x, &x.w),
+        BRAID_ENOTSUP);
     assert_null(x.w);
     close(p[0]);
     close(p[1]);
@@ -461,8 +461,7 @@ static void t_watch_level_borrowed(void **state) {
                    BRAID_EINVAL);
   assert_int_equal(braid_watch_start(r, -1, 0, watch_cb, &x, &x.w),
                    BRAID_EINVAL);
-  assert_int_equal(braid_watch_start(r, p[0], 0, NULL, &x, &x.w),
-                   BRAID_EINVAL);
+  assert_int_equal(braid_watch_start(r, p[0], 0, NULL, &x, &x.w), BRAID_EINVAL);
   assert_int_equal(braid_watch_set(NULL, 0), BRAID_EINVAL);
   braid_watch_stop(NULL);
   assert_int_equal(
@@ -583,9 +582,9 @@ static void t_iteration_hooks(void **state) {
   iter_rec x;
   memset(&x, 0, sizeof x);
   x.r = r;
-  assert_int_equal(braid_embed_set_iteration_hooks(NULL, iter_before,
-                                                   iter_after, &x),
-                   BRAID_EINVAL);
+  assert_int_equal(
+      braid_embed_set_iteration_hooks(NULL, iter_before, iter_after, &x),
+      BRAID_EINVAL);
   assert_int_equal(
       braid_embed_set_iteration_hooks(r, iter_before, iter_after, &x), 0);
   assert_int_equal(
@@ -607,8 +606,7 @@ static void t_iteration_hooks(void **state) {
   assert_int_equal(x.destroy_rc, BRAID_EBUSY);
   /* A longer timeout than braid's is ignored: the timer is not late. */
   braid_timer_cancel(&t);
-  assert_int_equal(braid_timer_start(r, &t, BRAID_MSEC(10), iter_timer, &x),
-                   0);
+  assert_int_equal(braid_timer_start(r, &t, BRAID_MSEC(10), iter_timer, &x), 0);
   x.give = -1;
   t0 = braid_hrtime();
   while (!x.fired)

@@ -462,10 +462,9 @@ static void t_schemes(void **st) {
                    BRAID_EINVAL);
   assert_int_equal(braid_endpoint_add_scheme(r, NULL, &via_scheme, &v),
                    BRAID_EINVAL);
-  assert_int_equal(braid_endpoint_add_scheme(r, "via", NULL, &v),
-                   BRAID_EINVAL);
-  const char *bad[] = {"", "Via", "1via", "v:a", "v a", "via_x",
-                       "abcdefghijklmnop"};
+  assert_int_equal(braid_endpoint_add_scheme(r, "via", NULL, &v), BRAID_EINVAL);
+  const char *bad[] = {
+      "", "Via", "1via", "v:a", "v a", "via_x", "abcdefghijklmnop"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     assert_int_equal(braid_endpoint_add_scheme(r, bad[i], &via_scheme, &v),
                      BRAID_EINVAL);
@@ -473,15 +472,13 @@ static void t_schemes(void **st) {
   for (size_t i = 0; i < sizeof taken / sizeof *taken; i++)
     assert_int_equal(braid_endpoint_add_scheme(r, taken[i], &via_scheme, &v),
                      BRAID_EEXIST);
-  assert_int_equal(braid_endpoint_add_scheme(r, "abcdefghijklmno", &via_scheme,
-                                             &v),
-                   0);
+  assert_int_equal(
+      braid_endpoint_add_scheme(r, "abcdefghijklmno", &via_scheme, &v), 0);
   assert_int_equal(braid_endpoint_add_scheme(r, "via", &via_scheme, &v), 0);
   assert_int_equal(braid_endpoint_add_scheme(r, "via", &via_scheme, &v),
                    BRAID_EEXIST);
-  assert_int_equal(braid_endpoint_add_scheme(r, "s+x.y-z", &serveonly_scheme,
-                                             &v),
-                   0);
+  assert_int_equal(
+      braid_endpoint_add_scheme(r, "s+x.y-z", &serveonly_scheme, &v), 0);
 
   /* Listen and connect through the scheme; it gets the whole description
    * and its argument. */
@@ -493,8 +490,8 @@ static void t_schemes(void **st) {
   srv.f.build = ep_build;
   braid_listener_t *l;
   char err[256] = "";
-  assert_int_equal(braid_endpoint_listen(r, "via:0:interface=127.0.0.1",
-                                         &srv.f, &l, err, sizeof err),
+  assert_int_equal(braid_endpoint_listen(r, "via:0:interface=127.0.0.1", &srv.f,
+                                         &l, err, sizeof err),
                    0);
   assert_int_equal(v.listens, 1);
   assert_string_equal(v.last, "via:0:interface=127.0.0.1");
@@ -567,13 +564,13 @@ static void t_split(void **st) {
   assert_string_equal(parts[2].value, "a:b");
   assert_string_equal(parts[3].key, "x");
   assert_string_equal(parts[3].value, "y=z");
-  assert_int_equal(braid_endpoint_split(":x", type, sizeof type, parts, &n,
-                                        err, sizeof err),
-                   BRAID_EINVAL);
+  assert_int_equal(
+      braid_endpoint_split(":x", type, sizeof type, parts, &n, err, sizeof err),
+      BRAID_EINVAL);
   assert_non_null(strstr(err, "missing endpoint type"));
   assert_int_equal(n, 0);
-  assert_int_equal(braid_endpoint_split("via:=v", type, sizeof type, parts,
-                                        &n, err, sizeof err),
+  assert_int_equal(braid_endpoint_split("via:=v", type, sizeof type, parts, &n,
+                                        err, sizeof err),
                    BRAID_EINVAL);
   assert_int_equal(braid_endpoint_split("a:1:2:3:4:5:6:7:8:9:10:11:12:13:14:"
                                         "15:16:17",
@@ -581,9 +578,9 @@ static void t_split(void **st) {
                                         sizeof err),
                    BRAID_EINVAL);
   assert_non_null(strstr(err, "too many parts"));
-  assert_int_equal(braid_endpoint_split(NULL, type, sizeof type, parts, &n,
-                                        NULL, 0),
-                   BRAID_EINVAL);
+  assert_int_equal(
+      braid_endpoint_split(NULL, type, sizeof type, parts, &n, NULL, 0),
+      BRAID_EINVAL);
 }
 
 int main(void) {

@@ -996,9 +996,9 @@ typedef struct td_rec {
   int *order; /* where to record the call */
   int *n;
   int id;
-  int heap;               /* free itself in the callback */
-  struct td_rec *remove;  /* remove this one from the callback */
-  struct td_rec *add;     /* add this one from the callback */
+  int heap;              /* free itself in the callback */
+  struct td_rec *remove; /* remove this one from the callback */
+  struct td_rec *add;    /* add this one from the callback */
   braid_reactor_t *r;
 } td_rec;
 

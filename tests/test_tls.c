@@ -305,8 +305,7 @@ static void client_made(braid_protocol_t *p, braid_transport_t *t) {
   assert_ptr_equal(braid_transport_extra(t, "tls.alpn"), braid_tls_alpn(t));
   assert_ptr_equal(braid_transport_extra(t, "tls.version"),
                    braid_tls_version(t));
-  assert_ptr_equal(braid_transport_extra(t, "tls.cipher"),
-                   braid_tls_cipher(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.cipher"), braid_tls_cipher(t));
   assert_ptr_equal(braid_transport_extra(t, "tls.server_name"),
                    braid_tls_server_name(t));
   assert_null(braid_transport_extra(t, "tls.nonsense"));

@@ -104,8 +104,8 @@ static int r13_write(braid_transport_t *t, const braid_iovec_t *iov, size_t n,
     off += iov[i].len;
   }
   /* Handed down as owned memory: the lower transport frees it once. */
-  int rc = braid_transport_write_owned(s->lower, buf, total, r13_free_down,
-                                       NULL);
+  int rc =
+      braid_transport_write_owned(s->lower, buf, total, r13_free_down, NULL);
   if (rc < 0) {
     free(buf);
     return rc;
@@ -135,8 +135,7 @@ static int r13_set_reading(braid_transport_t *t, int on) {
   int rc = braid_transport_resume_reading(s->lower);
   /* Never deliver from inside the protocol's resume call. */
   if ((s->held != NULL || s->eof_held) && !braid_timer_active(&s->kick))
-    braid_timer_start(braid_transport_reactor(t), &s->kick, 0, r13_kick_cb,
-                      s);
+    braid_timer_start(braid_transport_reactor(t), &s->kick, 0, r13_kick_cb, s);
   return rc;
 }
 
@@ -206,8 +205,7 @@ static void r13_lower_data(braid_protocol_t *p, const void *data, size_t len) {
 
 static void r13_lower_eof(braid_protocol_t *p) {
   r13 *s = R13_OF_LOWER(p);
-  if (s->held != NULL ||
-      braid_transport_deliver_eof(&s->t) == BRAID_EAGAIN)
+  if (s->held != NULL || braid_transport_deliver_eof(&s->t) == BRAID_EAGAIN)
     s->eof_held = 1;
 }
 
@@ -310,8 +308,8 @@ static void rec_data(braid_protocol_t *p, const void *d, size_t n) {
 static void rec_eof(braid_protocol_t *p) {
   rec *x = (rec *)p;
   x->eofs++;
-  x->eof_bit = (braid_transport_impl_state(p->transport) &
-                BRAID_TRANSPORT_EOF) != 0;
+  x->eof_bit =
+      (braid_transport_impl_state(p->transport) & BRAID_TRANSPORT_EOF) != 0;
   if (x->write_on_eof) {
     assert_int_equal(braid_transport_write(p->transport, "bye", 3), 0);
     assert_int_equal(braid_transport_shutdown_write(p->transport), 0);
@@ -399,9 +397,9 @@ static void t_mem_made_and_writes(void **state) {
   assert_int_equal(braid_transport_writev(f.up, v, 2), 0);
   static char owned[] = "!abc";
   g_up_released = 0;
-  assert_int_equal(braid_transport_write_owned(f.up, owned, 4, up_release,
-                                               &g_up_released),
-                   0);
+  assert_int_equal(
+      braid_transport_write_owned(f.up, owned, 4, up_release, &g_up_released),
+      0);
   assert_int_equal(g_up_released, 1);
   size_t len;
   const char *val = braid_memory_transport_value(f.mt, &len);
@@ -412,9 +410,9 @@ static void t_mem_made_and_writes(void **state) {
 
   /* Core's checks happen before the vtable: a zero-length owned write is
    * released by core, bad arguments are refused without a release. */
-  assert_int_equal(braid_transport_write_owned(f.up, owned, 0, up_release,
-                                               &g_up_released),
-                   0);
+  assert_int_equal(
+      braid_transport_write_owned(f.up, owned, 0, up_release, &g_up_released),
+      0);
   assert_int_equal(g_up_released, 2);
   assert_int_equal(braid_transport_write_owned(f.up, owned, 4, NULL, NULL),
                    BRAID_EINVAL);
@@ -441,24 +439,23 @@ static void t_mem_close_flushes(void **state) {
   assert_int_equal(braid_transport_write(f.up, big, sizeof big), 0);
   g_up_released = 0;
   static char owned[] = "xyz";
-  assert_int_equal(braid_transport_write_owned(f.up, owned, 3, up_release,
-                                               &g_up_released),
-                   0);
+  assert_int_equal(
+      braid_transport_write_owned(f.up, owned, 3, up_release, &g_up_released),
+      0);
   assert_int_equal(braid_transport_write_queued(f.up), sizeof big + 3);
   assert_int_equal(braid_transport_close(f.up), 0);
   assert_true(braid_transport_closing(f.up));
   assert_true(braid_memory_transport_closing(f.mt));
   /* After close: refused, and the caller keeps its owned memory. */
-  assert_int_equal(braid_transport_write_owned(f.up, owned, 3, up_release,
-                                               &g_up_released),
-                   BRAID_ECLOSED);
+  assert_int_equal(
+      braid_transport_write_owned(f.up, owned, 3, up_release, &g_up_released),
+      BRAID_ECLOSED);
   assert_int_equal(braid_transport_write(f.up, "x", 1), BRAID_ECLOSED);
   assert_int_equal(braid_transport_close(f.up), BRAID_ECLOSED);
   assert_int_equal(braid_clock_advance(f.r, 0), 0);
   assert_int_equal(f.user.lost, 0); /* not before the queue is written */
   /* Reading stopped at the close: nothing more is delivered. */
-  assert_int_equal(braid_memory_transport_feed(f.mt, "late", 4),
-                   BRAID_ECLOSED);
+  assert_int_equal(braid_memory_transport_feed(f.mt, "late", 4), BRAID_ECLOSED);
   braid_memory_transport_set_consumer_blocked(f.mt, false);
   size_t len;
   const char *val = braid_memory_transport_value(f.mt, &len);
@@ -608,8 +605,7 @@ static void t_mem_flow_control(void **state) {
   assert_int_equal(braid_transport_write(f.up, buf, 70), 0);
   /* Up: past the high mark, the protocol above is paused, once. */
   assert_int_equal(f.user.pauses, 1);
-  assert_true(braid_transport_impl_state(f.up) &
-              BRAID_TRANSPORT_WRITE_PAUSED);
+  assert_true(braid_transport_impl_state(f.up) & BRAID_TRANSPORT_WRITE_PAUSED);
   assert_int_equal(braid_transport_write_queued(f.up), 150);
   assert_int_equal(braid_transport_write(f.up, buf, 10), 0);
   assert_int_equal(f.user.pauses, 1);
@@ -621,8 +617,7 @@ static void t_mem_flow_control(void **state) {
   assert_int_equal(braid_memory_transport_drain(f.mt, 20), 20);
   assert_int_equal(braid_transport_write_queued(f.up), 40);
   assert_int_equal(f.user.resumes, 1);
-  assert_false(braid_transport_impl_state(f.up) &
-               BRAID_TRANSPORT_WRITE_PAUSED);
+  assert_false(braid_transport_impl_state(f.up) & BRAID_TRANSPORT_WRITE_PAUSED);
   assert_int_equal(braid_memory_transport_drain(f.mt, 100), 40);
   assert_int_equal(f.user.resumes, 1);
   assert_int_equal(braid_transport_write_queued(f.up), 0);
@@ -751,8 +746,8 @@ typedef struct bare {
   size_t bytes;
 } bare;
 
-static int bare_write(braid_transport_t *t, const braid_iovec_t *iov,
-                      size_t n, braid_release_cb release, void *arg) {
+static int bare_write(braid_transport_t *t, const braid_iovec_t *iov, size_t n,
+                      braid_release_cb release, void *arg) {
   bare *b = BRAID_CONTAINER_OF(t, bare, t);
   b->writes++;
   for (size_t i = 0; i < n; i++)
@@ -931,9 +926,9 @@ static void t_bare_fail_and_flow(void **state) {
   assert_int_equal(braid_transport_write(&b.t, "c", 1), 0);
   g_up_released = 0;
   static char owned[] = "o";
-  assert_int_equal(braid_transport_write_owned(&b.t, owned, 1, up_release,
-                                               &g_up_released),
-                   0);
+  assert_int_equal(
+      braid_transport_write_owned(&b.t, owned, 1, up_release, &g_up_released),
+      0);
   assert_int_equal(g_up_released, 1);
   assert_int_equal(b.writes, writes);
   braid_transport_impl_set_queued(&b.t, 0);
@@ -1203,9 +1198,8 @@ static void t_tcp_echo(void **state) {
   memset(&g_srv, 0, sizeof g_srv);
   g_down_released = 0;
   assert_int_equal(braid_connect(w.r, &a, NULL, &c.lower_p), 0);
-  assert_int_equal(braid_timer_start(w.r, &w.watchdog, BRAID_SEC(60),
-                                     watchdog_cb, &w),
-                   0);
+  assert_int_equal(
+      braid_timer_start(w.r, &w.watchdog, BRAID_SEC(60), watchdog_cb, &w), 0);
   while (!w.timed_out && !(w.client_done && w.server_lost))
     assert_true(braid_reactor_run_once(w.r, true) >= 0);
   assert_false(w.timed_out);
@@ -1338,9 +1332,8 @@ static void t_tcp_on_the_wire(void **state) {
   x.p.ops = &raw_ops;
   x.w = &w;
   assert_int_equal(braid_connect(w.r, &a, NULL, &x.p), 0);
-  assert_int_equal(braid_timer_start(w.r, &w.watchdog, BRAID_SEC(30),
-                                     watchdog_cb, &w),
-                   0);
+  assert_int_equal(
+      braid_timer_start(w.r, &w.watchdog, BRAID_SEC(30), watchdog_cb, &w), 0);
   while (!w.timed_out && !(w.client_done && w.server_lost))
     assert_true(braid_reactor_run_once(w.r, true) >= 0);
   assert_false(w.timed_out);
@@ -1398,9 +1391,8 @@ static void t_tcp_teardown(void **state) {
   user.p.ops = &rec_ops;
   starter st = {{&starter_ops, NULL, NULL}, &user.p};
   assert_int_equal(braid_connect(w.r, &a, NULL, &st.lower_p), 0);
-  assert_int_equal(braid_timer_start(w.r, &w.watchdog, BRAID_SEC(30),
-                                     watchdog_cb, &w),
-                   0);
+  assert_int_equal(
+      braid_timer_start(w.r, &w.watchdog, BRAID_SEC(30), watchdog_cb, &w), 0);
   /* Until both layers are up, and a byte went through both. */
   int sent = 0;
   while (!w.timed_out && g_seen.got_len == 0) {

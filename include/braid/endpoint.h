@@ -80,9 +80,9 @@ int braid_endpoint_connect(braid_reactor_t *r, const char *desc,
  * _connect, wrapping the factory or protocol it was given.
  * ------------------------------------------------------------------------ */
 
-#define BRAID_ENDPOINT_MAX_PARTS 16 /* parts after the type */
-#define BRAID_ENDPOINT_PART_MAX 256 /* bytes of one value, with its NUL */
-#define BRAID_ENDPOINT_KEY_MAX 32   /* bytes of one key, with its NUL */
+#define BRAID_ENDPOINT_MAX_PARTS 16  /* parts after the type */
+#define BRAID_ENDPOINT_PART_MAX 256  /* bytes of one value, with its NUL */
+#define BRAID_ENDPOINT_KEY_MAX 32    /* bytes of one key, with its NUL */
 #define BRAID_ENDPOINT_SCHEME_MAX 16 /* bytes of a scheme name, with NUL */
 
 /* One ':'-separated part of a description: "key=value", or a positional

@@ -135,7 +135,7 @@ extern "C" {
 
 /* vt->sockopt's `opt`. */
 #define BRAID_TRANSPORT_OPT_NODELAY 0   /* set_nodelay(on) */
-#define BRAID_TRANSPORT_OPT_KEEPALIVE 1 /* set_keepalive(on, value = idle s) */
+#define BRAID_TRANSPORT_OPT_KEEPALIVE 1 /* set_keepalive(on, idle s) */
 
 /* One table per kind of transport, static and const. Every slot receives
  * a transport initialised with this table. Slots marked optional may be
@@ -262,8 +262,7 @@ bool braid_transport_impl_reading(const braid_transport_t *t);
 
 /* Set the reactor of a transport initialised with none (a factory-built
  * layer learns it from its lower transport). */
-void braid_transport_impl_set_reactor(braid_transport_t *t,
-                                      braid_reactor_t *r);
+void braid_transport_impl_set_reactor(braid_transport_t *t, braid_reactor_t *r);
 
 /* The connection broke (an I/O error, a protocol violation, a reset):
  * sets DEAD, after which writes are swallowed, braid_transport_closing()

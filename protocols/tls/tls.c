@@ -617,8 +617,9 @@ static void braid__tls_failv(braid__tls *s, int reason, int abort,
     if (braid_transport_peer_addr(s->lower, &a) == 0)
       braid_addr_format(&a, peer, sizeof peer);
   }
-  braid_reactor_log(braid_transport_reactor(&s->t), s->server ? BRAID_LOG_INFO : BRAID_LOG_WARN,
-                    "tls", "%s with %s: %s",
+  braid_reactor_log(braid_transport_reactor(&s->t),
+                    s->server ? BRAID_LOG_INFO : BRAID_LOG_WARN, "tls",
+                    "%s with %s: %s",
                     s->handshaken ? "connection" : "handshake", peer, s->err);
   braid_transport_impl_fail(&s->t);
   if (braid_timer_active(&s->hs_timer))
@@ -670,7 +671,8 @@ static void braid__tls_kick_cb(braid_timer_t *t, void *arg) {
 static void braid__tls_schedule(braid__tls *s) {
   if (s->lost || braid_timer_active(&s->kick))
     return;
-  if (braid_timer_start(braid_transport_reactor(&s->t), &s->kick, 0, braid__tls_kick_cb, s) < 0)
+  if (braid_timer_start(braid_transport_reactor(&s->t), &s->kick, 0,
+                        braid__tls_kick_cb, s) < 0)
     braid__tls_fail(s, BRAID_ENOMEM, "cannot schedule TLS processing");
 }
 
@@ -1201,8 +1203,8 @@ static void braid__tls_hs_timeout_cb(braid_timer_t *t, void *arg) {
 static int braid__tls_begin(braid__tls *s) {
   s->started = 1;
   if (s->hs_timeout > 0) {
-    int rc = braid_timer_start(braid_transport_reactor(&s->t), &s->hs_timer, s->hs_timeout,
-                               braid__tls_hs_timeout_cb, s);
+    int rc = braid_timer_start(braid_transport_reactor(&s->t), &s->hs_timer,
+                               s->hs_timeout, braid__tls_hs_timeout_cb, s);
     if (rc < 0)
       return rc;
   }
