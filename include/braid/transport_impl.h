@@ -64,11 +64,12 @@
  *                   upper protocol's pause reaches the socket;
  *   - addr, sockopt, extra: ask the lower transport (extra after the
  *                   layer's own names);
- *   - flow control: call braid_transport_impl_follow_lower() in write and
- *                   in the lower protocol's resume_writing, then
- *                   braid_transport_impl_drained() in the latter: the
- *                   upper queue counts the lower one, and the upper
- *                   protocol is paused and resumed at the upper marks.
+ *   - flow control: call braid_transport_impl_follow_lower() once the
+ *                   lower transport is known (and whenever the layer's own
+ *                   held bytes change), and braid_transport_impl_drained()
+ *                   in the lower protocol's resume_writing: the upper
+ *                   queue counts the lower one, and the upper protocol is
+ *                   paused and resumed at the upper marks.
  *
  * Wrapping a factory
  * ------------------
