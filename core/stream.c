@@ -622,6 +622,7 @@ static void braid__stream_abort_h(braid__handle *h) {
 static void braid__stream_made(braid__stream *s) {
   braid_protocol_t *p = s->t.proto;
   s->made = 1;
+  s->t.state |= BRAID_TRANSPORT_MADE; /* as braid_transport_deliver_made */
   p->transport = &s->t;
   if (p->ops->connection_made != NULL)
     p->ops->connection_made(p, &s->t);

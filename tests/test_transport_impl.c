@@ -170,6 +170,8 @@ static const braid_transport_vt r13_vt = {
 static void r13_lower_made(braid_protocol_t *p, braid_transport_t *t) {
   r13 *s = R13_OF_LOWER(p);
   s->lower = t;
+  /* Every transport (memory, TCP) has the MADE bit up by now. */
+  assert_true(braid_transport_impl_state(t) & BRAID_TRANSPORT_MADE);
   if (braid_transport_reactor(&s->t) == NULL)
     braid_transport_impl_set_reactor(&s->t, braid_transport_reactor(t));
   braid_transport_impl_follow_lower(&s->t, t, 0);
