@@ -126,8 +126,8 @@ static int braid__kq_queue(braid__kq *k, const struct kevent *kev) {
  * like every registration. */
 static int braid__kq_level(braid__kq *k, braid__sock *s, unsigned add) {
   struct kevent kev[2];
-  unsigned r = (s->events_ & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
-  unsigned w = (s->events_ & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
+  unsigned r = (braid__cps(s)->events & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
+  unsigned w = (braid__cps(s)->events & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
   EV_SET(&kev[0], (uintptr_t)s->fd, EVFILT_WRITE, add | w, 0, 0,
          BRAID__KQ_UDATA(s));
   EV_SET(&kev[1], (uintptr_t)s->fd, EVFILT_READ, add | r, 0, 0,
@@ -147,11 +147,11 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
   braid__kq *k = e->pstate;
   struct kevent kev[2];
   int n = 0;
-  if (s->flags_ & BRAID__F_LEVEL)
+  if (braid__cps(s)->flags & BRAID__F_LEVEL)
     return braid__kq_level(k, s, EV_ADD);
   /* The wakeup pipe's read end is never written to; on FreeBSD,
    * EVFILT_WRITE on it would watch the other end. */
-  if (!(s->flags_ & BRAID__F_WAKE))
+  if (!(braid__cps(s)->flags & BRAID__F_WAKE))
     EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0,
            BRAID__KQ_UDATA(s));
   /* The read filter goes last. kqueue(2) does not care, but libkqueue
@@ -180,7 +180,7 @@ static void braid__kq_update(braid__engine *e, braid__sock *s) {
   /* Only level watches (BRAID__F_LEVEL) get here: sockets are registered
    * once with EV_CLEAR (BRAID__POLL_EDGE). An allocation failure leaves
    * the old interest in place: the owner polls again next iteration. */
-  if (s->flags_ & BRAID__F_LEVEL)
+  if (braid__cps(s)->flags & BRAID__F_LEVEL)
     (void)braid__kq_level(e->pstate, s, 0);
 }
 
@@ -209,7 +209,7 @@ static void braid__kq_del(braid__engine *e, braid__sock *s) {
   int n = 0;
   EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_READ, EV_DELETE, 0, 0,
          BRAID__KQ_UDATA(NULL));
-  if (!(s->flags_ & BRAID__F_WAKE))
+  if (!(braid__cps(s)->flags & BRAID__F_WAKE))
     EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_DELETE, 0, 0,
            BRAID__KQ_UDATA(NULL));
 #ifdef EV_RECEIPT

@@ -4,9 +4,12 @@
  * listen, names, options, shutdown, closing an unregistered descriptor). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <string.h>
@@ -43,6 +46,43 @@ int braid__sock_socket(int family, int type) {
   }
 #endif
   return fd;
+}
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on each socket */
+#endif
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* Linux's UIO_MAXIOV */
+#endif
+
+/* braid__buf is handed to the kernel as struct iovec: same layout. */
+_Static_assert(sizeof(braid__buf) == sizeof(struct iovec) &&
+                   offsetof(braid__buf, base) ==
+                       offsetof(struct iovec, iov_base) &&
+                   offsetof(braid__buf, len) == offsetof(struct iovec, iov_len),
+               "braid__buf must match struct iovec");
+
+intptr_t braid__posix_sendto(int fd, const braid__op *op) {
+  if (op->u.write.nbufs > IOV_MAX)
+    return BRAID_EMSGSIZE;
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = (struct iovec *)(void *)op->u.write.bufs;
+  mh.msg_iovlen = op->u.write.nbufs;
+  if (op->addr != NULL && op->addrlen > 0) {
+    mh.msg_name = op->addr;
+    mh.msg_namelen = (socklen_t)op->addrlen;
+  }
+  for (;;) {
+    ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
 }
 
 void braid__posix_fd_close(braid__fd fd) {
