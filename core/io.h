@@ -319,6 +319,7 @@ typedef struct braid__io_ops {
    * completed first; 0, or BRAID_EINVAL if it is not pending. A READ or
    * RECVFROM that completed first with data (or the end of input) is
    * reported as cancelled anyway, never lost: core keeps what it brought
+   * (a datagram with its sender, when the cancelled op had addr storage)
    * and hands it to the next read submitted on the socket, from a later
    * wait(). So a transport paused with a read in flight never sees data
    * before it resumes. braid__io_cancel (core/io.c) in every table; it
