@@ -16,10 +16,10 @@
 /* What a READ or RECVFROM brought after its cancel (see io.h, cancel):
  * kept on the socket for the next read. */
 typedef struct braid__held {
-  size_t len, off;      /* bytes data[off..len) are still to deliver; a
-                           READ holding none is the end of input */
-  int addrlen;          /* RECVFROM: the sender, and whether the datagram */
-  uint8_t truncated;    /* was cut (BRAID__OPF_TRUNCATED) */
+  size_t len, off;   /* bytes data[off..len) are still to deliver; a
+                        READ holding none is the end of input */
+  int addrlen;       /* RECVFROM: the sender, and whether the datagram */
+  uint8_t truncated; /* was cut (BRAID__OPF_TRUNCATED) */
   struct sockaddr_storage from;
   char data[];
 } braid__held;
@@ -134,7 +134,7 @@ void braid__io_close(braid__sock *s, braid__close_cb cb) {
   braid_reactor_t *r = s->reactor;
   s->closing_ = 1;
   s->close_cb = cb;
-  r->active_io++; /* until close_cb */
+  r->active_io++;       /* until close_cb */
   braid_free(s->held_); /* no read will come for it */
   s->held_ = NULL;
   r->io->shut(s);
@@ -178,8 +178,8 @@ void braid__io_complete(braid__op *op, intptr_t st) {
     if (op->type == BRAID__OP_ACCEPT && st >= 0)
       r->io->fd_close(op->u.accept.fd);
     st = BRAID_ECANCELED;
-  } else if ((op->state_ & BRAID__OPS_CANCEL) && st >= 0 && braid__is_read(op) &&
-             s->held_ == NULL) {
+  } else if ((op->state_ & BRAID__OPS_CANCEL) && st >= 0 &&
+             braid__is_read(op) && s->held_ == NULL) {
     st = braid__hold(s, op, st);
   }
   op->state_ = 0;

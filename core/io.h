@@ -188,7 +188,7 @@ struct braid__op {
    * ACCEPT/RECVFROM. */
   struct sockaddr *addr;
   int addrlen;
-  braid__op *next_;                   /* core/io.c's queue link */
+  braid__op *next_;                  /* core/io.c's queue link */
   braid__priv priv_[BRAID__OP_PRIV]; /* the implementation's (see above) */
 };
 

@@ -86,7 +86,8 @@ int braid__sig_watch(braid_reactor_t *r, intptr_t target, int signo, int on) {
   if (on) {
     if (r->sig_refs == 0 && (rc = braid__sig_claim(r, target)) < 0)
       goto out;
-    if (braid__sig_watchers[signo] == 0 && (rc = braid__sig_install(signo)) < 0) {
+    if (braid__sig_watchers[signo] == 0 &&
+        (rc = braid__sig_install(signo)) < 0) {
       if (r->sig_refs == 0)
         braid__sig_release(r);
       goto out;

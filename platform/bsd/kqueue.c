@@ -189,8 +189,10 @@ static void braid__kq_queue(braid__kq *k, const struct kevent *kev, int n) {
  * like every registration. */
 static void braid__kq_level(braid__kq *k, braid__sock *s, unsigned add) {
   struct kevent kev[2];
-  unsigned r = (braid__cps(s)->events & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
-  unsigned w = (braid__cps(s)->events & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
+  unsigned r =
+      (braid__cps(s)->events & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
+  unsigned w =
+      (braid__cps(s)->events & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
   EV_SET(&kev[0], (uintptr_t)s->fd, EVFILT_WRITE, add | w, 0, 0,
          BRAID__KQ_UDATA(s));
   EV_SET(&kev[1], (uintptr_t)s->fd, EVFILT_READ, add | r, 0, 0,

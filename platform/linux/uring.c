@@ -18,11 +18,14 @@
  *     io_uring_enter() that also waits (IORING_ENTER_EXT_ARG timeout);
  *   - READ/RECVFROM with read.base == NULL pick a buffer from a provided
  *     buffer ring when data arrives, so idle connections hold none;
- *   - close() queues ASYNC_CANCEL(fd, ALL) hard-linked to a CLOSE: the
- *     descriptor stays ours until the kernel has cancelled everything on
- *     it, and close_cb runs once every op and the CLOSE have completed;
+ *   - close() queues an ASYNC_CANCEL for each request on the socket
+ *     hard-linked to a CLOSE: the descriptor stays ours until the kernel
+ *     has cancelled everything on it, and close_cb runs once every op and
+ *     the CLOSE have completed (core/io.c counts them);
  *   - the wakeup is an eventfd watched by a multishot POLL_ADD; signal
  *     handlers write to the same eventfd (platform/posix/signal.c).
+ * The bookkeeping every platform shares (in-flight counts, close list,
+ * cancelled and deferred ops, iovec advancing) is core/io.c's.
  * Memory ordering follows io_uring(7): acquire loads of the CQ tail and SQ
  * head (written by the kernel), release stores of the SQ tail and CQ head
  * (read by the kernel), and of the buffer ring's tail. */
@@ -780,12 +783,7 @@ static void braid__ur_wake(braid__uring *u, int32_t res, uint32_t cflags) {
 }
 
 static void braid__uring_wakeup(braid_reactor_t *r) {
-  braid__uring *u = braid__ur(r);
-  uint64_t one = 1;
-  ssize_t n;
-  do
-    n = write(u->wake_fd, &one, sizeof one);
-  while (n < 0 && errno == EINTR);
+  braid__posix_wake(braid__ur(r)->wake_fd);
 }
 
 /* ------------------------------------------------------------------------
@@ -1235,7 +1233,7 @@ static void braid__ur_close_queue(braid__uring *u, braid__sock *s) {
 static void braid__uring_shut(braid__sock *s) {
   braid__uring *u = braid__ur(s->reactor);
   braid__usock *us = braid__us(s);
-  braid__io_ref(s); /* the CLOSE */
+  braid__io_ref(s);         /* the CLOSE */
   if (us->accept != NULL) { /* a held accept */
     braid__io_cancelled(us->accept);
     us->accept = NULL;

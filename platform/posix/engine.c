@@ -54,7 +54,9 @@ static braid__pop *braid__po(braid__op *op) {
   return BRAID__PRIV(braid__pop, op);
 }
 
-static braid__engine *braid__eng(braid_reactor_t *r) { return r->io_state; }
+static braid__engine *braid__eng(braid_reactor_t *r) {
+  return r->io_state;
+}
 
 static const braid__poller *const braid__pollers[] = {
 #if BRAID_HAVE_EPOLL
@@ -118,17 +120,10 @@ static void braid__wake_close(braid__engine *e) {
 
 static void braid__posix_wakeup(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
-  if (e->poller_wakes) {
+  if (e->poller_wakes)
     e->poller->wake(e);
-    return;
-  }
-  uint64_t one = 1;
-  /* EAGAIN means the counter or pipe is already non-empty: the loop will
-   * wake anyway. */
-  ssize_t n;
-  do
-    n = write(e->wake_wfd, &one, sizeof one);
-  while (n < 0 && errno == EINTR);
+  else
+    braid__posix_wake(e->wake_wfd);
 }
 
 static void braid__wake_drain(braid__engine *e) {
@@ -479,12 +474,12 @@ static void braid__interest(braid__engine *e, braid__sock *s) {
   if (e->poller->caps & BRAID__POLL_EDGE)
     return;
   braid__psock *ps = braid__ps(s);
-  unsigned want = (ps->rq ? BRAID__S_WANT_READ : 0) |
-                  (ps->wq ? BRAID__S_WANT_WRITE : 0);
+  unsigned want =
+      (ps->rq ? BRAID__S_WANT_READ : 0) | (ps->wq ? BRAID__S_WANT_WRITE : 0);
   unsigned have = ps->events & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
   if (want != have) {
-    ps->events = (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) |
-                 want;
+    ps->events =
+        (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
     e->poller->update(e, s);
   }
 }
@@ -795,7 +790,8 @@ void braid__posix_watch_set(braid__posix_watch *w, unsigned events) {
   unsigned have = ps->events & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
   if (want == have)
     return;
-  ps->events = (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
+  ps->events =
+      (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
   braid__engine *e = braid__eng(s->reactor);
   e->poller->update(e, s);
 }

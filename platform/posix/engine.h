@@ -1,8 +1,9 @@
 /* The POSIX readiness engine: turns readiness (epoll, kqueue, poll) into the
  * completion-shaped I/O layer of core/io.h. A readiness poller is one small
  * file implementing braid__poller; everything else (trying syscalls first,
- * queues of pending operations, wakeups, signals, deferred closes) is here
- * once. */
+ * queues of pending operations, wakeups) is here once, and what every
+ * platform shares (deferred ops and closes, signals) in core/io.c and
+ * core/io_signal.c. */
 #ifndef BRAID_POSIX_ENGINE_H
 #define BRAID_POSIX_ENGINE_H
 

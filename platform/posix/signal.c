@@ -8,9 +8,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/internal.h"
+#include "platform/posix/sock.h"
 
 #define BRAID__SIG_MAX 65
 
@@ -24,9 +24,7 @@ static void braid__sig_handler(int signo) {
 }
 
 void braid__sig_notify(intptr_t target) {
-  uint64_t one = 1;
-  ssize_t n = write((int)target, &one, sizeof one);
-  (void)n; /* a full pipe already wakes the loop */
+  braid__posix_wake((int)target);
 }
 
 int braid__sig_install(int signo) {

@@ -62,6 +62,14 @@ _Static_assert(sizeof(braid__buf) == sizeof(struct iovec) &&
                    offsetof(braid__buf, len) == offsetof(struct iovec, iov_len),
                "braid__buf must match struct iovec");
 
+void braid__posix_wake(int fd) {
+  uint64_t one = 1;
+  ssize_t n;
+  do
+    n = write(fd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+}
+
 intptr_t braid__posix_sendto(int fd, const braid__op *op) {
   if (op->u.write.nbufs > IOV_MAX)
     return BRAID_EMSGSIZE;
@@ -245,9 +253,8 @@ int braid__posix_sock_getopt(braid__sock *s, int opt, int *value) {
 /* ip_mreq (interface by address) for IPv4, which every system has;
  * ipv6_mreq (interface by index) for IPv6. */
 int braid__posix_sock_mcast(braid__sock *s, int op, int family,
-                                   const struct sockaddr *group,
-                                   const struct sockaddr *iface4,
-                                   unsigned ifindex) {
+                            const struct sockaddr *group,
+                            const struct sockaddr *iface4, unsigned ifindex) {
   int rc;
   if (family == AF_INET) {
     struct in_addr ifa;
@@ -276,8 +283,7 @@ int braid__posix_sock_mcast(braid__sock *s, int op, int family,
       mr.ipv6mr_multiaddr = ((const struct sockaddr_in6 *)group)->sin6_addr;
       mr.ipv6mr_interface = ifindex;
       rc = setsockopt(s->fd, IPPROTO_IPV6,
-                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP
-                                           : IPV6_LEAVE_GROUP,
+                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP,
                       &mr, sizeof mr);
     }
   } else {

@@ -142,12 +142,6 @@ static int braid__iocp_signal_watch(braid_reactor_t *r, int signo, int on) {
   return braid__sig_watch(r, (intptr_t)braid__st(r)->port, signo, on);
 }
 
-static int braid__iocp_pending(const braid_reactor_t *r) {
-  /* Ops and close callbacks queued for the next wait() (core/io.c), which
-   * then does not block. */
-  return braid__io_busy(r);
-}
-
 /* ------------------------------------------------------------------------
  * Starting ops. Each returns BRAID__PENDING when an overlapped call is in
  * flight (a completion will come through the port), else the final status.
@@ -185,8 +179,8 @@ static intptr_t braid__start_read(braid__iocp *e, braid__sock *s,
       memset(&wo->ov, 0, sizeof wo->ov);
       WSABUF b = {0, NULL};
       DWORD got = 0, fl = 0;
-      int rc = braid__issued(s, op,
-                             WSARecv(s->fd, &b, 1, &got, &fl, &wo->ov, NULL));
+      int rc =
+          braid__issued(s, op, WSARecv(s->fd, &b, 1, &got, &fl, &wo->ov, NULL));
       if (rc < 0)
         return rc;
       if (rc == 0) {
@@ -298,8 +292,8 @@ static intptr_t braid__start_accept(braid__iocp *e, braid__sock *s,
     braid__accept_ctx *c = braid_malloc(sizeof *c);
     if (c == NULL)
       return BRAID_ENOMEM;
-    c->fd = WSASocketW(braid__ws(s)->family, SOCK_STREAM, IPPROTO_TCP, NULL,
-                       0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    c->fd = WSASocketW(braid__ws(s)->family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                       WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
     if (c->fd == INVALID_SOCKET) {
       braid_free(c);
       return braid__wsa_error();
@@ -784,5 +778,7 @@ const braid__io_ops braid__iocp_io = {
     .abort = braid__iocp_abort,
     .shut = braid__iocp_shut,
     .backend_fd = braid__iocp_backend_fd,
-    .pending = braid__iocp_pending,
+    /* Ops and close callbacks queued for the next wait() (core/io.c),
+     * which then does not block. */
+    .pending = braid__io_busy,
 };

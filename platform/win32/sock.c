@@ -20,8 +20,7 @@ void braid__iocp_fd_close(braid__fd fd) {
   closesocket(fd);
 }
 
-int braid__iocp_sock_bind(braid__sock *s, const struct sockaddr *a,
-                                 int len) {
+int braid__iocp_sock_bind(braid__sock *s, const struct sockaddr *a, int len) {
   if (bind(s->fd, a, len) != 0)
     return (int)braid__wsa_error();
   braid__ws(s)->flags |= BRAID__W_BOUND;
@@ -35,7 +34,7 @@ int braid__iocp_sock_listen(braid__sock *s, int backlog) {
 }
 
 int braid__iocp_sock_name(braid__sock *s, int peer, struct sockaddr *a,
-                                 int *len) {
+                          int *len) {
   int rc = peer ? getpeername(s->fd, a, len) : getsockname(s->fd, a, len);
   return rc == 0 ? 0 : (int)braid__wsa_error();
 }
@@ -159,9 +158,8 @@ int braid__iocp_sock_setopt(braid__sock *s, int opt, int value) {
  * index) for IPv6: the same structures as POSIX, under Windows' option
  * names (IPV6_ADD_MEMBERSHIP is POSIX's IPV6_JOIN_GROUP). */
 int braid__iocp_sock_mcast(braid__sock *s, int op, int family,
-                                  const struct sockaddr *group,
-                                  const struct sockaddr *iface4,
-                                  unsigned ifindex) {
+                           const struct sockaddr *group,
+                           const struct sockaddr *iface4, unsigned ifindex) {
   int rc;
   if (family == AF_INET) {
     struct in_addr ifa;
@@ -209,4 +207,3 @@ int braid__iocp_sock_shutdown(braid__sock *s) {
     return (int)braid__wsa_error();
   return 0;
 }
-
