@@ -26,42 +26,22 @@
  *     handlers write to the same eventfd (platform/posix/signal.c).
  * The bookkeeping every platform shares (in-flight counts, close list,
  * cancelled and deferred ops, iovec advancing) is core/io.c's.
- * Memory ordering follows io_uring(7): acquire loads of the CQ tail and SQ
- * head (written by the kernel), release stores of the SQ tail and CQ head
- * (read by the kernel), and of the buffer ring's tail. */
+ * The rings themselves (setup, mapping, SQEs, buffer rings, entering) are
+ * uring_ring.c's. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdatomic.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/internal.h"
+#include "platform/linux/uring.h"
 #include "platform/posix/sock.h"
 
-#define BRAID__URING_SQ 256  /* SQEs queued between two submissions */
-#define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
-#define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
-#define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0              /* the stream chunks' group */
-/* Datagrams get buffers of their own: a datagram that does not fit is
- * truncated, and UDP payloads go up to 65507 bytes (IPv4) and 65527
- * (IPv6), so 16 KiB chunks would cut datagrams the readiness engine's 64
- * KiB buffer takes whole. */
-#define BRAID__URING_DNBUF 8
-#define BRAID__URING_DBUFSZ (64u * 1024u)
-#define BRAID__URING_DBGID 1
 #define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
 
 /* braid__usock.flags */
@@ -123,9 +103,6 @@ static braid__uop *braid__uo(braid__op *op) {
         not at address 0) */
 #define BRAID__U_UD_TAGS 3u
 
-/* The kernel's ring indices, shared with us through mmap. */
-typedef _Atomic unsigned braid__aidx;
-
 /* A message header for SENDMSG/RECVMSG (see braid__uop): a small free
  * list of them. */
 typedef struct braid__umsg {
@@ -141,121 +118,11 @@ typedef struct braid__parked {
   struct braid__parked *next;
 } braid__parked;
 
-/* A provided buffer ring: n buffers of size bytes, buffer group bgid. */
-typedef struct braid__ubr {
-  struct io_uring_buf_ring *br;
-  _Atomic uint16_t *tail;
-  uint16_t local;
-  uint16_t bgid;
-  unsigned n;
-  size_t size;
-  char *bufs;
-} braid__ubr;
-
-typedef struct braid__uring {
-  braid_reactor_t *r;
-  int fd;
-  unsigned features;
-  /* Submission queue. */
-  void *sq_ring;
-  size_t sq_ring_sz;
-  braid__aidx *sq_head, *sq_tail, *sq_flags;
-  unsigned sq_mask, sq_entries, sq_local; /* sq_local: our next tail */
-  struct io_uring_sqe *sqes;
-  size_t sqes_sz;
-  /* Completion queue (in the same mapping: IORING_FEAT_SINGLE_MMAP). */
-  braid__aidx *cq_head, *cq_tail;
-  unsigned cq_mask;
-  struct io_uring_cqe *cqes;
-  /* Provided buffer rings for reads with read.base == NULL: stream
-   * chunks (READ) and datagrams (RECVFROM). */
-  braid__ubr sbr, dbr;
-  /* Wakeup and signals. */
-  int wake_fd;
-  braid__sock *close_wait; /* closes that could not get SQEs yet */
-  braid__umsg *umsg_free;
-  braid__parked *parked;
-  int no_mshot; /* the kernel refused a multishot ACCEPT */
-} braid__uring;
-
 /* braid__op.addrlen is the socklen_t the kernel writes for ACCEPT. */
 _Static_assert(sizeof(int) == sizeof(socklen_t), "socklen_t is int-sized");
-_Static_assert(sizeof(braid__aidx) == sizeof(unsigned), "atomic unsigned");
 
 static braid__uring *braid__ur(braid_reactor_t *r) {
   return r->io_state;
-}
-
-/* ------------------------------------------------------------------------
- * Syscalls: glibc has no wrappers for these.
- * ------------------------------------------------------------------------ */
-
-static int braid__ur_setup(unsigned entries, struct io_uring_params *p) {
-  return (int)syscall(__NR_io_uring_setup, entries, p);
-}
-
-static int braid__ur_enter(int fd, unsigned to_submit, unsigned min_complete,
-                           unsigned flags, const void *arg, size_t argsz) {
-  return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags,
-                      arg, argsz);
-}
-
-static int braid__ur_register(int fd, unsigned opcode, const void *arg,
-                              unsigned nr_args) {
-  return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
-}
-
-/* ------------------------------------------------------------------------
- * The submission queue
- * ------------------------------------------------------------------------ */
-
-/* Hand the queued SQEs to the kernel without waiting. */
-static void braid__ur_flush(braid__uring *u) {
-  atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
-  unsigned pending =
-      u->sq_local - atomic_load_explicit(u->sq_head, memory_order_acquire);
-  if (pending == 0)
-    return;
-  int rc;
-  do
-    rc = braid__ur_enter(u->fd, pending, 0, 0, NULL, 0);
-  while (rc < 0 && errno == EINTR);
-}
-
-static unsigned braid__ur_space(braid__uring *u) {
-  unsigned head = atomic_load_explicit(u->sq_head, memory_order_acquire);
-  return u->sq_entries - (u->sq_local - head);
-}
-
-/* Room for n SQEs, submitting what is queued if the ring is full. */
-static int braid__ur_reserve(braid__uring *u, unsigned n) {
-  if (braid__ur_space(u) >= n)
-    return 1;
-  braid__ur_flush(u);
-  return braid__ur_space(u) >= n;
-}
-
-/* A zeroed SQE at our tail (call braid__ur_reserve first). */
-static struct io_uring_sqe *braid__ur_sqe(braid__uring *u) {
-  struct io_uring_sqe *sqe = &u->sqes[u->sq_local & u->sq_mask];
-  memset(sqe, 0, sizeof *sqe);
-  u->sq_local++;
-  return sqe;
-}
-
-/* ------------------------------------------------------------------------
- * Provided buffers
- * ------------------------------------------------------------------------ */
-
-/* Give buffer bid back to the kernel. Only addr, len and bid are written:
- * the ring's tail overlays the resv field of entry 0. */
-static void braid__ur_buf_put(braid__ubr *r, unsigned bid) {
-  struct io_uring_buf *b = &r->br->bufs[r->local & (r->n - 1)];
-  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * r->size);
-  b->len = (uint32_t)r->size;
-  b->bid = (uint16_t)bid;
-  r->local++;
-  atomic_store_explicit(r->tail, r->local, memory_order_release);
 }
 
 /* The ring an op's platform buffer comes from. */
@@ -790,145 +657,6 @@ static void braid__uring_wakeup(braid_reactor_t *r) {
  * init / destroy
  * ------------------------------------------------------------------------ */
 
-static void braid__ur_unmap(braid__uring *u) {
-  /* The ring first: once it is gone no request can touch the buffers. */
-  if (u->fd >= 0)
-    close(u->fd);
-  braid__ubr *rings[2] = {&u->sbr, &u->dbr};
-  for (int i = 0; i < 2; i++) {
-    if (rings[i]->bufs != NULL)
-      munmap(rings[i]->bufs, rings[i]->n * rings[i]->size);
-    if (rings[i]->br != NULL)
-      munmap(rings[i]->br, rings[i]->n * sizeof(struct io_uring_buf));
-  }
-  if (u->sqes != NULL)
-    munmap(u->sqes, u->sqes_sz);
-  if (u->sq_ring != NULL)
-    munmap(u->sq_ring, u->sq_ring_sz);
-  if (u->wake_fd >= 0)
-    close(u->wake_fd);
-}
-
-/* Why init failed, for the log: the reactor falls back to epoll. */
-static int braid__ur_fail(braid__uring *u, const char *what, int err) {
-  braid_reactor_log(u->r, BRAID_LOG_INFO, "uring", "%s: %s", what,
-                    err ? strerror(err) : "not supported by this kernel");
-  return err ? braid__translate_sys_error(err) : BRAID_ENOTSUP;
-}
-
-/* The opcodes braid issues; all exist since Linux 5.6. */
-static const uint8_t braid__ur_opcodes[] = {
-    IORING_OP_RECV,     IORING_OP_SEND,        IORING_OP_READ,
-    IORING_OP_WRITEV,   IORING_OP_SENDMSG,     IORING_OP_RECVMSG,
-    IORING_OP_ACCEPT,   IORING_OP_CONNECT,     IORING_OP_CLOSE,
-    IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL};
-
-static int braid__ur_probe(braid__uring *u) {
-  size_t sz =
-      sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
-  struct io_uring_probe *p = braid_calloc(1, sz);
-  if (p == NULL)
-    return BRAID_ENOMEM;
-  int rc = 0;
-  if (braid__ur_register(u->fd, IORING_REGISTER_PROBE, p, 256) < 0) {
-    rc = braid__ur_fail(u, "IORING_REGISTER_PROBE", errno);
-  } else {
-    for (size_t i = 0; i < sizeof braid__ur_opcodes; i++) {
-      unsigned op = braid__ur_opcodes[i];
-      if (op > p->last_op || op >= p->ops_len ||
-          !(p->ops[op].flags & IO_URING_OP_SUPPORTED)) {
-        braid_reactor_log(u->r, BRAID_LOG_INFO, "uring",
-                          "opcode %u not supported", op);
-        rc = BRAID_ENOTSUP;
-        break;
-      }
-    }
-  }
-  braid_free(p);
-  return rc;
-}
-
-static int braid__ur_map(braid__uring *u, const struct io_uring_params *p) {
-  size_t sq = p->sq_off.array + p->sq_entries * sizeof(unsigned);
-  size_t cq = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
-  u->sq_ring_sz = sq > cq ? sq : cq;
-  void *ring = mmap(NULL, u->sq_ring_sz, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQ_RING);
-  if (ring == MAP_FAILED)
-    return braid__ur_fail(u, "mmap(SQ/CQ ring)", errno);
-  u->sq_ring = ring;
-  u->sqes_sz = p->sq_entries * sizeof(struct io_uring_sqe);
-  void *sqes = mmap(NULL, u->sqes_sz, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQES);
-  if (sqes == MAP_FAILED)
-    return braid__ur_fail(u, "mmap(SQEs)", errno);
-  u->sqes = sqes;
-  char *b = ring;
-  u->sq_head = (braid__aidx *)(void *)(b + p->sq_off.head);
-  u->sq_tail = (braid__aidx *)(void *)(b + p->sq_off.tail);
-  u->sq_flags = (braid__aidx *)(void *)(b + p->sq_off.flags);
-  u->sq_mask = *(unsigned *)(void *)(b + p->sq_off.ring_mask);
-  u->sq_entries = *(unsigned *)(void *)(b + p->sq_off.ring_entries);
-  u->sq_local = atomic_load_explicit(u->sq_tail, memory_order_relaxed);
-  /* The SQ array maps ring slots to SQEs; identity, set once. */
-  unsigned *array = (unsigned *)(void *)(b + p->sq_off.array);
-  for (unsigned i = 0; i < u->sq_entries; i++)
-    array[i] = i;
-  u->cq_head = (braid__aidx *)(void *)(b + p->cq_off.head);
-  u->cq_tail = (braid__aidx *)(void *)(b + p->cq_off.tail);
-  u->cq_mask = *(unsigned *)(void *)(b + p->cq_off.ring_mask);
-  u->cqes = (struct io_uring_cqe *)(void *)(b + p->cq_off.cqes);
-  return 0;
-}
-
-static int braid__ur_ring_init(braid__uring *u, braid__ubr *r, unsigned n,
-                               size_t size, uint16_t bgid) {
-  r->n = n; /* a power of two */
-  r->size = size;
-  r->bgid = bgid;
-  size_t rsz = n * sizeof(struct io_uring_buf);
-  void *br = mmap(NULL, rsz, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (br == MAP_FAILED)
-    return BRAID_ENOMEM;
-  r->br = br;
-  void *bufs = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (bufs == MAP_FAILED)
-    return BRAID_ENOMEM;
-  r->bufs = bufs;
-  struct io_uring_buf_reg reg;
-  memset(&reg, 0, sizeof reg);
-  reg.ring_addr = (uint64_t)(uintptr_t)br;
-  reg.ring_entries = n;
-  reg.bgid = bgid;
-  if (braid__ur_register(u->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
-    return braid__ur_fail(u, "IORING_REGISTER_PBUF_RING (Linux 5.19)", errno);
-  r->tail =
-      (_Atomic uint16_t *)(void *)((char *)br +
-                                   offsetof(struct io_uring_buf_ring, tail));
-  r->local = 0;
-  for (unsigned i = 0; i < n; i++)
-    braid__ur_buf_put(r, i);
-  return 0;
-}
-
-static int braid__ur_bufs(braid__uring *u) {
-  /* The rings must be page-aligned; mmap gives that. The buffers are
-   * mapped too, so pages never written stay uncommitted. The kernel takes
-   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
-   * KiB = 1 MiB resident at most for streams (64 x 64 KiB made a 10 MB
-   * echo leave 4 MiB resident, against 64 KiB for the readiness engine's
-   * one buffer), and 8 x 64 KiB = 512 KiB for datagrams, only once UDP is
-   * used. Idle sockets hold none. */
-  int rc = braid__ur_ring_init(u, &u->sbr, BRAID__URING_NBUF,
-                               BRAID__URING_BUFSZ, BRAID__URING_BGID);
-  if (rc == 0)
-    rc = braid__ur_ring_init(u, &u->dbr, BRAID__URING_DNBUF,
-                             BRAID__URING_DBUFSZ, BRAID__URING_DBGID);
-  return rc;
-}
-
 static int braid__uring_init(braid_reactor_t *r, const char *name) {
   BRAID__UNUSED(name);
   braid__uring *u = braid_calloc(1, sizeof *u);
@@ -937,35 +665,8 @@ static int braid__uring_init(braid_reactor_t *r, const char *name) {
   u->r = r;
   u->fd = -1;
   u->wake_fd = -1;
-  struct io_uring_params p;
-  memset(&p, 0, sizeof p);
-  /* CQSIZE: room for a burst of completions. SUBMIT_ALL (5.18): one bad
-   * SQE does not hold back the rest. COOP_TASKRUN + TASKRUN_FLAG (5.19):
-   * no interrupts to run completion work while we are busy; the kernel
-   * sets IORING_SQ_TASKRUN instead and we enter when we next look. */
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
-            IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-  p.cq_entries = BRAID__URING_CQ;
-  int rc;
-  u->fd = braid__ur_setup(BRAID__URING_SQ, &p);
-  if (u->fd < 0) {
-    /* ENOSYS: no io_uring; EPERM: io_uring_disabled or seccomp; EINVAL:
-     * a kernel older than 5.19 refusing the flags. */
-    rc = braid__ur_fail(u, "io_uring_setup", errno);
-    if (rc == BRAID_EINVAL)
-      rc = BRAID_ENOTSUP;
-    goto fail;
-  }
-  u->features = p.features;
-  const unsigned need = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP |
-                        IORING_FEAT_SUBMIT_STABLE | IORING_FEAT_FAST_POLL |
-                        IORING_FEAT_EXT_ARG;
-  if ((p.features & need) != need) {
-    rc = braid__ur_fail(u, "features EXT_ARG/FAST_POLL/NODROP", 0);
-    goto fail;
-  }
-  if ((rc = braid__ur_map(u, &p)) < 0 || (rc = braid__ur_probe(u)) < 0 ||
-      (rc = braid__ur_bufs(u)) < 0)
+  int rc = braid__ur_open(u);
+  if (rc < 0)
     goto fail;
   u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (u->wake_fd < 0) {
@@ -978,7 +679,9 @@ static int braid__uring_init(braid_reactor_t *r, const char *name) {
   return 0;
 fail:
   r->io_state = NULL;
-  braid__ur_unmap(u);
+  braid__ur_close(u);
+  if (u->wake_fd >= 0)
+    close(u->wake_fd);
   braid_free(u);
   return rc;
 }
@@ -989,7 +692,8 @@ static void braid__uring_destroy(braid_reactor_t *r) {
    * no handler writes to wake_fd any more. */
   /* Closing the ring cancels the wakeup poll; the buffers are unmapped
    * after it, once the kernel no longer references them. */
-  braid__ur_unmap(u);
+  braid__ur_close(u);
+  close(u->wake_fd);
   while (u->parked != NULL) { /* none: their listeners were closed */
     braid__parked *k = u->parked;
     u->parked = k->next;
@@ -1020,15 +724,8 @@ static int braid__uring_backend_fd(const braid_reactor_t *r) {
  * (IORING_SQ_TASKRUN). */
 static int braid__uring_pending(const braid_reactor_t *r) {
   braid__uring *u = r->io_state;
-  if (braid__io_busy(r) || u->close_wait != NULL)
-    return 1;
-  if (u->sq_local != atomic_load_explicit(u->sq_head, memory_order_acquire))
-    return 1;
-  if (atomic_load_explicit(u->sq_flags, memory_order_relaxed) &
-      IORING_SQ_TASKRUN)
-    return 1;
-  return atomic_load_explicit(u->cq_tail, memory_order_acquire) !=
-         atomic_load_explicit(u->cq_head, memory_order_relaxed);
+  return braid__io_busy(r) || u->close_wait != NULL ||
+         braid__ur_ring_pending(u);
 }
 
 /* ------------------------------------------------------------------------
@@ -1045,44 +742,11 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
     u->close_wait = braid__us(s)->close_next;
     braid__ur_close_queue(u, s);
   }
-  unsigned cq_ready = atomic_load_explicit(u->cq_tail, memory_order_acquire) -
-                      atomic_load_explicit(u->cq_head, memory_order_relaxed);
+  unsigned cq_ready = braid__ur_cq_ready(u);
   timeout_ns = braid__io_wait_begin(r, timeout_ns);
   if (cq_ready > 0 || u->close_wait != NULL)
     timeout_ns = 0;
-  atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
-  unsigned to_submit =
-      u->sq_local - atomic_load_explicit(u->sq_head, memory_order_acquire);
-  unsigned flags = 0, min_complete = 0;
-  struct __kernel_timespec ts;
-  struct io_uring_getevents_arg arg;
-  const void *argp = NULL;
-  size_t argsz = 0;
-  if (timeout_ns != 0) {
-    flags |= IORING_ENTER_GETEVENTS;
-    min_complete = 1;
-    if (timeout_ns > 0) {
-      ts.tv_sec = timeout_ns / 1000000000;
-      ts.tv_nsec = timeout_ns % 1000000000;
-      memset(&arg, 0, sizeof arg);
-      arg.ts = (uint64_t)(uintptr_t)&ts;
-      flags |= IORING_ENTER_EXT_ARG;
-      argp = &arg;
-      argsz = sizeof arg;
-    }
-  } else if (atomic_load_explicit(u->sq_flags, memory_order_relaxed) &
-             (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) {
-    /* Completions waiting as task work or in the overflow list. */
-    flags |= IORING_ENTER_GETEVENTS;
-  }
-  int err = 0;
-  if (to_submit > 0 || flags != 0) {
-    int rc =
-        braid__ur_enter(u->fd, to_submit, min_complete, flags, argp, argsz);
-    if (rc < 0 && errno != ETIME && errno != EINTR && errno != EBUSY &&
-        errno != EAGAIN)
-      err = braid__translate_sys_error(errno);
-  }
+  int err = braid__ur_submit_wait(u, timeout_ns);
   /* Callbacks (and the timers they start) see the time after the wait,
    * not the time before it. */
   braid_reactor_update_time(u->r);
