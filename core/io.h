@@ -425,6 +425,7 @@ size_t braid__io_advance(braid__op *op, size_t n);
  * handler (a descriptor on POSIX, a completion port on Windows). 0 or
  * BRAID_E*. */
 int braid__sig_watch(braid_reactor_t *r, intptr_t target, int signo, int on);
+#define BRAID__SIG_MAX 65 /* signal numbers braid accepts are all below */
 /* From the platform's handler (async-signal-safe on POSIX): count one
  * delivery of signo and wake every watching reactor. */
 void braid__sig_deliver(int signo);

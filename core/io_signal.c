@@ -17,7 +17,6 @@
 
 #include "core/internal.h"
 
-#define BRAID__SIG_MAX 65 /* signal numbers braid accepts are all below */
 #define BRAID__SIG_SLOTS 64
 #define BRAID__SIG_FREE ((intptr_t)-1)
 

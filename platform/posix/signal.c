@@ -12,7 +12,6 @@
 #include "core/internal.h"
 #include "platform/posix/sock.h"
 
-#define BRAID__SIG_MAX 65
 
 /* Guarded by the registry's lock (install and uninstall run under it). */
 static struct sigaction braid__sig_old[BRAID__SIG_MAX];

@@ -23,7 +23,6 @@
 #include <mswsock.h>
 #include <ws2tcpip.h>
 #include <limits.h>
-#include <signal.h>
 #include <string.h>
 
 #include "platform/win32/win32.h"
@@ -144,7 +143,8 @@ static int braid__iocp_signal_watch(braid_reactor_t *r, int signo, int on) {
 
 /* ------------------------------------------------------------------------
  * Starting ops. Each returns BRAID__PENDING when an overlapped call is in
- * flight (a completion will come through the port), else the final status.
+ * flight (a completion will come through the port), BRAID__LATER to be
+ * started again from the next wait(), else the final status.
  * ------------------------------------------------------------------------ */
 
 /* An overlapped call returned: 0 (done at once) or SOCKET_ERROR. Returns
