@@ -208,8 +208,8 @@ static void process(upper_conn *c) {
   const size_t max = c->srv->o.max_line;
   while (live(c) && !c->wpaused && !braid_transport_closing(c->t) &&
          off < c->len) {
-    ptrdiff_t n = braid_line_parse(&c->lp, c->buf + off, c->len - off, "\r\n",
-                                   2, max);
+    ptrdiff_t n =
+        braid_line_parse(&c->lp, c->buf + off, c->len - off, "\r\n", 2, max);
     if (n == -2)
       break; /* need more: the parser remembers how far it looked */
     if (n < 0) {
@@ -454,9 +454,8 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = braid_service_group_create(r, "upper", &pg.root);
   if (rc == 0)
-    rc = braid_service_listener_create(r, "listener", ep,
-                                       upper_server_factory(s), &lo, &lis,
-                                       err, sizeof err);
+    rc = braid_service_listener_create(
+        r, "listener", ep, upper_server_factory(s), &lo, &lis, err, sizeof err);
   if (rc == 0)
     rc = braid_service_add(pg.root, lis);
   if (rc == 0)

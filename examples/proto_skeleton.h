@@ -47,10 +47,10 @@ typedef struct upper_options {
 } upper_options;
 
 typedef struct upper_stats {
-  size_t open;                       /* connections open now */
-  uint64_t lines;                    /* lines answered */
-  uint64_t too_long;                 /* lines over max_line */
-  uint64_t timeouts[UPPER_NSTATES];  /* timeouts, by state */
+  size_t open;                      /* connections open now */
+  uint64_t lines;                   /* lines answered */
+  uint64_t too_long;                /* lines over max_line */
+  uint64_t timeouts[UPPER_NSTATES]; /* timeouts, by state */
 } upper_stats;
 
 typedef struct upper_server upper_server_t;

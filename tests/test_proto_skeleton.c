@@ -346,10 +346,9 @@ static void t_stalled_timeout(void **state) {
   (void)state;
   menv m;
   menv_start(&m, 0, 1);
-  assert_int_equal(
-      braid_transport_set_write_limits(braid_memory_transport_transport(m.mt),
-                                       64, 16),
-      0);
+  assert_int_equal(braid_transport_set_write_limits(
+                       braid_memory_transport_transport(m.mt), 64, 16),
+                   0);
   char many[1000];
   for (int i = 0; i < 100; i++)
     memcpy(many + i * 10, "abcdefgh\r\n", 10);
@@ -374,10 +373,9 @@ static void t_stalled_resumes(void **state) {
   (void)state;
   menv m;
   menv_start(&m, 0, 1);
-  assert_int_equal(
-      braid_transport_set_write_limits(braid_memory_transport_transport(m.mt),
-                                       64, 16),
-      0);
+  assert_int_equal(braid_transport_set_write_limits(
+                       braid_memory_transport_transport(m.mt), 64, 16),
+                   0);
   char many[1000], want[1001];
   for (int i = 0; i < 100; i++) {
     snprintf(many + i * 10, 11, "line %03d\r\n", i);
@@ -386,8 +384,7 @@ static void t_stalled_resumes(void **state) {
   assert_int_equal(braid_memory_transport_feed(m.mt, many, sizeof many), 0);
   assert_int_equal(m.st.last, UPPER_STALLED);
   advance(&m, WRITE_T - 1);
-  assert_int_equal(braid_memory_transport_set_consumer_blocked(m.mt, false),
-                   0);
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(m.mt, false), 0);
   advance(&m, 0); /* the kept bytes come back on the next turn */
   expect_wrote(&m, want);
   assert_int_equal(stats(m.s).lines, 100);
@@ -469,8 +466,8 @@ static void reach(menv *m, upper_state want) {
     feed(m, "par");
     break;
   case UPPER_STALLED: {
-    braid_transport_set_write_limits(braid_memory_transport_transport(m->mt),
-                                     4, 1);
+    braid_transport_set_write_limits(braid_memory_transport_transport(m->mt), 4,
+                                     1);
     feed(m, "one\r\ntwo\r\n");
     break;
   }
@@ -549,7 +546,12 @@ static void t_drain(void **state) {
  * ------------------------------------------------------------------------ */
 
 static const char *const pieces[] = {
-    "hello\r\n", "x", "\r", "\n", "a b c", "QUIT\r\n",
+    "hello\r\n",
+    "x",
+    "\r",
+    "\n",
+    "a b c",
+    "QUIT\r\n",
     "0123456789012345678901234567890123456789\r\n", /* too long at 32 */
 };
 
