@@ -89,6 +89,15 @@ uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx) {
   (void)ctx;
   return 0;
 }
+int braid_tls_context_set_close_timeout(braid_tls_context_t *ctx,
+                                        uint64_t ns) {
+  (void)ctx, (void)ns;
+  return braid__tls_none(NULL);
+}
+uint64_t braid_tls_context_close_timeout(const braid_tls_context_t *ctx) {
+  (void)ctx;
+  return 0;
+}
 int braid_tls_context_set_ciphers(braid_tls_context_t *ctx, const char *list) {
   (void)ctx, (void)list;
   return braid__tls_none(NULL);
