@@ -63,6 +63,7 @@ struct braid_http_server {
   conn *conns; /* doubly linked */
   size_t nconns;
   int destroyed;
+  int draining; /* braid_http_server_drain: no more keep-alive */
   int64_t date_sec;
   char date[32];
   braid__http_parse_probe_cb probe; /* test hook (internal.h) */
@@ -978,7 +979,8 @@ static char *head_build(braid_http_req_t *q, int status,
   if (h == NULL)
     return NULL;
   /* Keep-alive only when both sides can frame the next message. */
-  bool keep = q->keep_alive && !s->destroyed && !q->close_after;
+  bool keep =
+      q->keep_alive && !s->destroyed && !s->draining && !q->close_after;
   if (c->bmode != BODY_NONE && q->bstate == 0 &&
       (q->expect ||
        (c->bkind == BRAID_HTTP_BODY_LENGTH && c->bleft > s->opts.max_body)))
@@ -1165,7 +1167,10 @@ static void req_done(braid_http_req_t *q) {
     /* The handler finished while still reading: stop delivering. */
     q->bstate = 2;
   }
-  int keep = !q->close_after;
+  /* Draining: a response whose head promised keep-alive before the drain
+   * began still ends its connection; the client sees an idle persistent
+   * connection close, which RFC 9112 section 9.3 allows at any time. */
+  int keep = !q->close_after && !c->srv->draining;
   if (q->length != BRAID_HTTP_LENGTH_UNKNOWN && q->sent < q->length &&
       !q->no_body)
     keep = 0; /* short body: the client cannot find the next response */
@@ -1869,6 +1874,26 @@ static void server_maybe_free(braid_http_server_t *s) {
   braid_free(s->routes);
   braid_free(s->server_name);
   braid_free(s);
+}
+
+int braid_http_server_drain(braid_http_server_t *s) {
+  if (s == NULL || s->destroyed)
+    return BRAID_EINVAL;
+  if (s->draining)
+    return 0;
+  s->draining = 1;
+  for (size_t i = 0; i < s->nlisteners; i++)
+    braid_listener_close(s->listeners[i]);
+  s->nlisteners = 0;
+  /* Idle connections close now; the others after their response (see
+   * req_done). A connection holding part of a head, or a body to skip, is
+   * not idle: its request is in flight. */
+  for (conn *c = s->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->req == NULL && c->len == 0 && c->bmode == BODY_NONE)
+      conn_close(c);
+  }
+  return 0;
 }
 
 void braid_http_server_destroy(braid_http_server_t *s) {
