@@ -781,6 +781,18 @@ static void t_listener_policy_and_errors(void **st) {
                    BRAID_EINVAL);
   assert_null(s);
   assert_non_null(strstr(err, "abc"));
+  /* tls: descriptions are the TLS layer's: accepted here, checked (and
+   * named in the message) when the listener starts. */
+  assert_int_equal(
+      braid_service_listener_create(
+          r, "t",
+          "tls:port=0:interface=127.0.0.1:certificate=/nonexistent/c.pem",
+          &quick.f, NULL, &s, err, sizeof err),
+      0);
+  assert_true(braid_service_start(s, err, sizeof err) < 0);
+  assert_non_null(strstr(err, "t: listener tls:port=0"));
+  assert_false(braid_service_running(s));
+  assert_int_equal(braid_service_destroy(s), 0);
   braid_service_listener_options lo = {0};
   lo.policy.write_rate = UINT64_MAX;
   assert_int_equal(
