@@ -247,6 +247,20 @@ int braid__translate_sys_error(int e) {
 /* Interface names for IPv6 multicast. Windows names interfaces by GUID;
  * braid accepts the numeric index there ("12"), which is what
  * if_nametoindex would give, without pulling in iphlpapi. */
+/* Windows' AF_UNIX sockets are files too, but their identity (the file
+ * index) needs the reparse point opened by handle; until that is written,
+ * nothing is removed, as before. */
+void braid__unix_file_note(braid__unix_file *f, const struct sockaddr *sa,
+                           int len) {
+  (void)sa;
+  (void)len;
+  f->path = NULL;
+}
+
+void braid__unix_file_remove(braid__unix_file *f) {
+  f->path = NULL;
+}
+
 int braid__if_index(const char *name, unsigned *index) {
   unsigned v = 0;
   if (name == NULL || *name == '\0')
