@@ -11,13 +11,13 @@
 /* "tcp:REST" -> "tls:REST:certificate=C:privateKey=K" + `extra` (already
  * escaped), escaping ':' and '\\' in the file names as endpoint strings
  * want. NULL when `ep` is not a tcp: description (or without memory). */
-static char *web_tls_endpoint(const char *ep, const char *cert,
-                              const char *key, const char *extra) {
+static char *web_tls_endpoint(const char *ep, const char *cert, const char *key,
+                              const char *extra) {
   if (strncmp(ep, "tcp:", 4) != 0)
     return NULL;
   /* Every byte of a file name may double; 64 for the fixed parts. */
-  size_t size = strlen(ep) + 2 * (strlen(cert) + strlen(key)) +
-                strlen(extra) + 64;
+  size_t size =
+      strlen(ep) + 2 * (strlen(cert) + strlen(key)) + strlen(extra) + 64;
   char *out = malloc(size);
   if (out == NULL)
     return NULL;
@@ -141,8 +141,8 @@ static int web_serve(braid_runner_t *rt, web_opts *o, braid_http_server_t *srv,
   lo.drain = web_drain;
   lo.drain_arg = srv;
   size_t n;
-  const char *const *eps = braid_runner_endpoints(
-      rt, o->tls_cert != NULL ? "tcp:8443" : NULL, &n);
+  const char *const *eps =
+      braid_runner_endpoints(rt, o->tls_cert != NULL ? "tcp:8443" : NULL, &n);
   int status = 0;
   for (size_t i = 0; status == 0 && i < n; i++) {
     const char *ep = eps[i];
@@ -151,11 +151,11 @@ static int web_serve(braid_runner_t *rt, web_opts *o, braid_http_server_t *srv,
           ep, o->tls_cert, o->tls_key != NULL ? o->tls_key : o->tls_cert,
           tls_extra);
       if (tls_eps[i] == NULL) {
-        status = strncmp(ep, "tcp:", 4) != 0
-                     ? braid_runner_usage_error(
-                           rt, "--tls-cert needs tcp: endpoints, not \"%s\"",
-                           ep)
-                     : braid_runner_error(rt, "out of memory");
+        status =
+            strncmp(ep, "tcp:", 4) != 0
+                ? braid_runner_usage_error(
+                      rt, "--tls-cert needs tcp: endpoints, not \"%s\"", ep)
+                : braid_runner_error(rt, "out of memory");
         break;
       }
       ep = tls_eps[i];

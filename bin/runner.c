@@ -200,8 +200,7 @@ static void common_table(braid_runner_t *rt, bool *help, braid_option *t) {
   t[C_QUIET] = (braid_option){"--quiet", BRAID_OPT_FLAG, &rt->quiet, 0, NULL};
   t[C_LOG] = (braid_option){"--log-level", BRAID_OPT_CUSTOM, &rt->level, 0,
                             parse_log_level};
-  t[C_LISTEN] =
-      (braid_option){"--listen", BRAID_OPT_CUSTOM, rt, 0, add_listen};
+  t[C_LISTEN] = (braid_option){"--listen", BRAID_OPT_CUSTOM, rt, 0, add_listen};
   t[C_DRAIN] = (braid_option){"--drain-timeout", BRAID_OPT_CUSTOM,
                               &rt->drain_ns, 0, parse_drain};
 }
@@ -347,8 +346,8 @@ braid_service_t *braid_runner_services(braid_runner_t *rt) {
   return rt->root;
 }
 
-const char *const *braid_runner_endpoints(braid_runner_t *rt,
-                                          const char *dflt, size_t *n) {
+const char *const *braid_runner_endpoints(braid_runner_t *rt, const char *dflt,
+                                          size_t *n) {
   if (rt->nlisten > 0) {
     *n = rt->nlisten;
     return rt->listen;
@@ -413,8 +412,7 @@ static void stopped_cb(braid_deferred_t d, braid_result_t *res, void *arg) {
   braid_reactor_stop(rt->r);
 }
 
-static void on_signal(braid_signal_t *s, int signo, unsigned count,
-                      void *arg) {
+static void on_signal(braid_signal_t *s, int signo, unsigned count, void *arg) {
   (void)s;
   braid_runner_t *rt = arg;
   /* Deliveries that came faster than the loop turned are coalesced into
@@ -473,8 +471,8 @@ int braid_runner_run(braid_runner_t *rt) {
   char err[256] = "";
   rc = braid_service_start(rt->root, err, sizeof err);
   if (rc < 0) {
-    status = braid_runner_error(rt, "%s",
-                                err[0] != '\0' ? err : braid_strerror(rc));
+    status =
+        braid_runner_error(rt, "%s", err[0] != '\0' ? err : braid_strerror(rc));
   } else {
     if (!rt->quiet)
       print_banners(rt);

@@ -73,7 +73,7 @@ typedef struct braid_command {
    * the command does, and its own options; the runner appends the common
    * ones. The first line is repeated after usage errors. */
   const char *usage;
-  unsigned flags;       /* BRAID_CMD_* */
+  unsigned flags;             /* BRAID_CMD_* */
   const char *listen_default; /* BRAID_CMD_SERVE: the --listen default,
                                  named in the common options' help */
   int (*main)(int argc, char **argv, braid_runner_t *rt);
@@ -131,8 +131,8 @@ bool braid_runner_quiet(const braid_runner_t *rt);
 
 /* The --listen values in order; when none was given, `dflt` alone (NULL:
  * the command's listen_default). */
-const char *const *braid_runner_endpoints(braid_runner_t *rt,
-                                          const char *dflt, size_t *n);
+const char *const *braid_runner_endpoints(braid_runner_t *rt, const char *dflt,
+                                          size_t *n);
 
 /* Report a usage error: "braid NAME: MESSAGE", then the synopsis. Returns
  * BRAID_EXIT_USAGE. */

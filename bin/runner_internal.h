@@ -36,7 +36,7 @@ void braid__runner_init(braid_runner_t *rt, const braid_command *cmd);
 void braid__runner_finish(braid_runner_t *rt);
 void braid__runner_finish_tree(braid_runner_t *rt);
 void braid__runner_print_help(const braid_command *cmd);
-void braid__runner_log_cb(void *arg, braid_log_level level,
-                          const char *domain, const char *msg);
+void braid__runner_log_cb(void *arg, braid_log_level level, const char *domain,
+                          const char *msg);
 
 #endif
