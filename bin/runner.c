@@ -420,10 +420,15 @@ static void on_signal(braid_signal_t *s, int signo, unsigned count, void *arg) {
   rt->signals += count;
   if (rt->signals == 1) {
     size_t open = braid_service_connections(rt->root);
-    braid_runner_log(rt, BRAID_LOG_INFO,
-                     "%s: stopping: no new connections; %zu open may "
-                     "finish within %.3g s (a second signal cuts them)",
-                     signal_name(signo), open, (double)rt->drain_ns / 1e9);
+    if (open == 0)
+      braid_runner_log(rt, BRAID_LOG_INFO, "%s: stopping", signal_name(signo));
+    else
+      braid_runner_log(rt, BRAID_LOG_INFO,
+                       "%s: stopping: no new connections; %zu open "
+                       "connection%s %s up to %.3g s to finish (a second "
+                       "signal cuts them)",
+                       signal_name(signo), open, open == 1 ? "" : "s",
+                       open == 1 ? "has" : "have", (double)rt->drain_ns / 1e9);
     braid_deferred_t d = BRAID_DEFERRED_INIT;
     int rc = braid_service_stop(rt->root, rt->drain_ns, &d);
     if (rc == 0 && braid_deferred_add_both(d, stopped_cb, rt) == 0)
