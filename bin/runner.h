@@ -52,6 +52,16 @@
 
 typedef struct braid_runner braid_runner_t;
 
+/* printf checks, as braid_reactor_log has them (mingw's C99 printf is
+ * gnu_printf to gcc). */
+#if defined(__MINGW32__) && !defined(__clang__)
+#define BRAID_RUNNER_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__) || defined(__clang__)
+#define BRAID_RUNNER_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define BRAID_RUNNER_PRINTF(f, a)
+#endif
+
 /* Exit statuses. */
 #define BRAID_EXIT_OK 0
 #define BRAID_EXIT_FAILURE 1 /* could not do the job: bind, files, ... */
@@ -137,25 +147,15 @@ const char *const *braid_runner_endpoints(braid_runner_t *rt, const char *dflt,
 /* Report a usage error: "braid NAME: MESSAGE", then the synopsis. Returns
  * BRAID_EXIT_USAGE. */
 int braid_runner_usage_error(braid_runner_t *rt, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+    BRAID_RUNNER_PRINTF(2, 3);
 
 /* Report a failure: "braid NAME: MESSAGE". Returns BRAID_EXIT_FAILURE. */
 int braid_runner_error(braid_runner_t *rt, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+    BRAID_RUNNER_PRINTF(2, 3);
 
 /* Log through the reactor's handler (domain "runner"). */
 void braid_runner_log(braid_runner_t *rt, braid_log_level level,
-                      const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+                      const char *fmt, ...) BRAID_RUNNER_PRINTF(3, 4);
 
 /* Add a listener service on `endpoint` building protocols with `f` (which
  * must outlive braid_runner_run) to the root group. opts may be NULL; its
