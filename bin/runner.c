@@ -33,8 +33,8 @@ static void vreport(const braid_runner_t *rt, const char *fmt, va_list ap) {
 /* The synopsis (the usage's first line) and where the rest is. */
 static void usage_hint(const braid_runner_t *rt) {
   const char *u = rt->cmd->usage;
-  const char *nl = strchr(u, '\n');
-  fprintf(stderr, "%.*s\n", (int)(nl != NULL ? nl - u : (int)strlen(u)), u);
+  size_t n = strcspn(u, "\n");
+  fprintf(stderr, "%.*s\n", (int)n, u);
   fprintf(stderr, "Run '%s --help' for the options.\n", rt->prefix);
 }
 
