@@ -68,8 +68,15 @@ static void feed(braid_memory_transport_t *mt, const char *s) {
   assert_int_equal(braid_memory_transport_feed(mt, s, strlen(s)), 0);
 }
 
-static const char *value(braid_memory_transport_t *mt) {
-  return braid_memory_transport_value(mt, NULL);
+/* Whether what the server wrote contains `needle` (the value buffer is
+ * not NUL-terminated). */
+static bool has(braid_memory_transport_t *mt, const char *needle) {
+  size_t len, n = strlen(needle);
+  const char *v = braid_memory_transport_value(mt, &len);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(v + i, needle, n) == 0)
+      return true;
+  return false;
 }
 
 static void settle(fixture *fx) {
@@ -91,8 +98,8 @@ static void test_drain_idle_and_in_flight(void **state) {
   /* idle: one request answered with keep-alive, then nothing. */
   feed(idle, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n");
   settle(&fx);
-  assert_non_null(strstr(value(idle), "200 OK"));
-  assert_null(strstr(value(idle), "Connection: close"));
+  assert_true(has(idle, "200 OK"));
+  assert_false(has(idle, "Connection: close"));
   assert_false(braid_memory_transport_closing(idle));
 
   /* busy: a request the handler holds. */
@@ -117,8 +124,8 @@ static void test_drain_idle_and_in_flight(void **state) {
   assert_int_equal(braid_http_respond(fx.held, 200, NULL, 0, "slow\n", 5), 0);
   fx.held = NULL;
   settle(&fx);
-  assert_non_null(strstr(value(busy), "Connection: close"));
-  assert_non_null(strstr(value(busy), "\r\n\r\nslow\n"));
+  assert_true(has(busy, "Connection: close"));
+  assert_true(has(busy, "\r\n\r\nslow\n"));
   assert_true(braid_memory_transport_closing(busy) ||
               braid_memory_transport_disconnected(busy, NULL));
   assert_false(braid_memory_transport_aborted(busy));
@@ -157,15 +164,15 @@ static void test_drain_started_and_partial(void **state) {
 
   feed(partial, "st: a\r\n\r\n");
   settle(&fx);
-  assert_non_null(strstr(value(partial), "Connection: close"));
-  assert_non_null(strstr(value(partial), "fast\n"));
+  assert_true(has(partial, "Connection: close"));
+  assert_true(has(partial, "fast\n"));
   assert_true(braid_memory_transport_closing(partial) ||
               braid_memory_transport_disconnected(partial, NULL));
 
   assert_int_equal(braid_http_write(q, "abcd", 4), 0);
   assert_int_equal(braid_http_finish(q), 0);
   settle(&fx);
-  assert_null(strstr(value(started), "Connection: close"));
+  assert_false(has(started, "Connection: close"));
   assert_true(braid_memory_transport_closing(started) ||
               braid_memory_transport_disconnected(started, NULL));
   assert_int_equal(braid_http_server_connections(fx.srv), 0);
