@@ -161,8 +161,7 @@ int braid_http_server_drain(braid_http_server_t *s) {
    * reaches the idle state closes then (braid__hs_settle). */
   for (hs_conn *c = s->conns, *next; c != NULL; c = next) {
     next = c->next;
-    if (braid__hs_live(c) && c->req == NULL && c->len == 0 &&
-        !c->body_pending)
+    if (braid__hs_live(c) && c->req == NULL && c->len == 0 && !c->body_pending)
       braid__hs_close(c);
   }
   return 0;

@@ -144,8 +144,7 @@ static char *head_build(braid_http_req_t *q, int status,
   if (h == NULL)
     return NULL;
   /* Keep-alive only when both sides can frame the next message. */
-  bool keep =
-      q->keep_alive && !s->destroyed && !s->draining && !q->close_after;
+  bool keep = q->keep_alive && !s->destroyed && !s->draining && !q->close_after;
   if (c->body_pending && q->bstate == HS_BODY_UNASKED &&
       (q->expect ||
        (c->bkind == BRAID_HTTP_BODY_LENGTH && c->bleft > s->opts.max_body)))
