@@ -409,9 +409,11 @@ def test_second_signal(tmp):
 
 def test_echo_drain(tmp):
     """braid echo: on SIGINT each connection gets what it sent echoed, then
-    EOF, and the process exits 0; over a Unix socket whose file goes."""
+    EOF, and the process exits 0; over a Unix socket whose file goes; with
+    --log-level warn the info line about the stop is not printed."""
     sock = os.path.join(tmp, "echo.sock")
-    srv = Server(tmp, ["echo", "--listen", "unix:" + sock], 1)
+    srv = Server(tmp, ["echo", "--listen", "unix:" + sock, "--log-level",
+                       "warn"], 1)
     try:
         c = socket.socket(socket.AF_UNIX)
         c.settimeout(5)
@@ -425,6 +427,8 @@ def test_echo_drain(tmp):
         check("echo connection closed on SIGINT", at_eof(c, 3))
         check("echo: exit 0", srv.wait(5) == 0, srv.err())
         check("echo: unix socket file gone", not os.path.exists(sock))
+        check("--log-level warn: no info line about the stop",
+              "stopping" not in srv.err(), srv.err())
         c.close()
     finally:
         srv.kill()
