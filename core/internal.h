@@ -47,11 +47,9 @@ typedef struct braid__hook {
 } braid__hook;
 
 /* Something the reactor must close if it is destroyed while still open
- * (connections, listeners): an intrusive, circular list. */
-typedef struct braid__handle {
-  struct braid__handle *prev, *next;
-  void (*abort)(struct braid__handle *h);
-} braid__handle;
+ * (connections, listeners): an intrusive, circular list. It is the public
+ * teardown hook (braid/reactor.h), which modules outside core use too. */
+typedef braid_teardown_t braid__handle;
 
 void braid__handle_add(braid_reactor_t *r, braid__handle *h,
                        void (*abort)(braid__handle *h));
@@ -126,7 +124,16 @@ struct braid_reactor {
   /* Thread-hosted mode and the GLib host's per-iteration hooks; NULL until
    * used, freed by braid__embed_teardown(). */
   struct braid__embed *embed;
+
+  /* Endpoint schemes added by modules (core/endpoint.c); NULL until the
+   * first, freed by a teardown hook. */
+  struct braid__ep_schemes *ep_schemes;
 };
+
+/* core/endpoint.c: whether `desc` names a scheme of another module (TLS,
+ * or one added to r with braid_endpoint_add_scheme), which that module
+ * parses, rather than one of core's types. */
+bool braid__endpoint_is_scheme(braid_reactor_t *r, const char *desc);
 
 /* core/timer.c */
 void braid__timers_run(braid_reactor_t *r, uint64_t now);

@@ -475,7 +475,7 @@ static void braid__pc_progress(braid__pconn *pc) {
   if (pc->lost)
     return;
   braid__pc_sync_queued(pc);
-  braid__transport_drained(&pc->t);
+  braid_transport_impl_drained(&pc->t);
 }
 
 static void braid__pc_wtimer_cb(braid_timer_t *t, void *arg) {
@@ -652,7 +652,7 @@ static void braid__pc_made(braid_protocol_t *p, braid_transport_t *lower) {
   if (pc->wrapped) {
     braid_reactor_t *r = braid_transport_reactor(lower);
     uint64_t now = braid_reactor_now(r);
-    braid__transport_init(&pc->t, &braid__pol_vt, r, inner);
+    braid_transport_init(&pc->t, &braid__pol_vt, r, inner);
     /* Marks at zero: the real transport reports pause_writing whenever it
      * holds a byte and resume_writing once it holds none, so this layer
      * knows exactly when it may pass more on, and keeps the queue itself. */

@@ -15,7 +15,7 @@
 #include "braid/alloc.h"
 #include "braid/endpoint.h"
 #include "braid/service.h"
-#include "core/endpoint_internal.h"
+#include "core/internal.h"
 
 enum { SVC_GROUP, SVC_LISTENER, SVC_CLIENT, SVC_CUSTOM };
 enum { SVC_STOPPED, SVC_RUNNING, SVC_STOPPING };
@@ -419,10 +419,11 @@ int braid_service_listener_create(braid_reactor_t *r, const char *name,
     braid__svc_err(err, errlen, "listener: need an endpoint and a factory");
     return BRAID_EINVAL;
   }
-  /* tls: and ssl: descriptions belong to the TLS layer, which checks them
-   * when it listens (at start); the others are checked now. */
+  /* Core's own types are checked now; another module's scheme (tls:, or
+   * one added to the reactor, braid/endpoint.h) parses its descriptions
+   * itself, when the listener starts. */
   int rc = 0;
-  if (!braid__ep_is_tls(endpoint)) {
+  if (!braid__endpoint_is_scheme(r, endpoint)) {
     braid_endpoint_t ep;
     rc = braid_endpoint_parse(&ep, endpoint, true, err, errlen);
     if (rc < 0)

@@ -11,7 +11,6 @@
  * a freed stream. */
 #include <string.h>
 
-#include "core/endpoint_internal.h"
 #include "core/transport.h"
 
 #define BRAID__WBUFS 4
@@ -69,6 +68,12 @@ typedef struct braid__stream {
   uint8_t tcp; /* an IP socket: TCP options apply */
 } braid__stream;
 
+/* One braid_listener_on_close callback. */
+typedef struct braid__on_close {
+  void (*cb)(void *arg);
+  void *arg;
+} braid__on_close;
+
 struct braid_listener {
   braid__sock sock;
   braid__handle h;
@@ -81,9 +86,8 @@ struct braid_listener {
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
   braid__unix_file file; /* a Unix listener's socket file, removed at close */
-  /* braid__listener_on_close */
-  void (*on_close)(void *arg);
-  void *on_close_arg;
+  braid__on_close *on_close; /* in the order added */
+  size_t n_on_close;
 };
 
 static const braid__transport_vt braid__stream_vt;
@@ -122,11 +126,8 @@ static void braid__stream_closed(braid__sock *sock) {
   if (braid_timer_active(&s->htimer))
     braid_timer_cancel(&s->htimer);
   braid_free(s->held);
-  if (p != NULL && (s->made || s->client)) {
-    s->t.state |= BRAID__T_DEAD;
-    if (p->ops->connection_lost != NULL)
-      p->ops->connection_lost(p, s->reason);
-  }
+  if (p != NULL && (s->made || s->client))
+    braid_transport_deliver_lost(&s->t, s->reason);
   s->t.reactor->live_streams--;
   braid_free(s);
 }
@@ -317,7 +318,7 @@ static void braid__stream_write_cb(braid__op *op, intptr_t st) {
     return;
   }
   braid__stream_consume(s, (size_t)st);
-  braid__transport_drained(&s->t);
+  braid_transport_impl_drained(&s->t);
   braid__stream_flush(s);
 }
 
@@ -365,7 +366,7 @@ static void braid__stream_flush(braid__stream *s) {
       return;
     }
     braid__stream_consume(s, (size_t)st);
-    braid__transport_drained(&s->t);
+    braid_transport_impl_drained(&s->t);
   }
   braid__stream_idle(s);
 }
@@ -645,6 +646,7 @@ static void braid__stream_abort_h(braid__handle *h) {
 static void braid__stream_made(braid__stream *s) {
   braid_protocol_t *p = s->t.proto;
   s->made = 1;
+  s->t.state |= BRAID_TRANSPORT_MADE; /* as braid_transport_deliver_made */
   p->transport = &s->t;
   if (p->ops->connection_made != NULL)
     p->ops->connection_made(p, &s->t);
@@ -661,6 +663,7 @@ static void braid__listener_closed(braid__sock *sock) {
   braid_listener_t *l = braid__container_of(sock, braid_listener_t, sock);
   braid__handle_remove(&l->h);
   l->r->live_listeners--;
+  braid_free(l->on_close);
   braid_free(l);
 }
 
@@ -709,7 +712,7 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
-  braid__transport_init(&s->t, &braid__stream_vt, r, p);
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
   if (p == NULL) {
     braid__stream_shut(s); /* refused */
     return !l->closing;
@@ -824,15 +827,29 @@ int braid_listener_close(braid_listener_t *l) {
    * instead of a refusal, and the path can be bound again at once. */
   braid__unix_file_remove(&l->file);
   l->r->io->close(&l->sock, braid__listener_closed);
-  if (l->on_close != NULL)
-    l->on_close(l->on_close_arg);
+  /* The listener's memory lives until the close completes, so the array
+   * is still there while the callbacks run (and cannot grow: adding is
+   * refused once closing). */
+  for (size_t i = 0; i < l->n_on_close; i++)
+    l->on_close[i].cb(l->on_close[i].arg);
   return 0;
 }
 
-void braid__listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
-                              void *arg) {
-  l->on_close = cb;
-  l->on_close_arg = arg;
+int braid_listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
+                            void *arg) {
+  if (l == NULL || cb == NULL)
+    return BRAID_EINVAL;
+  if (l->closing)
+    return BRAID_ECLOSED;
+  braid__on_close *n =
+      braid_realloc(l->on_close, (l->n_on_close + 1) * sizeof *n);
+  if (n == NULL)
+    return BRAID_ENOMEM;
+  n[l->n_on_close].cb = cb;
+  n[l->n_on_close].arg = arg;
+  l->on_close = n;
+  l->n_on_close++;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -892,7 +909,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     return rc;
   }
   r->live_streams++;
-  braid__transport_init(&s->t, &braid__stream_vt, r, p);
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;
   s->tcp = fam != AF_UNIX;

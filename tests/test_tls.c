@@ -27,6 +27,7 @@
 
 #include "braid/braid.h"
 #include "braid/testing.h"
+#include "braid/transport_impl.h"
 
 static char dir[64];
 static int have_expired;
@@ -298,6 +299,19 @@ static void client_made(braid_protocol_t *p, braid_transport_t *t) {
   assert_true(braid_tls_peer_issuer(t, c->issuer, sizeof c->issuer) > 0);
   assert_int_equal(braid_tls_peer_fingerprint(t, c->fp, sizeof c->fp), 95);
   assert_non_null(braid_tls_peer_x509(t));
+  /* The same through braid_transport_extra (braid/transport.h). */
+  assert_ptr_equal(braid_transport_extra(t, "tls.peer_x509"),
+                   braid_tls_peer_x509(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.ssl"), braid_tls_native(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.alpn"), braid_tls_alpn(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.version"),
+                   braid_tls_version(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.cipher"), braid_tls_cipher(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.server_name"),
+                   braid_tls_server_name(t));
+  assert_null(braid_transport_extra(t, "tls.nonsense"));
+  /* Other names go to the lower transport (TCP: none). */
+  assert_null(braid_transport_extra(t, "r13.name"));
   c->reused = braid_tls_session_reused(t);
   if (c->request != NULL) {
     assert_int_equal(braid_transport_write(t, c->request, strlen(c->request)),
@@ -874,6 +888,8 @@ static void t_starttls_pipelined(void **st) {
 typedef struct mem_end {
   braid_protocol_t p;
   int server, made, lost, reason, eofs, quiet, pauses, resumes;
+  int pause_in_data; /* pause reading from inside data_received */
+  size_t n_at_eof;   /* bytes received when eof_received ran */
   char got[64];
   size_t n, total;
 } mem_end;
@@ -903,10 +919,13 @@ static void mem_data(braid_protocol_t *p, const void *d, size_t n) {
     memcpy(m->got + m->n, d, n);
     m->n += n;
   }
+  if (m->pause_in_data)
+    braid_transport_pause_reading(p->transport);
 }
 static void mem_eof(braid_protocol_t *p) {
   mem_end *m = (mem_end *)p;
   m->eofs++;
+  m->n_at_eof = m->n;
   if (m->server) {
     assert_int_equal(braid_transport_write(p->transport, "bye", 3), 0);
     assert_int_equal(braid_transport_close(p->transport), 0);
@@ -1057,6 +1076,65 @@ static void t_memory_flow_control(void **st) {
   braid_memory_transport_destroy(ms);
   assert_int_equal(c.lost, 1);
   assert_int_equal(s.lost, 1);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* The lower transport's end of input arrives while records are still
+ * buffered and the protocol pauses reading inside the delivery of the
+ * first: the end comes after the resume and after the records, never
+ * while paused (a lower transport that delivers its EOF in the same call
+ * chain, driven here through the TLS layer's lower protocol). */
+static void t_memory_eof_while_paused(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_lenient_eof(cctx, true), 0);
+  braid_protocol_t base_c = {.ops = &noop_ops}, base_s = {.ops = &noop_ops};
+  braid_memory_transport_t *mc, *ms;
+  assert_int_equal(braid_memory_transport_create(r, &base_c, &mc), 0);
+  assert_int_equal(braid_memory_transport_create(r, &base_s, &ms), 0);
+  mem_end c = {.p.ops = &mem_ops, .quiet = 1},
+          s = {.p.ops = &mem_ops, .server = 1};
+  braid_transport_t *tc, *ts;
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(ms), sctx,
+                                   NULL, &s.p, &ts),
+                   0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mc), cctx,
+                                   "localhost", &c.p, &tc),
+                   0);
+  for (int i = 0; i < 10; i++)
+    carry(mc, ms), carry(ms, mc);
+  assert_int_equal(c.made, 1);
+  /* Two records from the server, taken off the wire by hand. */
+  assert_int_equal(braid_transport_write(ts, "one", 3), 0);
+  assert_int_equal(braid_transport_write(ts, "two", 3), 0);
+  size_t n;
+  const void *v = braid_memory_transport_value(ms, &n);
+  char *cipher = malloc(n);
+  assert_non_null(cipher);
+  memcpy(cipher, v, n);
+  braid_memory_transport_clear(ms);
+  braid_protocol_t *lp =
+      braid_transport_impl_protocol(braid_memory_transport_transport(mc));
+  assert_non_null(lp);
+  c.pause_in_data = 1;
+  lp->ops->data_received(lp, cipher, n);
+  free(cipher);
+  assert_int_equal(c.n, 3);
+  lp->ops->eof_received(lp);
+  assert_int_equal(c.eofs, 0); /* paused: not yet */
+  c.pause_in_data = 0;
+  assert_int_equal(braid_transport_resume_reading(tc), 0);
+  braid_clock_advance(r, 0);
+  assert_int_equal(c.n, 6);
+  assert_memory_equal(c.got, "onetwo", 6);
+  assert_int_equal(c.eofs, 1);
+  assert_int_equal(c.n_at_eof, 6); /* after the records */
+  braid_memory_transport_destroy(mc);
+  braid_memory_transport_destroy(ms);
   braid_tls_context_free(sctx);
   braid_tls_context_free(cctx);
   assert_int_equal(braid_reactor_destroy(r), 0);
@@ -1955,6 +2033,7 @@ int main(void) {
       cmocka_unit_test(t_starttls_pipelined),
       cmocka_unit_test(t_memory_transport),
       cmocka_unit_test(t_memory_flow_control),
+      cmocka_unit_test(t_memory_eof_while_paused),
       cmocka_unit_test(t_memory_certs_and_name),
       cmocka_unit_test(t_openssl_s_client),
       cmocka_unit_test(t_openssl_s_server),

@@ -44,6 +44,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "braid/endpoint.h"
 #include "braid/transport.h"
 
 #ifdef __cplusplus
@@ -276,6 +277,24 @@ int braid_tls_peer_fingerprint(const braid_transport_t *t, char *buf,
  * the SSL *, for everything else. */
 void *braid_tls_peer_x509(const braid_transport_t *t);
 void *braid_tls_native(const braid_transport_t *t);
+
+/* The same through braid_transport_extra() (braid/transport.h), which
+ * also finds them under a layer stacked on the TLS transport (a framing
+ * or WebSocket layer passes names it does not know down):
+ *   "tls.ssl"          SSL *                  (braid_tls_native)
+ *   "tls.peer_x509"    X509 *, NULL without   (braid_tls_peer_x509)
+ *   "tls.alpn"         const char *           (braid_tls_alpn)
+ *   "tls.server_name"  const char *           (braid_tls_server_name)
+ *   "tls.version"      const char *           (braid_tls_version)
+ *   "tls.cipher"       const char *           (braid_tls_cipher)
+ * Borrowed, as above; NULL where the function returns NULL. */
+
+/* The "tls:" endpoint scheme (braid/endpoint.h), which braid serves on
+ * every reactor as "tls" and "ssl". Exposed for modules that build on it
+ * (a scheme that runs TLS under another name calls its listen/connect
+ * with a "tls:" description). Never NULL; without TLS its calls return
+ * BRAID_ENOTSUP with a message. */
+const braid_endpoint_scheme *braid_tls_endpoint_scheme(void);
 
 #ifdef __cplusplus
 }

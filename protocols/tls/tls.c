@@ -5,9 +5,10 @@
  * this file needs OpenSSL; and like any protocol it only uses the lower
  * transport through the public braid_transport_* API, so it works over
  * streams, the memory transport and whatever transport comes next. Its
- * upper side implements the internal transport vtable (core/transport.h)
- * so that argument checks, state bits and flow-control marks stay in
- * core/transport.c.
+ * upper side implements a transport through the public implementation
+ * interface (braid/transport_impl.h), so that argument checks, state bits
+ * and flow-control marks stay in core, as for every transport; its
+ * "tls:" endpoint scheme uses braid/endpoint.h's scheme interface.
  *
  * Data flow: the lower transport's bytes are appended to `rbio`; OpenSSL
  * reads them from there and writes records to `wbio`, which is drained into
@@ -31,10 +32,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "braid/alloc.h"
 #include "braid/endpoint.h"
+#include "braid/error.h"
+#include "braid/log.h"
 #include "braid/tls.h"
-#include "core/endpoint_internal.h"
-#include "core/transport.h"
+#include "braid/transport_impl.h"
 
 #define BRAID__TLS_ERR_MAX 256
 #define BRAID__TLS_CACHE_MAX 64
@@ -463,7 +466,6 @@ typedef struct braid__tls {
   BIO *rbio, *wbio;              /* network -> OpenSSL, OpenSSL -> network */
   braid__tls_chunk *head, *tail; /* plaintext waiting for the handshake */
   size_t pending;                /* bytes in that queue */
-  size_t lower_low;              /* the lower limits we last set */
   braid_factory_t *inner;        /* server wrap: builds the user protocol */
   /* Server wrap: the factory that owns this connection while its handshake
    * runs (and may abort it), linked in its list; NULL once the user's
@@ -479,9 +481,12 @@ typedef struct braid__tls {
   char err[BRAID__TLS_ERR_MAX];
   uint8_t server, started, handshaken, made, lost, failed, sent_shutdown,
       got_close_notify, eof_delivered, in_process;
+  /* The lower transport's EOF arrived while the protocol had paused
+   * reading (inside a delivery): acted on after the resume. */
+  uint8_t lower_eof_pending;
 } braid__tls;
 
-#define BRAID__TLS(tp) braid__container_of(tp, braid__tls, t)
+#define BRAID__TLS(tp) BRAID_CONTAINER_OF(tp, braid__tls, t)
 
 /* A server-side wrapping factory (braid_tls_wrap_factory). It owns the
  * connections whose handshake is in progress, which have no user protocol
@@ -512,33 +517,26 @@ static void braid__tls_unlink(braid__tls *s) {
   tf->nhs--;
 }
 
-static const braid__transport_vt braid__tls_vt;
+static const braid_transport_vt braid__tls_vt;
 static const braid_protocol_ops braid__tls_lower_ops;
 
 static braid__tls *braid__tls_of(const braid_transport_t *t) {
-  if (t == NULL || t->vt != &braid__tls_vt)
+  if (braid_transport_impl_vt(t) != &braid__tls_vt)
     return NULL;
-  return braid__container_of((braid_transport_t *)t, braid__tls, t);
+  return BRAID_CONTAINER_OF((braid_transport_t *)t, braid__tls, t);
 }
 
 static void braid__tls_process(braid__tls *s);
 
 /* The TLS transport's queue: plaintext waiting for the handshake plus the
- * lower transport's ciphertext. */
+ * lower transport's ciphertext, which core counts live.
+ * braid_transport_impl_follow_lower also has the lower transport pause us
+ * at the TLS transport's low mark, so its resume_writing arrives exactly
+ * when our queue fell back below it (the lower queue is ours minus the
+ * plaintext); core keeps the lower marks in step when the user changes
+ * ours. */
 static void braid__tls_sync_queued(braid__tls *s) {
-  size_t lq = s->lower != NULL ? braid_transport_write_queued(s->lower) : 0;
-  s->t.queued = s->pending + lq;
-}
-
-/* The lower transport pauses us at the TLS transport's low mark, so its
- * resume_writing arrives exactly when our queue fell back below it (the
- * lower queue is ours minus the plaintext). Re-done when the user changed
- * the marks. */
-static void braid__tls_sync_limits(braid__tls *s) {
-  if (s->lower != NULL && s->lower_low != s->t.low) {
-    s->lower_low = s->t.low;
-    braid_transport_set_write_limits(s->lower, s->t.low, s->t.low);
-  }
+  braid_transport_impl_follow_lower(&s->t, s->lower, s->pending);
 }
 
 static void braid__tls_free_pending(braid__tls *s) {
@@ -621,10 +619,11 @@ static void braid__tls_failv(braid__tls *s, int reason, int abort,
     if (braid_transport_peer_addr(s->lower, &a) == 0)
       braid_addr_format(&a, peer, sizeof peer);
   }
-  braid_reactor_log(s->t.reactor, s->server ? BRAID_LOG_INFO : BRAID_LOG_WARN,
-                    "tls", "%s with %s: %s",
+  braid_reactor_log(braid_transport_reactor(&s->t),
+                    s->server ? BRAID_LOG_INFO : BRAID_LOG_WARN, "tls",
+                    "%s with %s: %s",
                     s->handshaken ? "connection" : "handshake", peer, s->err);
-  s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+  braid_transport_impl_fail(&s->t);
   if (braid_timer_active(&s->hs_timer))
     braid_timer_cancel(&s->hs_timer);
   braid__tls_free_pending(s);
@@ -659,15 +658,23 @@ static void braid__tls_ssl_fail(braid__tls *s, int ret) {
   }
 }
 
+static void braid__tls_lower_eof_now(braid__tls *s);
+
 static void braid__tls_kick_cb(braid_timer_t *t, void *arg) {
   (void)t;
-  braid__tls_process(arg);
+  braid__tls *s = arg;
+  braid__tls_process(s);
+  if (s->lower_eof_pending && braid_transport_impl_reading(&s->t)) {
+    s->lower_eof_pending = 0;
+    braid__tls_lower_eof_now(s);
+  }
 }
 
 static void braid__tls_schedule(braid__tls *s) {
   if (s->lost || braid_timer_active(&s->kick))
     return;
-  if (braid_timer_start(s->t.reactor, &s->kick, 0, braid__tls_kick_cb, s) < 0)
+  if (braid_timer_start(braid_transport_reactor(&s->t), &s->kick, 0,
+                        braid__tls_kick_cb, s) < 0)
     braid__tls_fail(s, BRAID_ENOMEM, "cannot schedule TLS processing");
 }
 
@@ -728,15 +735,13 @@ static void braid__tls_handshake_done(braid__tls *s) {
   if (s->inner != NULL) {
     braid_protocol_t *p = s->inner->build(s->inner, &s->peer);
     s->inner = NULL;
-    if (p == NULL) {
-      s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+    if (p == NULL || braid_transport_set_protocol(&s->t, p) < 0) {
+      braid_transport_impl_fail(&s->t);
       s->failed = 1;
       braid_transport_abort(s->lower); /* refused, as a plain listener does */
       return;
     }
-    s->t.proto = p;
   }
-  braid_protocol_t *p = s->t.proto;
   /* Plaintext written before the handshake goes first. */
   braid__tls_chunk *c = s->head;
   s->head = s->tail = NULL;
@@ -752,56 +757,42 @@ static void braid__tls_handshake_done(braid__tls *s) {
   if (rc < 0)
     return;
   s->made = 1;
-  p->transport = &s->t;
   /* What the protocol asked for before this point; from connection_made on,
    * close and shutdown_write act at once (braid__tls_close). */
-  unsigned before = s->t.state;
+  unsigned before = braid_transport_impl_state(&s->t);
   /* A client that closed before the handshake completed has its writes
-   * sent, but is not told the connection was made. */
-  if (p->ops->connection_made != NULL && !(before & BRAID__T_CLOSING))
-    p->ops->connection_made(p, &s->t);
-  if (s->lost || (s->t.state & BRAID__T_DEAD))
+   * sent, but is not told the connection was made (deliver_made sees the
+   * CLOSING bit). */
+  braid_transport_deliver_made(&s->t);
+  if (s->lost || (braid_transport_impl_state(&s->t) & BRAID_TRANSPORT_DEAD))
     return;
   /* A producer paused by plaintext queued during the handshake is resumed
    * here if that plaintext, now ciphertext, sits below the low mark (the
    * lower transport only reports drains from above it). */
   braid__tls_sync_queued(s);
-  braid__transport_drained(&s->t);
+  braid_transport_impl_drained(&s->t);
   /* A close asked for before the handshake can go ahead now. */
-  if (before & BRAID__T_CLOSING) {
+  if (before & BRAID_TRANSPORT_CLOSING) {
     braid__tls_send_shutdown(s);
     braid_transport_close(s->lower);
-  } else if (before & BRAID__T_WR_SHUT) {
+  } else if (before & BRAID_TRANSPORT_WRITE_SHUT) {
     braid__tls_send_shutdown(s);
     braid_transport_shutdown_write(s->lower);
   }
 }
 
 static int braid__tls_may_read(const braid__tls *s) {
-  return !s->lost && !s->failed &&
-         !(s->t.state &
-           (BRAID__T_READ_PAUSED | BRAID__T_CLOSING | BRAID__T_DEAD));
+  return !s->lost && !s->failed && braid_transport_impl_reading(&s->t);
 }
 
-/* The peer's close_notify: an orderly end of its output. */
+/* The peer's close_notify: an orderly end of its output. A protocol that
+ * is not half-close aware is closed by core (braid__tls_close answers with
+ * our close_notify, as a stream closes on EOF); one that had shut down
+ * writing too is closed the same way, both directions being done. */
 static void braid__tls_close_notify(braid__tls *s) {
-  braid_protocol_t *p = s->t.proto;
   s->got_close_notify = 1;
   s->eof_delivered = 1;
-  s->t.state |= BRAID__T_EOF;
-  if (p->ops->eof_received == NULL) {
-    /* Not half-close aware: answer with ours and close, as a stream
-     * closes on EOF. */
-    if (!(s->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD))) {
-      s->t.state |= BRAID__T_CLOSING;
-      braid__tls_send_shutdown(s);
-      braid_transport_close(s->lower);
-    }
-    return;
-  }
-  p->ops->eof_received(p);
-  if ((s->t.state & BRAID__T_WR_SHUT) && !(s->t.state & BRAID__T_DEAD))
-    braid_transport_close(s->lower); /* both directions are done */
+  braid_transport_deliver_eof(&s->t);
 }
 
 /* Run OpenSSL over what is buffered: the handshake, then plaintext for the
@@ -840,9 +831,7 @@ static void braid__tls_process(braid__tls *s) {
     /* Reading may produce output (TLS 1.3 key updates, alerts). */
     braid__tls_flush(s);
     if (ret == 1) {
-      braid_protocol_t *p = s->t.proto;
-      if (p->ops->data_received != NULL)
-        p->ops->data_received(p, buf, n);
+      braid_transport_deliver_data(&s->t, buf, n);
       continue;
     }
     int e = SSL_get_error(s->ssl, ret);
@@ -863,22 +852,24 @@ out:
  * The lower transport's protocol
  * ------------------------------------------------------------------------ */
 
-#define BRAID__TLS_LOWER(p) braid__container_of(p, braid__tls, lower_p)
+#define BRAID__TLS_LOWER(p) BRAID_CONTAINER_OF(p, braid__tls, lower_p)
 
 static int braid__tls_begin(braid__tls *s);
 
 static void braid__tls_lower_made(braid_protocol_t *p, braid_transport_t *t) {
   braid__tls *s = BRAID__TLS_LOWER(p);
   s->lower = t;
-  if (s->t.reactor == NULL) /* built by a factory, which has no reactor */
-    s->t.reactor = t->reactor;
-  if (s->t.state & BRAID__T_DEAD) { /* aborted while connecting */
+  /* Built by a factory, which has no reactor: the lower transport's. */
+  if (braid_transport_reactor(&s->t) == NULL)
+    braid_transport_impl_set_reactor(&s->t, braid_transport_reactor(t));
+  unsigned st = braid_transport_impl_state(&s->t);
+  if (st & BRAID_TRANSPORT_DEAD) { /* aborted while connecting */
     braid_transport_abort(t);
     return;
   }
-  if (s->t.state & BRAID__T_READ_PAUSED)
+  if (st & BRAID_TRANSPORT_READ_PAUSED)
     braid_transport_pause_reading(t);
-  braid__tls_sync_limits(s);
+  braid__tls_sync_queued(s);
   int rc = braid__tls_begin(s);
   if (rc < 0)
     braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
@@ -907,8 +898,21 @@ static void braid__tls_lower_eof(braid_protocol_t *p) {
   braid__tls_process(s);
   if (s->lost || s->failed)
     return;
+  if (!s->got_close_notify &&
+      (braid_transport_impl_state(&s->t) & BRAID_TRANSPORT_READ_PAUSED)) {
+    /* The protocol paused inside a delivery just made: the end comes after
+     * the records still buffered, once it resumes (the kick). */
+    s->lower_eof_pending = 1;
+    return;
+  }
+  braid__tls_lower_eof_now(s);
+}
+
+static void braid__tls_lower_eof_now(braid__tls *s) {
+  if (s->lost || s->failed)
+    return;
   if (s->got_close_notify) {
-    if (s->t.state & BRAID__T_WR_SHUT)
+    if (braid_transport_impl_state(&s->t) & BRAID_TRANSPORT_WRITE_SHUT)
       braid_transport_close(s->lower);
     return;
   }
@@ -923,40 +927,29 @@ static void braid__tls_lower_eof(braid_protocol_t *p) {
                     "(truncated)");
     return;
   }
-  /* Lenient: an ordinary EOF. */
-  braid_protocol_t *up = s->t.proto;
+  /* Lenient: an ordinary EOF (closing as after a close_notify). */
   s->eof_delivered = 1;
-  s->t.state |= BRAID__T_EOF;
-  if (up->ops->eof_received == NULL) {
-    if (!(s->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD))) {
-      s->t.state |= BRAID__T_CLOSING;
-      braid_transport_close(s->lower);
-    }
-    return;
-  }
-  up->ops->eof_received(up);
-  if ((s->t.state & BRAID__T_WR_SHUT) && !(s->t.state & BRAID__T_DEAD))
-    braid_transport_close(s->lower);
+  braid_transport_deliver_eof(&s->t);
 }
 
 static void braid__tls_lower_lost(braid_protocol_t *p, int reason) {
   braid__tls *s = BRAID__TLS_LOWER(p);
   s->lost = 1;
-  s->t.state |= BRAID__T_DEAD;
   int r = s->failed ? s->reason : reason;
-  braid_protocol_t *up = s->t.proto;
-  /* A server whose handshake never completed has no user protocol; a
-   * client (or STARTTLS) protocol hears about the failure. */
-  if (up != NULL && s->inner == NULL && up->ops->connection_lost != NULL) {
-    if (!s->made && r == 0)
-      r = BRAID_ECONNABORTED; /* closed before the handshake completed */
-    up->ops->connection_lost(up, r);
-  }
+  if (!s->made && r == 0)
+    r = BRAID_ECONNABORTED; /* closed before the handshake completed */
+  /* A server whose handshake never completed has no user protocol (the
+   * delivery finds none); a client (or STARTTLS) protocol hears about the
+   * failure. */
+  if (s->inner == NULL)
+    braid_transport_deliver_lost(&s->t, r);
+  else
+    braid_transport_impl_fail(&s->t);
   braid__tls_destroy(s);
 }
 
 static void braid__tls_lower_pause(braid_protocol_t *p) {
-  (void)p; /* our own mark decides; see braid__tls_sync_limits */
+  (void)p; /* our own mark decides; see braid__tls_sync_queued */
 }
 
 static void braid__tls_lower_resume(braid_protocol_t *p) {
@@ -965,7 +958,7 @@ static void braid__tls_lower_resume(braid_protocol_t *p) {
     return;
   braid__tls_sync_queued(s);
   if (s->made)
-    braid__transport_drained(&s->t);
+    braid_transport_impl_drained(&s->t);
 }
 
 static const braid_protocol_ops braid__tls_lower_ops = {
@@ -1031,7 +1024,6 @@ static int braid__tls_write(braid_transport_t *t, const braid_iovec_t *iov,
   /* The bytes were copied or encrypted: the caller's memory is free. */
   if (release != NULL)
     release((void *)iov[0].base, arg);
-  braid__tls_sync_limits(s);
   braid__tls_sync_queued(s);
   return rc;
 }
@@ -1041,12 +1033,12 @@ static int braid__tls_close(braid_transport_t *t, int how) {
   if (s->lost || s->lower == NULL)
     return 0;
   switch (how) {
-  case BRAID__ABORT:
+  case BRAID_TRANSPORT_ABORT:
     s->reason = BRAID_ECONNABORTED;
     braid__tls_free_pending(s);
     braid_transport_abort(s->lower);
     return 0;
-  case BRAID__CLOSE:
+  case BRAID_TRANSPORT_CLOSE:
     if (s->failed)
       return 0;
     if (!s->made) {
@@ -1057,7 +1049,7 @@ static int braid__tls_close(braid_transport_t *t, int how) {
     braid__tls_send_shutdown(s);
     braid_transport_close(s->lower);
     return 0;
-  case BRAID__SHUTDOWN_WRITE:
+  case BRAID_TRANSPORT_SHUTDOWN_WRITE:
     if (!s->made || s->failed)
       return 0;
     braid__tls_send_shutdown(s);
@@ -1096,17 +1088,20 @@ static int braid__tls_sockopt(braid_transport_t *t, int opt, int on,
   braid__tls *s = BRAID__TLS(t);
   if (s->lost || s->lower == NULL)
     return BRAID_ECLOSED;
-  if (opt == BRAID__T_NODELAY)
+  if (opt == BRAID_TRANSPORT_OPT_NODELAY)
     return braid_transport_set_nodelay(s->lower, on);
   return braid_transport_set_keepalive(s->lower, on, value);
 }
 
-static const braid__transport_vt braid__tls_vt = {
+static void *braid__tls_extra(braid_transport_t *t, const char *name);
+
+static const braid_transport_vt braid__tls_vt = {
     .write = braid__tls_write,
     .close = braid__tls_close,
     .set_reading = braid__tls_set_reading,
     .addr = braid__tls_addr,
     .sockopt = braid__tls_sockopt,
+    .extra = braid__tls_extra,
 };
 
 /* ------------------------------------------------------------------------
@@ -1163,9 +1158,8 @@ static braid__tls *braid__tls_new(braid_reactor_t *r, braid_tls_context_t *ctx,
   s->ctx = ctx;
   ctx->refs++;
   s->hs_timeout = ctx->hs_timeout;
-  braid__transport_init(&s->t, &braid__tls_vt, r, user);
+  braid_transport_init(&s->t, &braid__tls_vt, r, user);
   s->lower_p.ops = &braid__tls_lower_ops;
-  s->lower_low = (size_t)-1;
   return s;
 fail:
   ERR_clear_error();
@@ -1211,8 +1205,8 @@ static void braid__tls_hs_timeout_cb(braid_timer_t *t, void *arg) {
 static int braid__tls_begin(braid__tls *s) {
   s->started = 1;
   if (s->hs_timeout > 0) {
-    int rc = braid_timer_start(s->t.reactor, &s->hs_timer, s->hs_timeout,
-                               braid__tls_hs_timeout_cb, s);
+    int rc = braid_timer_start(braid_transport_reactor(&s->t), &s->hs_timer,
+                               s->hs_timeout, braid__tls_hs_timeout_cb, s);
     if (rc < 0)
       return rc;
   }
@@ -1246,7 +1240,7 @@ int braid_tls_connect(braid_reactor_t *r, const braid_addr_t *addr,
 
 static braid_protocol_t *braid__tls_build(braid_factory_t *f,
                                           const braid_addr_t *peer) {
-  braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
+  braid__tls_factory *tf = BRAID_CONTAINER_OF(f, braid__tls_factory, f);
   /* The factory has no reactor; the listener's comes with the transport,
    * so the TLS transport gets it in lower_made. */
   braid__tls *s = braid__tls_new(NULL, tf->ctx, NULL, NULL);
@@ -1291,7 +1285,7 @@ static void braid__tls_factory_abort(braid__tls_factory *tf) {
       continue;
     s->failed = 1;
     s->reason = BRAID_ECONNABORTED;
-    s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+    braid_transport_impl_fail(&s->t);
     if (braid_timer_active(&s->hs_timer))
       braid_timer_cancel(&s->hs_timer);
     /* Without a lower transport yet, lower_made sees DEAD and aborts. */
@@ -1303,13 +1297,13 @@ static void braid__tls_factory_abort(braid__tls_factory *tf) {
 size_t braid_tls_factory_handshakes(const braid_factory_t *f) {
   if (f == NULL || f->build != braid__tls_build)
     return 0;
-  return braid__container_of((braid_factory_t *)f, braid__tls_factory, f)->nhs;
+  return BRAID_CONTAINER_OF((braid_factory_t *)f, braid__tls_factory, f)->nhs;
 }
 
 void braid_tls_factory_free(braid_factory_t *f) {
   if (f == NULL || f->build != braid__tls_build)
     return;
-  braid__tls_factory *tf = braid__container_of(f, braid__tls_factory, f);
+  braid__tls_factory *tf = BRAID_CONTAINER_OF(f, braid__tls_factory, f);
   braid__tls_factory_abort(tf);
   braid__tls_ctx_unref(tf->ctx);
   braid_free(tf);
@@ -1324,22 +1318,22 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
     return BRAID_ECLOSED;
   if (ctx->role == BRAID_TLS_CLIENT && ctx->verify &&
       (server_name == NULL || server_name[0] == '\0')) {
-    braid_reactor_log(lower->reactor, BRAID_LOG_ERROR, "tls",
+    braid_reactor_log(braid_transport_reactor(lower), BRAID_LOG_ERROR, "tls",
                       "a verifying client needs the server's name (or turn "
                       "verification off)");
     return BRAID_EINVAL;
   }
-  braid__tls *s = braid__tls_new(lower->reactor, ctx, p, server_name);
+  braid__tls *s =
+      braid__tls_new(braid_transport_reactor(lower), ctx, p, server_name);
   if (s == NULL)
     return BRAID_ENOMEM;
-  /* From here on the lower transport talks to the TLS layer. Both stream
-   * and memory transports read t->proto at every event. */
-  lower->proto = &s->lower_p;
+  /* From here on the lower transport talks to the TLS layer. */
+  braid_transport_set_protocol(lower, &s->lower_p);
   s->lower = lower;
   p->transport = &s->t;
   if (out != NULL)
     *out = &s->t;
-  braid__tls_sync_limits(s);
+  braid__tls_sync_queued(s);
   int rc = braid__tls_begin(s);
   if (rc < 0)
     braid__tls_fail(s, rc, "cannot start TLS: %s", braid_strerror(rc));
@@ -1552,14 +1546,37 @@ void *braid_tls_native(const braid_transport_t *t) {
   return s != NULL ? s->ssl : NULL;
 }
 
+/* braid_transport_extra: the inspection functions above by name (see
+ * braid/tls.h), and the lower transport's extras for other names. */
+static void *braid__tls_extra(braid_transport_t *t, const char *name) {
+  braid__tls *s = BRAID__TLS(t);
+  if (strncmp(name, "tls.", 4) != 0)
+    return s->lower != NULL && !s->lost ? braid_transport_extra(s->lower, name)
+                                        : NULL;
+  const char *k = name + 4;
+  if (strcmp(k, "ssl") == 0)
+    return braid_tls_native(t);
+  if (strcmp(k, "peer_x509") == 0)
+    return braid_tls_peer_x509(t);
+  if (strcmp(k, "alpn") == 0)
+    return (void *)braid_tls_alpn(t);
+  if (strcmp(k, "server_name") == 0)
+    return (void *)braid_tls_server_name(t);
+  if (strcmp(k, "version") == 0)
+    return (void *)braid_tls_version(t);
+  if (strcmp(k, "cipher") == 0)
+    return (void *)braid_tls_cipher(t);
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------
  * Endpoint strings: "tls:" (and Twisted's "ssl:")
  * ------------------------------------------------------------------------ */
 
 /* Append one part to a "tcp:" description, escaping ':' and '\'. */
 static int braid__tls_ep_append(char *out, size_t cap, size_t *len,
-                                const braid__ep_part *part) {
-  char tmp[2 * BRAID__EP_PART_MAX + 40];
+                                const braid_endpoint_part *part) {
+  char tmp[2 * BRAID_ENDPOINT_PART_MAX + 40];
   size_t n = 0;
   tmp[n++] = ':';
   if (part->key[0] != '\0') {
@@ -1582,12 +1599,12 @@ static int braid__tls_ep_append(char *out, size_t cap, size_t *len,
 }
 
 typedef struct braid__tls_ep {
-  char tcp[BRAID__EP_MAX_PARTS * (2 * BRAID__EP_PART_MAX + 40)];
+  char tcp[BRAID_ENDPOINT_MAX_PARTS * (2 * BRAID_ENDPOINT_PART_MAX + 40)];
   const char *cert, *key, *ca_file, *ca_dir, *sni, *alpn;
   char *ciphers, *ciphersuites, *groups; /* ',' turned into ':' */
   uint64_t hs_timeout;
   bool has_hs_timeout;
-  braid__ep_part parts[BRAID__EP_MAX_PARTS];
+  braid_endpoint_part parts[BRAID_ENDPOINT_MAX_PARTS];
 } braid__tls_ep;
 
 /* "2", "0.5": seconds, as the endpoint's own timeout= takes them. */
@@ -1615,7 +1632,8 @@ static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
   char type[16];
   int n = 0;
   memset(e, 0, sizeof *e);
-  int rc = braid__ep_split(desc, type, sizeof type, e->parts, &n, err, errlen);
+  int rc =
+      braid_endpoint_split(desc, type, sizeof type, e->parts, &n, err, errlen);
   if (rc < 0)
     return rc;
   size_t len = 0;
@@ -1668,7 +1686,7 @@ toolong:
 
 /* "h2,http/1.1" -> the context's ALPN list. */
 static int braid__tls_ep_alpn(braid_tls_context_t *ctx, const char *list) {
-  char buf[BRAID__EP_PART_MAX];
+  char buf[BRAID_ENDPOINT_PART_MAX];
   const char *names[16];
   size_t n = 0;
   snprintf(buf, sizeof buf, "%s", list);
@@ -1706,15 +1724,17 @@ static int braid__tls_ep_apply(braid_tls_context_t *ctx, const braid__tls_ep *e,
 }
 
 /* A "tls:" listener owns its wrapping factory: closing the listener frees
- * it, which aborts the handshakes in progress (see braid__listener_on_close
+ * it, which aborts the handshakes in progress (see braid_listener_on_close
  * for why). */
 static void braid__tls_ep_closed(void *arg) {
   braid_tls_factory_free(arg);
 }
 
-int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
-                               braid_factory_t *f, braid_listener_t **out,
-                               char *err, size_t errlen) {
+static int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
+                                      braid_factory_t *f,
+                                      braid_listener_t **out, char *err,
+                                      size_t errlen, void *arg) {
+  (void)arg;
   braid__tls_ep *e = braid_malloc(sizeof *e);
   if (e == NULL)
     return BRAID_ENOMEM;
@@ -1739,7 +1759,12 @@ int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
   rc = braid_endpoint_listen(r, e->tcp, tf, out, err, errlen);
   if (rc < 0)
     goto out;
-  braid__listener_on_close(*out, braid__tls_ep_closed, tf);
+  rc = braid_listener_on_close(*out, braid__tls_ep_closed, tf);
+  if (rc < 0) {
+    braid_listener_close(*out); /* nobody would free the factory */
+    *out = NULL;
+    goto out;
+  }
   tf = NULL;
 out:
   braid_tls_factory_free(tf);
@@ -1748,8 +1773,10 @@ out:
   return rc;
 }
 
-int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
-                                braid_protocol_t *p, char *err, size_t errlen) {
+static int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
+                                       braid_protocol_t *p, char *err,
+                                       size_t errlen, void *arg) {
+  (void)arg;
   if (p == NULL || p->ops == NULL)
     return BRAID_EINVAL;
   braid__tls_ep *e = braid_malloc(sizeof *e);
@@ -1789,4 +1816,13 @@ out:
   braid_tls_context_free(ctx); /* the connection holds its own reference */
   braid_free(e);
   return rc;
+}
+
+static const braid_endpoint_scheme braid__tls_scheme = {
+    .listen = braid__tls_endpoint_listen,
+    .connect = braid__tls_endpoint_connect,
+};
+
+const braid_endpoint_scheme *braid_tls_endpoint_scheme(void) {
+  return &braid__tls_scheme;
 }
