@@ -96,6 +96,18 @@ struct braid_reactor {
   size_t holds;
   size_t active_io; /* I/O operations and handles that keep the loop alive */
 
+  /* core/io.c: ops deferred to a later wait() (`io_batch` is what the
+   * running wait() works through, `io_later` what waits for the next),
+   * ops to complete as cancelled, sockets whose close callback is due. All
+   * FIFO, linked through braid__op.next_ / braid__sock.next_closing_. */
+  braid__op *io_later, *io_later_tail, *io_batch;
+  braid__op *io_cancelled, *io_cancelled_tail;
+  braid__sock *io_closing, *io_closing_tail;
+  /* core/io_signal.c: this reactor's slot in the signal registry (valid
+   * while sig_refs, its watched signals, is not 0). */
+  int sig_slot;
+  unsigned sig_refs;
+
   braid_log_cb log_cb;
   void *log_arg;
 

@@ -56,12 +56,6 @@ typedef struct braid__stream {
       braid_timer_t timer; /* connect timeout */
     } c;                   /* while `connecting` */
   } u;
-  /* Read while paused (see braid__stream_on_read): bytes, and the end of
-   * input, delivered from htimer after the resume. */
-  char *held;
-  size_t held_len;
-  uint8_t held_eof;
-  braid_timer_t htimer;
   size_t rpass; /* bytes read in this pass (BRAID__READ_BUDGET) */
   int reason;   /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
@@ -123,9 +117,6 @@ static void braid__stream_closed(braid__sock *sock) {
       braid_timer_cancel(&s->u.c.timer);
     braid_free(s->u.c.addr);
   }
-  if (braid_timer_active(&s->htimer))
-    braid_timer_cancel(&s->htimer);
-  braid_free(s->held);
   if (p != NULL && (s->made || s->client))
     braid_transport_deliver_lost(&s->t, s->reason);
   s->t.reactor->live_streams--;
@@ -171,35 +162,19 @@ static void braid__stream_idle(braid__stream *s) {
  * Reading
  * ------------------------------------------------------------------------ */
 
+/* A read's result. Pausing cancels the read in flight, and a read that
+ * completed before the cancel could take effect still says
+ * BRAID_ECANCELED: the I/O layer keeps its bytes for the read after the
+ * resume (core/io.h, cancel), so nothing arrives here while paused. */
 static void braid__stream_on_read(braid__stream *s, intptr_t st) {
   braid_protocol_t *p = s->t.proto;
-  if (st >= 0 && (s->t.state & BRAID__T_READ_PAUSED) && !s->closed) {
-    /* Paused while the read was in flight, and it completed before the
-     * cancel could: a completion platform keeps an op's result when it
-     * beats cancel() (core/io.h). The bytes are the platform's only for
-     * this callback and pausing promises no data_received until the
-     * resume, so keep a copy. No read is submitted while paused or while
-     * anything is held, so one read's worth at most. */
-    if (st == 0) {
-      s->held_eof = 1;
-      return;
-    }
-    s->held = braid_malloc((size_t)st);
-    if (s->held == NULL) {
-      braid__stream_fail(s, BRAID_ENOMEM); /* dropping bytes breaks it */
-      return;
-    }
-    memcpy(s->held, s->rop.u.read.base, (size_t)st);
-    s->held_len = (size_t)st;
-    return;
-  }
   if (st > 0) {
     if (p->ops->data_received != NULL)
       p->ops->data_received(p, s->rop.u.read.base, (size_t)st);
     return;
   }
   if (st == BRAID_ECANCELED)
-    return; /* paused or closing */
+    return; /* paused or closing; anything it read is kept for the resume */
   if (st < 0) {
     braid__stream_fail(s, (int)st);
     return;
@@ -219,7 +194,7 @@ static void braid__stream_on_read(braid__stream *s, intptr_t st) {
 }
 
 static int braid__stream_may_read(const braid__stream *s) {
-  return !s->reading && !s->closed && s->held == NULL && !s->held_eof &&
+  return !s->reading && !s->closed &&
          !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
                          BRAID__T_DEAD | BRAID__T_EOF));
 }
@@ -230,29 +205,6 @@ static void braid__stream_read_cb(braid__op *op, intptr_t st) {
   /* A completion through the loop starts a new pass. */
   s->rpass = st > 0 ? (size_t)st : 0;
   braid__stream_on_read(s, st);
-  braid__stream_read(s, 0);
-}
-
-/* After a resume: what was read while paused, from the loop (resume may be
- * called inside data_received), then reading goes on. */
-static void braid__stream_held_cb(braid_timer_t *t, void *arg) {
-  (void)t;
-  braid__stream *s = arg;
-  if (s->held != NULL && !s->closed &&
-      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
-    braid_protocol_t *p = s->t.proto;
-    char *data = s->held;
-    s->held = NULL;
-    if (p->ops->data_received != NULL)
-      p->ops->data_received(p, data, s->held_len);
-    braid_free(data);
-  }
-  if (s->held_eof && s->held == NULL && !s->closed &&
-      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
-    s->held_eof = 0;
-    braid__stream_on_read(s, 0);
-  }
-  s->rpass = 0; /* run from the loop's timers: a new pass */
   braid__stream_read(s, 0);
 }
 
@@ -581,14 +533,9 @@ static int braid__stream_set_reading(braid_transport_t *t, int on) {
       t->reactor->io->cancel(&s->sock, &s->rop);
     return 0;
   }
-  if (s->held != NULL || s->held_eof) {
-    if (!braid_timer_active(&s->htimer))
-      return braid_timer_start(t->reactor, &s->htimer, 0, braid__stream_held_cb,
-                               s);
-    return 0;
-  }
   /* Resume may be called from inside a data_received: deferring the read
-   * keeps callbacks from nesting and the shared read buffer intact. */
+   * keeps callbacks from nesting and the shared read buffer intact. What a
+   * read cancelled by the pause brought comes first (core/io.h). */
   braid__stream_read(s, 1);
   return 0;
 }
