@@ -244,9 +244,6 @@ int braid__translate_sys_error(int e) {
   }
 }
 
-/* Interface names for IPv6 multicast. Windows names interfaces by GUID;
- * braid accepts the numeric index there ("12"), which is what
- * if_nametoindex would give, without pulling in iphlpapi. */
 /* Windows' AF_UNIX sockets are files too, but their identity (the file
  * index) needs the reparse point opened by handle; until that is written,
  * nothing is removed, as before. */
@@ -261,6 +258,9 @@ void braid__unix_file_remove(braid__unix_file *f) {
   f->path = NULL;
 }
 
+/* Interface names for IPv6 multicast. Windows names interfaces by GUID;
+ * braid accepts the numeric index there ("12"), which is what
+ * if_nametoindex would give, without pulling in iphlpapi. */
 int braid__if_index(const char *name, unsigned *index) {
   unsigned v = 0;
   if (name == NULL || *name == '\0')
