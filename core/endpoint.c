@@ -376,6 +376,12 @@ static int braid__ep_scheme_of(braid_reactor_t *r, const char *desc,
   return 1;
 }
 
+bool braid__endpoint_is_scheme(braid_reactor_t *r, const char *desc) {
+  const braid_endpoint_scheme *sch;
+  void *sarg;
+  return braid__ep_scheme_of(r, desc, &sch, &sarg) != 0;
+}
+
 int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
                           braid_factory_t *f, braid_listener_t **out,
                           char *err, size_t errlen) {

@@ -142,6 +142,11 @@ struct braid_reactor {
   struct braid__ep_schemes *ep_schemes;
 };
 
+/* core/endpoint.c: whether `desc` names a scheme of another module (TLS,
+ * or one added to r with braid_endpoint_add_scheme), which that module
+ * parses, rather than one of core's types. */
+bool braid__endpoint_is_scheme(braid_reactor_t *r, const char *desc);
+
 /* core/timer.c */
 void braid__timers_run(braid_reactor_t *r, uint64_t now);
 int braid__timers_next(const braid_reactor_t *r, uint64_t *deadline);

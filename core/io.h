@@ -361,6 +361,26 @@ extern const braid__io_ops braid__uring_io; /* Linux io_uring */
  * BRAID_ENOENT. */
 int braid__if_index(const char *name, unsigned *index);
 
+/* The file a Unix stream listener created by binding: its path and the
+ * identity (device, inode) the socket had then. Closing the listener
+ * removes the file only while that path still names that socket: a
+ * program that moved on (chdir with a relative path) or another process
+ * that replaced the file since keeps what is there now. */
+typedef struct braid__unix_file {
+  char *path; /* NULL: nothing to remove */
+  uint64_t dev, ino;
+} braid__unix_file;
+
+/* Remember the file behind `sa` (a Unix address just bound). Nothing is
+ * remembered for an abstract name, where the platform cannot tell a
+ * file's identity (Windows), or without memory for the path. */
+void braid__unix_file_note(braid__unix_file *f, const struct sockaddr *sa,
+                           int len);
+
+/* Remove the file noted if it is still the same socket, and forget it.
+ * Safe on a zero-filled one and to repeat. */
+void braid__unix_file_remove(braid__unix_file *f);
+
 /* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
 int braid__translate_sys_error(int syserr);
 

@@ -79,6 +79,7 @@ struct braid_listener {
   uint64_t backoff_ns;
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
+  braid__unix_file file; /* a Unix listener's socket file, removed at close */
   braid__on_close *on_close; /* in the order added */
   size_t n_on_close;
 };
@@ -734,9 +735,12 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
     rc = io->sock_setopt(&l->sock, BRAID__SO_V6ONLY, opts->ipv6_only);
   if (rc == 0)
     rc = io->sock_bind(&l->sock, braid__addr_csa(addr), (int)addr->len_);
+  if (rc == 0 && fam == AF_UNIX)
+    braid__unix_file_note(&l->file, braid__addr_csa(addr), (int)addr->len_);
   if (rc == 0)
     rc = io->sock_listen(&l->sock, opts->backlog > 0 ? opts->backlog : 511);
   if (rc < 0) {
+    braid__unix_file_remove(&l->file);
     io->close(&l->sock, braid__listener_closed);
     return rc;
   }
@@ -766,6 +770,9 @@ int braid_listener_close(braid_listener_t *l) {
   l->closing = 1;
   if (braid_timer_active(&l->backoff))
     braid_timer_cancel(&l->backoff);
+  /* The path goes before the socket: from now on a connect gets ENOENT
+   * instead of a refusal, and the path can be bound again at once. */
+  braid__unix_file_remove(&l->file);
   l->r->io->close(&l->sock, braid__listener_closed);
   /* The listener's memory lives until the close completes, so the array
    * is still there while the callbacks run (and cannot grow: adding is

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "braid/braid.h"
@@ -349,6 +350,71 @@ static void t_listen_connect_unix(void **st) {
 #endif
 }
 
+static int is_socket_file(const char *path, struct stat *out) {
+  struct stat st;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+    return 0;
+  if (out != NULL)
+    *out = st;
+  return 1;
+}
+
+/* A unix: listener removes the socket file it created when it is closed,
+ * and when the reactor is destroyed with it open, so the same path can be
+ * listened on again (before, the second listen failed with "address
+ * already in use"); a file another socket put there since is left alone,
+ * and so is a file that was there before (the listen fails). */
+static void t_unix_socket_file_removed(void **st) {
+  (void)st;
+  braid_factory_t f = {ep_build, NULL};
+  char path[128], desc[160], err[256];
+  snprintf(path, sizeof path, "%s/rm.sock", g_tmpdir);
+  snprintf(desc, sizeof desc, "unix:%s", path);
+  braid_reactor_t *r;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid_listener_t *l;
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  assert_true(is_socket_file(path, NULL));
+  assert_int_equal(braid_listener_close(l), 0);
+  assert_false(is_socket_file(path, NULL));
+  assert_int_equal(access(path, F_OK), -1);
+  /* Again on the same path, then the reactor's destruction closes it. */
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  assert_true(is_socket_file(path, NULL));
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(access(path, F_OK), -1);
+
+  /* Replaced behind the listener's back: another socket bound the path
+   * after it was unlinked. Closing the listener leaves that one. */
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  struct stat before;
+  assert_true(is_socket_file(path, &before));
+  assert_int_equal(unlink(path), 0);
+  braid_addr_t a;
+  assert_int_equal(braid_addr_unix(&a, path), 0);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(
+      bind(fd, (const struct sockaddr *)a.sa_.bytes, (socklen_t)a.len_), 0);
+  struct stat other;
+  assert_true(is_socket_file(path, &other));
+  assert_int_equal(braid_listener_close(l), 0);
+  assert_true(is_socket_file(path, &other));
+  close(fd);
+  assert_int_equal(unlink(path), 0);
+
+  /* A file that was there first: the listen fails and the file stays. */
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err),
+                   BRAID_EADDRINUSE);
+  assert_int_equal(access(path, F_OK), 0);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 static void t_listen_connect_errors(void **st) {
   (void)st;
   braid_reactor_t *r;
@@ -593,6 +659,7 @@ int main(void) {
       cmocka_unit_test(t_listen_connect_tcp),
       cmocka_unit_test(t_listen_connect_tcp6),
       cmocka_unit_test(t_listen_connect_unix),
+      cmocka_unit_test(t_unix_socket_file_removed),
       cmocka_unit_test(t_listen_connect_errors),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -18,6 +18,8 @@
  *           factory given to braid_endpoint_listen is never called after
  *           braid_listener_close, as with tcp:.
  * A ':' inside a value is written "\:". Errors name the bad part.
+ * A unix: listener removes its socket file when closed (braid_listen in
+ * braid/transport.h says when).
  * Other modules add schemes of their own (braid_endpoint_add_scheme).
  */
 #ifndef BRAID_ENDPOINT_H

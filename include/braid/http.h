@@ -196,6 +196,19 @@ int braid_http_server_listen(braid_http_server_t *srv, const char *endpoint,
 /* The first listener's address (for port 0). */
 int braid_http_server_addr(const braid_http_server_t *srv, braid_addr_t *out);
 
+/* Begin a graceful stop (Go's Server.Shutdown): close the listeners opened
+ * with braid_http_server_listen, close every connection that has no
+ * request in progress (no byte of a next request received), and from now
+ * on end each connection after its current response, which carries
+ * "Connection: close" (a response whose head went out before the call
+ * still ends its connection). Requests in flight are not touched: bound
+ * their time yourself (a deadline, then braid_http_server_destroy; the
+ * service tree's braid_service_stop does both, with this call as its
+ * listeners' drain callback). braid_http_server_connections() reaching 0
+ * means the drain is complete. 0, or BRAID_EINVAL after destroy; calling
+ * it again does nothing. */
+int braid_http_server_drain(braid_http_server_t *srv);
+
 /* Close the listeners and abort open connections (their requests see
  * `closed`). The memory is freed once the last connection is gone, which
  * may be during this call or later in the loop. Idempotent. */

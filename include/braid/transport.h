@@ -234,7 +234,16 @@ typedef struct braid_listen_options {
 } braid_listen_options;
 
 /* Listen on `addr` (IP or Unix) and build a protocol with `f` for each
- * connection. `f` must outlive the listener. opts may be NULL. */
+ * connection. `f` must outlive the listener. opts may be NULL.
+ *
+ * A Unix path is a socket file that bind creates: if the path exists the
+ * call fails with BRAID_EADDRINUSE (a file left by a process that did not
+ * close its listener, such as one killed by SIGKILL, must be removed by
+ * hand). The listener removes the file it created when it is closed (also
+ * by the reactor's destruction), on POSIX systems, if the path still names
+ * that same socket (device and inode as after bind): a file another
+ * process put there since is left alone, as is an abstract name (Linux
+ * "@name", no file). Windows keeps the file for now. */
 int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
                  const braid_listen_options *opts, braid_factory_t *f,
                  braid_listener_t **out);
@@ -242,8 +251,8 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
 /* The bound address (with the real port when listening on port 0). */
 int braid_listener_addr(const braid_listener_t *l, braid_addr_t *out);
 
-/* Stop listening and free the listener. Connections already accepted are
- * not affected. */
+/* Stop listening and free the listener (removing its Unix socket file,
+ * see braid_listen). Connections already accepted are not affected. */
 int braid_listener_close(braid_listener_t *l);
 
 /* Call cb(arg) once when the listener closes: from braid_listener_close

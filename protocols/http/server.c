@@ -145,6 +145,28 @@ void braid__hs_server_maybe_free(braid_http_server_t *s) {
   braid_free(s);
 }
 
+int braid_http_server_drain(braid_http_server_t *s) {
+  if (s == NULL || s->destroyed)
+    return BRAID_EINVAL;
+  if (s->draining)
+    return 0;
+  s->draining = true;
+  for (size_t i = 0; i < s->nlisteners; i++)
+    braid_listener_close(s->listeners[i]);
+  s->nlisteners = 0;
+  /* Connections without a request in progress close now: idle ones, and
+   * new ones no byte has come on yet (head state, empty buffer). Those
+   * holding part of a head or a body to skip have a request in flight;
+   * they close after its response (braid__hs_req_done), and any that
+   * reaches the idle state closes then (braid__hs_settle). */
+  for (hs_conn *c = s->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (braid__hs_live(c) && c->req == NULL && c->len == 0 && !c->body_pending)
+      braid__hs_close(c);
+  }
+  return 0;
+}
+
 void braid_http_server_destroy(braid_http_server_t *s) {
   if (s == NULL || s->destroyed)
     return;

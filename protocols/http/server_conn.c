@@ -290,7 +290,10 @@ void braid__hs_settle(hs_conn *c) {
     st = CS_DISCARD;
   else if (c->len > 0 || c->state == CS_HEAD)
     st = CS_HEAD; /* a head in the buffer, or the first one to come */
-  else
+  else if (c->srv->draining) {
+    braid__hs_close(c); /* no keep-alive while draining */
+    return;
+  } else
     st = CS_IDLE;
   conn_enter(c, st);
   /* The same state may want different reading now (the buffer filled). */

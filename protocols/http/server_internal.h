@@ -62,6 +62,7 @@ struct braid_http_server {
   hs_conn *conns; /* doubly linked */
   size_t nconns;
   int destroyed;
+  bool draining; /* braid_http_server_drain: no more keep-alive */
   int64_t date_sec;
   char date[32];
   /* Test hooks (internal.h). */

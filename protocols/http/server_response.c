@@ -144,7 +144,7 @@ static char *head_build(braid_http_req_t *q, int status,
   if (h == NULL)
     return NULL;
   /* Keep-alive only when both sides can frame the next message. */
-  bool keep = q->keep_alive && !s->destroyed && !q->close_after;
+  bool keep = q->keep_alive && !s->destroyed && !s->draining && !q->close_after;
   if (c->body_pending && q->bstate == HS_BODY_UNASKED &&
       (q->expect ||
        (c->bkind == BRAID_HTTP_BODY_LENGTH && c->bleft > s->opts.max_body)))
@@ -331,7 +331,10 @@ void braid__hs_req_done(braid_http_req_t *q) {
    * state), unless the connection closes. */
   if (q->bstate == HS_BODY_READING)
     q->bstate = HS_BODY_ENDED;
-  int keep = !q->close_after;
+  /* Draining: a response whose head promised keep-alive before the drain
+   * began still ends its connection; the client sees an idle persistent
+   * connection close, which RFC 9112 section 9.6 allows at any time. */
+  int keep = !q->close_after && !c->srv->draining;
   if (q->length != BRAID_HTTP_LENGTH_UNKNOWN && q->sent < q->length &&
       !q->no_body)
     keep = 0; /* short body: the client cannot find the next response */
