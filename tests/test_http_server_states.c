@@ -899,8 +899,8 @@ static const char *const pieces[] = {
     "POST /read HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
     "POST /read?pause HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
     "POST /read HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-    "POST /read HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-    "Expect: 100-continue\r\n\r\n",
+    ("POST /read HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+     "Expect: 100-continue\r\n\r\n"),
     "3\r\nabc\r\n",
     "0\r\n\r\n",
     "ab",
