@@ -220,6 +220,10 @@ enum braid__io_caps {
                                       file pages to a stream socket (Linux
                                       sendfile(2)); without it, callers read
                                       the file into memory and write it */
+  BRAID__CAP_PIPE = 1u << 7,      /* sock_adopt takes a pipe or FIFO
+                                      descriptor (non-blocking, made so by
+                                      braid__fd_prepare) and reads and writes
+                                      it with read/write, not recv/send */
   BRAID__CAP_TRY_SENDTO = 1u << 6  /* BRAID__OPF_TRY SENDTOs can succeed:
                                       the kernel's verdict on a datagram
                                       (sent, or EMSGSIZE, ENETUNREACH...)
@@ -360,6 +364,10 @@ extern const braid__io_ops braid__uring_io; /* Linux io_uring */
 /* The index of the network interface called `name` ("lo", "eth0"), or
  * BRAID_ENOENT. */
 int braid__if_index(const char *name, unsigned *index);
+
+/* POSIX: make descriptor fd non-blocking and close-on-exec (a pipe end
+ * braid is handed). 0 or BRAID_E*; BRAID_ENOTSUP on Windows. */
+int braid__fd_prepare(int fd);
 
 /* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
 int braid__translate_sys_error(int syserr);
