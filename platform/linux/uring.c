@@ -962,7 +962,7 @@ static int braid__uring_signal_watch(braid_reactor_t *r, int signo, int on) {
 const braid__io_ops braid__uring_io = {
     .name = "uring",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_COMPLETION |
-            BRAID__CAP_EMBED_FD | BRAID__CAP_TRY_SENDTO | BRAID__CAP_PIPE,
+            BRAID__CAP_EMBED_FD | BRAID__CAP_TRY_SENDTO,
     .init = braid__uring_init,
     .destroy = braid__uring_destroy,
     .poller_name = braid__uring_poller_name,
