@@ -53,6 +53,7 @@ typedef struct braid__stream {
   uint8_t nsocks; /* descriptors not yet closed back (the last frees) */
   uint8_t pipe;   /* a pipe transport: no socket calls */
   uint8_t noread; /* a write-only pipe: s->sock is the write end */
+  uint8_t soon;   /* a pipe's connection_made call is queued */
   braid__op rop, wop;
   braid__chunk *head, *tail;
   /* Writes and connecting never overlap, so they share memory: an idle
@@ -631,6 +632,17 @@ static const braid__transport_vt braid__stream_vt = {
 /* Reactor teardown with the connection still open. */
 static void braid__stream_abort_h(braid__handle *h) {
   braid__stream *s = braid__container_of(h, braid__stream, h);
+  /* Reactor teardown drops queued calls: a pipe's pending
+   * connection_made call no longer holds the stream. */
+  if (s->soon) {
+    s->soon = 0;
+    s->t.proto = NULL; /* never made: no connection_lost either */
+    if (s->closed) {
+      braid__stream_closed(&s->sock); /* the last hold: frees s */
+      return;
+    }
+    s->nsocks--;
+  }
   s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
   if (!s->closed) {
     s->reason = BRAID_ECONNABORTED;
@@ -969,6 +981,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
 static void braid__pipe_soon(braid_reactor_t *r, void *arg) {
   (void)r;
   braid__stream *s = arg;
+  s->soon = 0;
   if (s->closed) {
     braid__stream_closed(&s->sock);
     return;
@@ -1039,6 +1052,7 @@ int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
     return rc;
   }
   s->nsocks++;
+  s->soon = 1;
   *out = &s->t;
   return 0;
 }
