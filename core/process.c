@@ -24,8 +24,8 @@ struct braid_process {
   braid_reactor_t *r;
   struct braid_process *next, *prev;
   braid__handle h;
-  long pid;     /* -1 once reaped */
-  int status;   /* when reaped */
+  long pid;   /* -1 once reaped */
+  int status; /* when reaped */
   uint8_t reaped;
   unsigned flags;
   braid_process_ended_cb ended;
@@ -127,7 +127,8 @@ static int braid__procs_get(braid_reactor_t *r) {
   if (ps == NULL)
     return BRAID_ENOMEM;
   ps->head.next = ps->head.prev = &ps->head;
-  int rc = braid_signal_start(r, &ps->sigchld, braid__proc_sigchld(), braid__sigchld_cb, r);
+  int rc = braid_signal_start(r, &ps->sigchld, braid__proc_sigchld(),
+                              braid__sigchld_cb, r);
   if (rc < 0) {
     braid_free(ps);
     return rc;
@@ -148,8 +149,14 @@ int braid_process_spawn(braid_reactor_t *r, const braid_process_options *o,
     return BRAID_ENOTSUP;
   braid__child_fd m[BRAID__PROC_MAX_FDS];
   braid_protocol_t *proto[BRAID__PROC_MAX_FDS];
-  braid__spawn_req req = {o->file, o->argv, o->env, o->cwd, o->flags,
-                          m,       3 + o->n_extra, 2};
+  braid__spawn_req req = {.file = o->file,
+                          .argv = o->argv,
+                          .env = o->env,
+                          .cwd = o->cwd,
+                          .flags = o->flags,
+                          .fds = m,
+                          .nfds = 3 + o->n_extra,
+                          .max_target = 2};
   for (size_t i = 0; i < req.nfds; i++) {
     const braid_child_fd *c = i < 3 ? &o->stdio[i] : &o->extra[i - 3];
     m[i].target = i < 3 ? (int)i : c->child_fd;
@@ -212,8 +219,8 @@ int braid_process_spawn(braid_reactor_t *r, const braid_process_options *o,
                               m[i].child_reads ? fd : -1, proto[i], &t);
     if (prc < 0) {
       braid_reactor_log(r, BRAID_LOG_WARN, "process",
-                        "cannot open the pipe of child fd %d: %s",
-                        m[i].target, braid_strerror(prc));
+                        "cannot open the pipe of child fd %d: %s", m[i].target,
+                        braid_strerror(prc));
       braid__fd_close(fd);
     }
   }

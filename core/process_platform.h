@@ -18,7 +18,7 @@ typedef struct braid__child_fd {
   int target;      /* its number in the child */
   int child_reads; /* a pipe the child reads (else one it writes) */
   braid_stdio_kind kind;
-  int parent_end;  /* out: braid's end of the pipe (close-on-exec), or -1 */
+  int parent_end; /* out: braid's end of the pipe (close-on-exec), or -1 */
 } braid__child_fd;
 
 typedef struct braid__spawn_req {

@@ -46,14 +46,6 @@ typedef struct braid__stream {
   braid_transport_t t;
   braid__handle h;
   braid__sock sock;
-  /* Where writes go: &sock for a socket; for a pipe transport with two
-   * descriptors, a second registered descriptor of its own (allocated), so
-   * that half-closing closes only it. NULL for a read-only pipe. */
-  braid__sock *ws;
-  uint8_t nsocks; /* descriptors not yet closed back (the last frees) */
-  uint8_t pipe;   /* a pipe transport: no socket calls */
-  uint8_t noread; /* a write-only pipe: s->sock is the write end */
-  uint8_t soon;   /* a pipe's connection_made call is queued */
   braid__op rop, wop;
   braid__chunk *head, *tail;
   /* Writes and connecting never overlap, so they share memory: an idle
@@ -69,6 +61,14 @@ typedef struct braid__stream {
   int reason;   /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
   uint8_t tcp; /* an IP socket: TCP options apply */
+  /* Pipes. Bit-fields, so that they fit in the padding at the end and an
+   * idle socket stream is no larger for them. */
+  unsigned nsocks : 2; /* holds not yet given back (descriptors, and a
+                          queued connection_made); the last frees */
+  unsigned pipe : 1;   /* a pipe transport: no socket calls */
+  unsigned noread : 1; /* a write-only pipe: sock is the write end */
+  unsigned wopen : 1;  /* a two-descriptor pipe's write end is open */
+  unsigned soon : 1;   /* a pipe's connection_made call is queued */
 } braid__stream;
 
 /* One braid_listener_on_close callback. */
@@ -92,12 +92,23 @@ struct braid_listener {
   size_t n_on_close;
 };
 
-/* A pipe's second descriptor (its write end), allocated beside the
- * stream. */
-typedef struct braid__sock_owner {
-  braid__sock sock;
-  struct braid__stream *s;
-} braid__sock_owner;
+/* A pipe transport with two descriptors: its write end is a second
+ * registered descriptor, allocated with the stream, so that half-closing
+ * closes only it. */
+typedef struct braid__pipe2 {
+  braid__stream s;
+  braid__sock wsock;
+} braid__pipe2;
+
+/* Where writes go: the socket; a write-only pipe's one descriptor; a
+ * two-descriptor pipe's write end while it is open; else nowhere (NULL). */
+static braid__sock *braid__stream_ws(braid__stream *s) {
+  if (!s->pipe || s->noread)
+    return &s->sock;
+  if (s->wopen)
+    return &((braid__pipe2 *)s)->wsock;
+  return NULL;
+}
 
 static const braid__transport_vt braid__stream_vt;
 static void braid__stream_read(braid__stream *s, int defer);
@@ -143,19 +154,16 @@ static void braid__stream_closed(braid__sock *sock) {
 /* A pipe's separate write end closed back: its memory goes now, and the
  * stream's with the last descriptor. */
 static void braid__stream_wclosed(braid__sock *ws) {
-  braid__sock_owner *o = braid__container_of(ws, braid__sock_owner, sock);
-  braid__stream *owner = o->s;
-  braid_free(o);
-  braid__stream_closed(&owner->sock);
+  braid__pipe2 *p2 = braid__container_of(ws, braid__pipe2, wsock);
+  braid__stream_closed(&p2->s.sock);
 }
 
 /* Close a pipe's separate write end (half-close, or the whole close). */
 static void braid__stream_wshut(braid__stream *s) {
-  if (s->ws == NULL || s->ws == &s->sock)
+  if (!s->wopen)
     return;
-  braid__sock *ws = s->ws;
-  s->ws = NULL;
-  s->t.reactor->io->close(ws, braid__stream_wclosed);
+  s->wopen = 0;
+  s->t.reactor->io->close(&((braid__pipe2 *)s)->wsock, braid__stream_wclosed);
 }
 
 /* Close the socket; connection_lost(s->reason) follows from the I/O
@@ -189,7 +197,7 @@ static void braid__stream_idle(braid__stream *s) {
     if (s->pipe) {
       /* A pipe has no shutdown(2): the reader sees the end of input when
        * the write end closes. A write-only pipe has nothing left then. */
-      if (s->noread || (s->t.state & BRAID__T_EOF) || s->ws == &s->sock)
+      if (s->noread || (s->t.state & BRAID__T_EOF))
         braid__stream_shut(s);
       else
         braid__stream_wshut(s);
@@ -353,7 +361,7 @@ static void braid__stream_flush(braid__stream *s) {
       s->wop.u.sendfile.len = c->len - c->off;
       s->wop.u.sendfile.done = 0;
     }
-    intptr_t st = s->t.reactor->io->submit(s->ws, &s->wop);
+    intptr_t st = s->t.reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st == BRAID__PENDING) {
       s->writing = 1;
       return;
@@ -442,7 +450,7 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
   size_t total = 0, done = 0;
   for (size_t i = 0; i < n; i++)
     total += iov[i].len;
-  if (s->closed || s->ws == NULL) {
+  if (s->closed || braid__stream_ws(s) == NULL) {
     /* A read-only pipe has nowhere to write: the bytes are dropped like
      * those written to a transport that closed under the caller. */
     if (release != NULL)
@@ -462,7 +470,7 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     s->wop.u.write.bufs = s->u.wbufs;
     s->wop.u.write.nbufs = n;
     s->wop.u.write.done = 0;
-    intptr_t st = t->reactor->io->submit(s->ws, &s->wop);
+    intptr_t st = t->reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st < 0) {
       if (release != NULL)
         release((void *)iov[0].base, arg);
@@ -716,7 +724,6 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     return 1;
   }
   r->live_streams++;
-  s->ws = &s->sock;
   s->nsocks = 1;
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->tcp = l->tcp;
@@ -912,7 +919,6 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     return rc;
   }
   r->live_streams++;
-  s->ws = &s->sock;
   s->nsocks = 1;
   braid_transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
@@ -999,18 +1005,11 @@ int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
     return BRAID_EINVAL;
   if (!(r->io->caps & BRAID__CAP_PIPE))
     return BRAID_ENOTSUP;
-  braid__stream *s = braid_calloc(1, sizeof *s);
+  int two = read_fd >= 0 && write_fd >= 0;
+  braid__stream *s =
+      braid_calloc(1, two ? sizeof(braid__pipe2) : sizeof(braid__stream));
   if (s == NULL)
     return BRAID_ENOMEM;
-  braid__sock_owner *o = NULL;
-  if (read_fd >= 0 && write_fd >= 0) {
-    o = braid_calloc(1, sizeof *o);
-    if (o == NULL) {
-      braid_free(s);
-      return BRAID_ENOMEM;
-    }
-    o->s = s;
-  }
   /* The engine needs non-blocking descriptors; both are close-on-exec so
    * that no child spawned later inherits them. */
   int rc = read_fd >= 0 ? braid__fd_prepare(read_fd) : 0;
@@ -1020,7 +1019,6 @@ int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
     rc = r->io->sock_adopt(r, &s->sock,
                            (braid__fd)(read_fd >= 0 ? read_fd : write_fd));
   if (rc < 0) {
-    braid_free(o);
     braid_free(s);
     return rc;
   }
@@ -1028,18 +1026,17 @@ int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
   s->nsocks = 1;
   s->pipe = 1;
   s->noread = read_fd < 0;
-  s->ws = read_fd < 0 ? &s->sock : NULL;
   braid_transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
-  if (o != NULL) {
-    rc = r->io->sock_adopt(r, &o->sock, (braid__fd)write_fd);
+  if (two) {
+    braid__sock *ws = &((braid__pipe2 *)s)->wsock;
+    rc = r->io->sock_adopt(r, ws, (braid__fd)write_fd);
     if (rc < 0) {
-      braid_free(o);
       s->t.proto = NULL;
       braid__stream_shut(s); /* closes read_fd; write_fd stays the caller's */
       return rc;
     }
-    s->ws = &o->sock;
+    s->wopen = 1;
     s->nsocks = 2;
   }
   /* connection_made from the loop, never from inside this call (as for a

@@ -202,6 +202,10 @@ void braid__proc_kill_wait(long pid) {
     ;
 }
 
-int braid__proc_sigchld(void) { return SIGCHLD; }
+int braid__proc_sigchld(void) {
+  return SIGCHLD;
+}
 
-void braid__fd_close(int fd) { close(fd); }
+void braid__fd_close(int fd) {
+  close(fd);
+}

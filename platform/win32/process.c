@@ -27,8 +27,14 @@ int braid__proc_signal(long pid, int signo) {
   return BRAID_ENOTSUP;
 }
 
-void braid__proc_kill_wait(long pid) { (void)pid; }
+void braid__proc_kill_wait(long pid) {
+  (void)pid;
+}
 
-int braid__proc_sigchld(void) { return -1; }
+int braid__proc_sigchld(void) {
+  return -1;
+}
 
-void braid__fd_close(int fd) { (void)fd; }
+void braid__fd_close(int fd) {
+  (void)fd;
+}
