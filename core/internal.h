@@ -87,6 +87,10 @@ struct braid_reactor {
   /* Signal watchers on this reactor. */
   braid_signal_t *signals;
 
+  /* core/process.c: children this reactor started and has not reaped
+   * (NULL while there are none). */
+  struct braid__procs *procs;
+
   braid__hook *hooks;
   size_t nhooks, hooks_cap;
   int next_hook_id;

@@ -220,6 +220,10 @@ enum braid__io_caps {
                                       file pages to a stream socket (Linux
                                       sendfile(2)); without it, callers read
                                       the file into memory and write it */
+  BRAID__CAP_PIPE = 1u << 7,      /* sock_adopt takes a pipe or FIFO
+                                      descriptor (non-blocking, made so by
+                                      braid__fd_prepare) and reads and writes
+                                      it with read/write, not recv/send */
   BRAID__CAP_TRY_SENDTO = 1u << 6  /* BRAID__OPF_TRY SENDTOs can succeed:
                                       the kernel's verdict on a datagram
                                       (sent, or EMSGSIZE, ENETUNREACH...)
@@ -380,6 +384,10 @@ void braid__unix_file_note(braid__unix_file *f, const struct sockaddr *sa,
 /* Remove the file noted if it is still the same socket, and forget it.
  * Safe on a zero-filled one and to repeat. */
 void braid__unix_file_remove(braid__unix_file *f);
+
+/* POSIX: make descriptor fd non-blocking and close-on-exec (a pipe end
+ * braid is handed). 0 or BRAID_E*; BRAID_ENOTSUP on Windows. */
+int braid__fd_prepare(int fd);
 
 /* Map the platform's last error (errno, WSAGetLastError) to BRAID_E*. */
 int braid__translate_sys_error(int syserr);

@@ -11,6 +11,7 @@
  * a freed stream. */
 #include <string.h>
 
+#include "braid/process.h"
 #include "core/transport.h"
 
 #define BRAID__WBUFS 4
@@ -60,6 +61,14 @@ typedef struct braid__stream {
   int reason;   /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
   uint8_t tcp; /* an IP socket: TCP options apply */
+  /* Pipes. Bit-fields, so that they fit in the padding at the end and an
+   * idle socket stream is no larger for them. */
+  unsigned nsocks : 2; /* holds not yet given back (descriptors, and a
+                          queued connection_made); the last frees */
+  unsigned pipe : 1;   /* a pipe transport: no socket calls */
+  unsigned noread : 1; /* a write-only pipe: sock is the write end */
+  unsigned wopen : 1;  /* a two-descriptor pipe's write end is open */
+  unsigned soon : 1;   /* a pipe's connection_made call is queued */
 } braid__stream;
 
 /* One braid_listener_on_close callback. */
@@ -83,6 +92,24 @@ struct braid_listener {
   braid__on_close *on_close; /* in the order added */
   size_t n_on_close;
 };
+
+/* A pipe transport with two descriptors: its write end is a second
+ * registered descriptor, allocated with the stream, so that half-closing
+ * closes only it. */
+typedef struct braid__pipe2 {
+  braid__stream s;
+  braid__sock wsock;
+} braid__pipe2;
+
+/* Where writes go: the socket; a write-only pipe's one descriptor; a
+ * two-descriptor pipe's write end while it is open; else nowhere (NULL). */
+static braid__sock *braid__stream_ws(braid__stream *s) {
+  if (!s->pipe || s->noread)
+    return &s->sock;
+  if (s->wopen)
+    return &((braid__pipe2 *)s)->wsock;
+  return NULL;
+}
 
 static const braid__transport_vt braid__stream_vt;
 static void braid__stream_read(braid__stream *s, int defer);
@@ -108,6 +135,8 @@ static void braid__chunks_free(braid__stream *s) {
 
 static void braid__stream_closed(braid__sock *sock) {
   braid__stream *s = braid__container_of(sock, braid__stream, sock);
+  if (--s->nsocks > 0)
+    return; /* a pipe's write end is still closing */
   braid_protocol_t *p = s->t.proto;
   braid__handle_remove(&s->h);
   braid__chunks_free(s);
@@ -123,12 +152,28 @@ static void braid__stream_closed(braid__sock *sock) {
   braid_free(s);
 }
 
+/* A pipe's separate write end closed back: its memory goes now, and the
+ * stream's with the last descriptor. */
+static void braid__stream_wclosed(braid__sock *ws) {
+  braid__pipe2 *p2 = braid__container_of(ws, braid__pipe2, wsock);
+  braid__stream_closed(&p2->s.sock);
+}
+
+/* Close a pipe's separate write end (half-close, or the whole close). */
+static void braid__stream_wshut(braid__stream *s) {
+  if (!s->wopen)
+    return;
+  s->wopen = 0;
+  s->t.reactor->io->close(&((braid__pipe2 *)s)->wsock, braid__stream_wclosed);
+}
+
 /* Close the socket; connection_lost(s->reason) follows from the I/O
  * layer's close callback. */
 static void braid__stream_shut(braid__stream *s) {
   if (s->closed)
     return;
   s->closed = 1;
+  braid__stream_wshut(s);
   s->t.reactor->io->close(&s->sock, braid__stream_closed);
 }
 
@@ -150,6 +195,15 @@ static void braid__stream_idle(braid__stream *s) {
   }
   if ((s->t.state & BRAID__T_WR_SHUT) && !s->shut) {
     s->shut = 1;
+    if (s->pipe) {
+      /* A pipe has no shutdown(2): the reader sees the end of input when
+       * the write end closes. A write-only pipe has nothing left then. */
+      if (s->noread || (s->t.state & BRAID__T_EOF))
+        braid__stream_shut(s);
+      else
+        braid__stream_wshut(s);
+      return;
+    }
     int rc = s->t.reactor->io->sock_shutdown(&s->sock);
     if (rc < 0)
       braid__stream_fail(s, rc);
@@ -194,7 +248,7 @@ static void braid__stream_on_read(braid__stream *s, intptr_t st) {
 }
 
 static int braid__stream_may_read(const braid__stream *s) {
-  return !s->reading && !s->closed &&
+  return !s->reading && !s->closed && !s->noread &&
          !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
                          BRAID__T_DEAD | BRAID__T_EOF));
 }
@@ -308,7 +362,7 @@ static void braid__stream_flush(braid__stream *s) {
       s->wop.u.sendfile.len = c->len - c->off;
       s->wop.u.sendfile.done = 0;
     }
-    intptr_t st = s->t.reactor->io->submit(&s->sock, &s->wop);
+    intptr_t st = s->t.reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st == BRAID__PENDING) {
       s->writing = 1;
       return;
@@ -397,10 +451,12 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
   size_t total = 0, done = 0;
   for (size_t i = 0; i < n; i++)
     total += iov[i].len;
-  if (s->closed) {
+  if (s->closed || braid__stream_ws(s) == NULL) {
+    /* A read-only pipe has nowhere to write: the bytes are dropped like
+     * those written to a transport that closed under the caller. */
     if (release != NULL)
       release((void *)iov[0].base, arg);
-    return 0;
+    return s->closed ? 0 : BRAID_ENOTSUP;
   }
   /* Nothing queued: try to write straight from the caller's memory. */
   if (!s->writing && !braid__stream_has_output(s) && n <= BRAID__WBUFS &&
@@ -415,7 +471,7 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     s->wop.u.write.bufs = s->u.wbufs;
     s->wop.u.write.nbufs = n;
     s->wop.u.write.done = 0;
-    intptr_t st = t->reactor->io->submit(&s->sock, &s->wop);
+    intptr_t st = t->reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st < 0) {
       if (release != NULL)
         release((void *)iov[0].base, arg);
@@ -470,7 +526,7 @@ static int braid__stream_sendfile(braid_transport_t *t, int fd, uint64_t offset,
                                   size_t len, braid_release_cb release,
                                   void *arg) {
   braid__stream *s = BRAID__S(t);
-  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE))
+  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE) || s->pipe)
     return BRAID_ENOTSUP;
   if (s->closed) {
     release(NULL, arg);
@@ -545,6 +601,8 @@ static int braid__stream_addr(braid_transport_t *t, int peer,
   braid__stream *s = BRAID__S(t);
   if (s->closed)
     return BRAID_ECLOSED;
+  if (s->pipe)
+    return BRAID_ENOTSUP;
   memset(out, 0, sizeof *out);
   int len = (int)sizeof out->sa_;
   int rc = t->reactor->io->sock_name(&s->sock, peer, braid__addr_sa(out), &len);
@@ -562,7 +620,7 @@ static int braid__stream_sockopt(braid_transport_t *t, int opt, int on,
    * Linux accepts SO_KEEPALIVE on any socket, so "keepalive off" would
    * succeed and "on" would half-apply before TCP_KEEPIDLE failed. Answer
    * for every option and every OS alike, as documented. */
-  if (!s->tcp)
+  if (!s->tcp || s->pipe)
     return BRAID_ENOTSUP;
   const braid__io_ops *io = t->reactor->io;
   if (opt == BRAID__T_NODELAY)
@@ -583,6 +641,17 @@ static const braid__transport_vt braid__stream_vt = {
 /* Reactor teardown with the connection still open. */
 static void braid__stream_abort_h(braid__handle *h) {
   braid__stream *s = braid__container_of(h, braid__stream, h);
+  /* Reactor teardown drops queued calls: a pipe's pending
+   * connection_made call no longer holds the stream. */
+  if (s->soon) {
+    s->soon = 0;
+    s->t.proto = NULL; /* never made: no connection_lost either */
+    if (s->closed) {
+      braid__stream_closed(&s->sock); /* the last hold: frees s */
+      return;
+    }
+    s->nsocks--;
+  }
   s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
   if (!s->closed) {
     s->reason = BRAID_ECONNABORTED;
@@ -656,6 +725,7 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     return 1;
   }
   r->live_streams++;
+  s->nsocks = 1;
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
@@ -856,6 +926,7 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     return rc;
   }
   r->live_streams++;
+  s->nsocks = 1;
   braid_transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;
@@ -911,5 +982,81 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     braid__stream_shut(s);
     return rc;
   }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Pipes
+ * ------------------------------------------------------------------------ */
+
+/* The pending call holds the stream like a descriptor (nsocks), so that a
+ * transport closed before it runs is freed only here. */
+static void braid__pipe_soon(braid_reactor_t *r, void *arg) {
+  (void)r;
+  braid__stream *s = arg;
+  s->soon = 0;
+  if (s->closed) {
+    braid__stream_closed(&s->sock);
+    return;
+  }
+  s->nsocks--;
+  braid__stream_made(s);
+}
+
+int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
+                    braid_protocol_t *p, braid_transport_t **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (r == NULL || p == NULL || p->ops == NULL ||
+      (read_fd < 0 && write_fd < 0) || read_fd == write_fd)
+    return BRAID_EINVAL;
+  if (!(r->io->caps & BRAID__CAP_PIPE))
+    return BRAID_ENOTSUP;
+  int two = read_fd >= 0 && write_fd >= 0;
+  braid__stream *s =
+      braid_calloc(1, two ? sizeof(braid__pipe2) : sizeof(braid__stream));
+  if (s == NULL)
+    return BRAID_ENOMEM;
+  /* The engine needs non-blocking descriptors; both are close-on-exec so
+   * that no child spawned later inherits them. */
+  int rc = read_fd >= 0 ? braid__fd_prepare(read_fd) : 0;
+  if (rc == 0 && write_fd >= 0)
+    rc = braid__fd_prepare(write_fd);
+  if (rc == 0)
+    rc = r->io->sock_adopt(r, &s->sock,
+                           (braid__fd)(read_fd >= 0 ? read_fd : write_fd));
+  if (rc < 0) {
+    braid_free(s);
+    return rc;
+  }
+  r->live_streams++;
+  s->nsocks = 1;
+  s->pipe = 1;
+  s->noread = read_fd < 0;
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
+  braid__handle_add(r, &s->h, braid__stream_abort_h);
+  if (two) {
+    braid__sock *ws = &((braid__pipe2 *)s)->wsock;
+    rc = r->io->sock_adopt(r, ws, (braid__fd)write_fd);
+    if (rc < 0) {
+      s->t.proto = NULL;
+      braid__stream_shut(s); /* closes read_fd; write_fd stays the caller's */
+      return rc;
+    }
+    s->wopen = 1;
+    s->nsocks = 2;
+  }
+  /* connection_made from the loop, never from inside this call (as for a
+   * connect that completes at once). */
+  s->client = 1;
+  rc = braid_call_soon(r, braid__pipe_soon, s);
+  if (rc < 0) {
+    s->t.proto = NULL;
+    braid__stream_shut(s);
+    return rc;
+  }
+  s->nsocks++;
+  s->soon = 1;
+  *out = &s->t;
   return 0;
 }

@@ -23,6 +23,9 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "platform/posix/engine.h"
@@ -264,6 +267,30 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   }
 }
 
+/* writev(2) has no MSG_NOSIGNAL: writing to a pipe whose reader is gone
+ * (a child that closed its stdin or died) raises SIGPIPE, which kills an
+ * application that did not ignore it. Block it around the call and
+ * swallow the one the call raised, as for sendfile below; the write then
+ * fails with EPIPE like a socket's. */
+static ssize_t braid__writev_nosigpipe(int fd, const struct iovec *iov,
+                                       int n) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t w = writev(fd, iov, n);
+  int err = errno;
+  if (w < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    struct timespec zero = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+      sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = err;
+  return w;
+}
+
 /* Write as much of op's buffers as the kernel takes. The buffers are
  * advanced in place (braid__io_advance), so a partial write resumes where
  * it stopped. */
@@ -286,7 +313,7 @@ static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
       mh.msg_iovlen = n;
       w = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
     } else {
-      w = writev(s->fd, iov, (int)n);
+      w = braid__writev_nosigpipe(s->fd, iov, (int)n);
     }
     if (w < 0) {
       if (errno == EINTR)
@@ -673,6 +700,12 @@ static void braid__sock_prepare(braid_reactor_t *r, braid__sock *s, int fd) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
+  } else {
+    /* A pipe is a byte stream too: a short read or write means empty or
+     * full. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+      ps->flags |= BRAID__F_STREAM;
   }
 }
 
@@ -824,7 +857,7 @@ void braid__posix_watch_stop(braid__posix_watch *w,
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
-            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE |
+            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE | BRAID__CAP_PIPE |
             BRAID__CAP_TRY_SENDTO,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,

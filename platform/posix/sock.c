@@ -297,3 +297,7 @@ int braid__posix_sock_shutdown(braid__sock *s) {
     return braid__translate_sys_error(errno);
   return 0;
 }
+
+int braid__fd_prepare(int fd) {
+  return braid__set_nonblock_cloexec(fd);
+}

@@ -207,3 +207,9 @@ int braid__iocp_sock_shutdown(braid__sock *s) {
     return (int)braid__wsa_error();
   return 0;
 }
+
+/* Pipes are not braid transports on Windows yet (no BRAID__CAP_PIPE). */
+int braid__fd_prepare(int fd) {
+  (void)fd;
+  return BRAID_ENOTSUP;
+}
