@@ -281,10 +281,12 @@ static ssize_t braid__writev_nosigpipe(int fd, const struct iovec *iov,
   ssize_t w = writev(fd, iov, n);
   int err = errno;
   if (w < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+    /* sigwait, not sigtimedwait (which macOS lacks): SIGPIPE is pending
+     * and blocked, so it returns at once with it. */
     sigset_t pending;
-    struct timespec zero = {0, 0};
+    int sig;
     if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
-      sigtimedwait(&pipe_set, NULL, &zero);
+      sigwait(&pipe_set, &sig);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   errno = err;
