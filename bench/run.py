@@ -277,7 +277,14 @@ def nginx_conf(port, tls):
     pre = os.path.join(OUT, "nginx")
     os.makedirs(pre, exist_ok=True)
     ssl = " ssl" if tls else ""
-    certs = "ssl_certificate %s; ssl_certificate_key %s;" % (cert, key) if tls else ""
+    # The same protocol and suite as braid negotiates with wrk: TLS 1.3
+    # (nginx 1.22 leaves it off by default) with the server's order of
+    # suites, AES-128-GCM first, as braid's defaults (protocols/tls/tls.c).
+    certs = ("ssl_certificate %s; ssl_certificate_key %s;\n"
+             "    ssl_protocols TLSv1.2 TLSv1.3; ssl_prefer_server_ciphers on;\n"
+             "    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384;\n"
+             "    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
+             % (cert, key)) if tls else ""
     path = os.path.join(pre, "nginx-%d.conf" % port)
     open(path, "w").write("""daemon off; master_process off; worker_processes 1;
 pid %(pre)s/nginx-%(port)d.pid; error_log %(pre)s/error.log;
