@@ -12,6 +12,9 @@
  *   nothing either.
  * - No Nagle delay: TCP_NODELAY on every accepted socket (the load
  *   generator sets it too), as every peer and braid's bench echo do.
+ * Under callgrind (bench/callgrind.sh, 8 connections) this file runs 353
+ * user-space instructions per echo round trip; written as libuv's examples
+ * do (malloc per read, a write request per reply) it ran 1,232.
  * Memory stays bounded: a connection whose queued bytes pass 1 MiB stops
  * reading until its queue drains, as braid's echo pauses at its high-water
  * mark. Usage: echo_libuv PORT */

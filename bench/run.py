@@ -118,10 +118,10 @@ class Server:
                                      stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc, 30 if wrapper else 10)
 
-    def stop(self):
+    def stop(self, timeout=10):
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -393,14 +393,17 @@ def cg_count(name, cmd, env, load_args, start=None):
     os.makedirs(os.path.join(OUT, "cg"), exist_ok=True)
     out = os.path.join(OUT, "cg", "%s.%s" % (name, ".".join(str(x).strip("/") for x in load_args)))
     wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
-    s = start(cmd, wrapper) if start else Server(cmd, env, wrapper=wrapper)
-    try:
-        load([load_args[0], s.port] + list(load_args[1:]))
-    finally:
-        s.stop()
-    for line in open(out):
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1]), out
+    for attempt in range(3):
+        s = start(cmd, wrapper) if start else Server(cmd, env, wrapper=wrapper)
+        try:
+            load([load_args[0], s.port] + list(load_args[1:]))
+        finally:
+            # callgrind writes its counts as the server exits: give it time.
+            s.stop(60)
+        for line in open(out):
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1]), out
+        print("callgrind: no totals in %s (exit status %s), again" % (out, s.proc.returncode), flush=True)
     raise RuntimeError("no totals in " + out)
 
 
@@ -562,7 +565,7 @@ def main():
     ap.add_argument("--out", default=OUT)
     a = ap.parse_args()
     BRAID_ECHO = a.braid_echo
-    OUT = a.out
+    OUT = os.path.abspath(a.out)
     WWW = os.path.join(OUT, "www")
     only = set(a.only.split(","))
     if "http" in only:
