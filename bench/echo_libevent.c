@@ -8,8 +8,9 @@
  *   another to remove it, with an ioctl(FIONREAD) before each read: 7
  *   syscalls per round trip with one connection against 3 here, and 2,715
  *   user-space instructions per round trip under callgrind
- *   (bench/callgrind.sh, 8 connections) against 370 for this file. Here a persistent read event reads into one static
- *   buffer and sends straight back from it.
+ *   (bench/callgrind.sh, 8 connections) against 370 for this file. Here a
+ * persistent read event reads into one static buffer and sends straight back
+ * from it.
  * - No allocation per read or write: only the bytes the kernel refuses are
  *   copied into the connection's pending buffer, and a write event is
  *   armed only then; the read event is stopped meanwhile so that memory

@@ -42,7 +42,9 @@ typedef struct write_req {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
-static void on_close(uv_handle_t *h) { free(h); }
+static void on_close(uv_handle_t *h) {
+  free(h);
+}
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   (void)hint;
@@ -116,8 +118,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   int sent = uv_try_write(s, &b, 1);
   if (sent == UV_EAGAIN)
     sent = 0;
-  if (sent < 0 || (sent < n && queue_rest(s, buf->base + sent,
-                                          (size_t)(n - sent)) < 0))
+  if (sent < 0 ||
+      (sent < n && queue_rest(s, buf->base + sent, (size_t)(n - sent)) < 0))
     uv_close((uv_handle_t *)s, on_close);
 }
 

@@ -223,9 +223,9 @@ typedef struct hconn {
 
 static int http(int port, int nconns, const char *path, uint64_t limit) {
   char req[512];
-  int reqlen = snprintf(req, sizeof req,
-                        "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path,
-                        port);
+  int reqlen =
+      snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+               path, port);
   if (reqlen <= 0 || (size_t)reqlen >= sizeof req) {
     fprintf(stderr, "echo_load: path too long\n");
     return 2;
@@ -270,8 +270,10 @@ static int http(int port, int nconns, const char *path, uint64_t limit) {
       }
       if (strncmp(c->buf, "HTTP/1.1 200 ", 13) != 0 || clen < 0 ||
           head + (size_t)clen > sizeof c->buf) {
-        fprintf(stderr, "echo_load: not a 200 with a small Content-Length: "
-                        "%.40s\n", c->buf);
+        fprintf(stderr,
+                "echo_load: not a 200 with a small Content-Length: "
+                "%.40s\n",
+                c->buf);
         return 1;
       }
       if (c->got < head + (size_t)clen)
