@@ -7,10 +7,9 @@
  *   out on the next loop iteration after an epoll_ctl to add EPOLLOUT and
  *   another to remove it, with an ioctl(FIONREAD) before each read: 7
  *   syscalls per round trip with one connection against 3 here, and 2,715
- *   user-space instructions per round trip under callgrind
- *   (bench/callgrind.sh, 8 connections) against 370 for this file. Here a
- * persistent read event reads into one static buffer and sends straight back
- * from it.
+ *   user-space instructions per round trip under callgrind (8 connections,
+ *   bench/callgrind.sh) against 366-374 for this file. Here a persistent
+ *   read event reads into one static buffer and sends straight back.
  * - No allocation per read or write: only the bytes the kernel refuses are
  *   copied into the connection's pending buffer, and a write event is
  *   armed only then; the read event is stopped meanwhile so that memory

@@ -12,7 +12,7 @@
  *   nothing either.
  * - No Nagle delay: TCP_NODELAY on every accepted socket (the load
  *   generator sets it too), as every peer and braid's bench echo do.
- * Under callgrind (bench/callgrind.sh, 8 connections) this file runs 353
+ * Under callgrind (bench/callgrind.sh, 8 connections) this file runs 353-374
  * user-space instructions per echo round trip; written as libuv's examples
  * do (malloc per read, a write request per reply) it ran 1,232.
  * Memory stays bounded: a connection whose queued bytes pass 1 MiB stops
