@@ -6,12 +6,12 @@
  * BRAID__CAP_EMBED_FD capability and the backend_fd slot. */
 #include <string.h>
 
-#include "core/embed_internal.h"
+#include "core/internal.h"
 
 struct braid__embed {
   /* Per-iteration hooks of an adapter hosting another loop. */
-  braid__iter_before_cb before;
-  braid__iter_after_cb after;
+  braid_embed_before_cb before;
+  braid_embed_after_cb after;
   void *iter_arg;
 
   /* The host queue: calls for the host thread, swapped out whole by
@@ -122,12 +122,14 @@ int braid_embed_run(braid_reactor_t *r) {
 }
 
 /* ------------------------------------------------------------------------
- * Iteration hooks (core/embed_internal.h)
+ * Iteration hooks (braid/embed.h)
  * ------------------------------------------------------------------------ */
 
-int braid__embed_set_iter_hooks(braid_reactor_t *r,
-                                braid__iter_before_cb before,
-                                braid__iter_after_cb after, void *arg) {
+int braid_embed_set_iteration_hooks(braid_reactor_t *r,
+                                    braid_embed_before_cb before,
+                                    braid_embed_after_cb after, void *arg) {
+  if (r == NULL)
+    return BRAID_EINVAL;
   struct braid__embed *em = braid__embed_get(r);
   if (em == NULL)
     return BRAID_ENOMEM;

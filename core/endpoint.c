@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "braid/endpoint.h"
-#include "core/endpoint_internal.h"
+#include "braid/tls.h"
 #include "core/resolve_internal.h"
 #include "core/transport.h"
 
@@ -21,12 +21,15 @@ static int braid__ep_error(char *err, size_t errlen, const char *fmt, ...) {
   return BRAID_EINVAL;
 }
 
-/* Split "type:a:k=v:..." on unescaped ':'; "\:" and "\\" are escapes. */
-int braid__ep_split(const char *desc, char *type, size_t typelen,
-                    braid__ep_part *parts, int *nparts, char *err,
-                    size_t errlen) {
+int braid_endpoint_split(const char *desc, char *type, size_t typelen,
+                         braid_endpoint_part *parts, int *nparts, char *err,
+                         size_t errlen) {
+  if (desc == NULL || type == NULL || typelen == 0 || parts == NULL ||
+      nparts == NULL)
+    return braid__ep_error(err, errlen, "no endpoint description");
   const char *p = desc;
   size_t n = 0;
+  *nparts = 0;
   while (*p != '\0' && *p != ':') {
     if (n + 1 >= typelen)
       return braid__ep_error(err, errlen, "endpoint type too long in '%s'",
@@ -39,10 +42,10 @@ int braid__ep_split(const char *desc, char *type, size_t typelen,
   *nparts = 0;
   while (*p == ':') {
     p++;
-    if (*nparts == BRAID__EP_MAX_PARTS)
+    if (*nparts == BRAID_ENDPOINT_MAX_PARTS)
       return braid__ep_error(err, errlen, "too many parts in '%s'", desc);
-    braid__ep_part *part = &parts[(*nparts)++];
-    char buf[BRAID__EP_PART_MAX];
+    braid_endpoint_part *part = &parts[(*nparts)++];
+    char buf[BRAID_ENDPOINT_PART_MAX];
     size_t len = 0;
     /* Where the first unescaped '=' is: escapes are resolved while
      * copying, so looking for '=' afterwards could not tell "k=v" from
@@ -110,11 +113,11 @@ int braid_endpoint_parse(braid_endpoint_t *ep, const char *desc, bool server,
   if (ep == NULL || desc == NULL)
     return braid__ep_error(err, errlen, "no endpoint description");
   memset(ep, 0, sizeof *ep);
-  char type[16];
-  braid__ep_part parts[BRAID__EP_MAX_PARTS];
+  char type[BRAID_ENDPOINT_SCHEME_MAX];
+  braid_endpoint_part parts[BRAID_ENDPOINT_MAX_PARTS];
   int nparts = 0;
-  int rc = braid__ep_split(desc, type, sizeof type, parts, &nparts, err,
-                           errlen);
+  int rc = braid_endpoint_split(desc, type, sizeof type, parts, &nparts, err,
+                                errlen);
   if (rc < 0)
     return rc;
   if (strcmp(type, "tcp") == 0)
@@ -228,11 +231,167 @@ static int braid__ep_addr(const braid_endpoint_t *ep, bool server,
   return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Schemes
+ * ------------------------------------------------------------------------ */
+
+typedef struct braid__ep_entry {
+  char name[BRAID_ENDPOINT_SCHEME_MAX];
+  const braid_endpoint_scheme *scheme;
+  void *arg;
+} braid__ep_entry;
+
+/* A reactor's registrations, made on the first one and freed at reactor
+ * teardown (through the public teardown hook, like any module's state). */
+struct braid__ep_schemes {
+  braid_teardown_t td;
+  braid_reactor_t *r;
+  braid__ep_entry *e;
+  size_t n, cap;
+};
+
+/* Core's own types, which braid_endpoint_parse knows. */
+static int braid__ep_core_type(const char *name) {
+  return strcmp(name, "tcp") == 0 || strcmp(name, "tcp6") == 0 ||
+         strcmp(name, "unix") == 0;
+}
+
+/* The schemes of braid's own modules, on every reactor. TLS is a module of
+ * its own (protocols/tls), using only this public interface; it is listed
+ * here because it is built into libbraid (as a stub without OpenSSL). */
+static const braid_endpoint_scheme *braid__ep_builtin(const char *name) {
+  if (strcmp(name, "tls") == 0 || strcmp(name, "ssl") == 0)
+    return braid_tls_endpoint_scheme();
+  return NULL;
+}
+
+static void braid__ep_schemes_free(braid_teardown_t *td) {
+  struct braid__ep_schemes *s =
+      BRAID_CONTAINER_OF(td, struct braid__ep_schemes, td);
+  s->r->ep_schemes = NULL;
+  braid_free(s->e);
+  braid_free(s);
+}
+
+static int braid__ep_name_ok(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n >= BRAID_ENDPOINT_SCHEME_MAX || name[0] < 'a' ||
+      name[0] > 'z')
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+          c == '.' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static braid__ep_entry *braid__ep_find(braid_reactor_t *r, const char *name) {
+  struct braid__ep_schemes *s = r->ep_schemes;
+  for (size_t i = 0; s != NULL && i < s->n; i++)
+    if (strcmp(s->e[i].name, name) == 0)
+      return &s->e[i];
+  return NULL;
+}
+
+int braid_endpoint_add_scheme(braid_reactor_t *r, const char *name,
+                              const braid_endpoint_scheme *scheme, void *arg) {
+  if (r == NULL || name == NULL || scheme == NULL || !braid__ep_name_ok(name))
+    return BRAID_EINVAL;
+  if (braid__ep_core_type(name) || braid__ep_builtin(name) != NULL ||
+      braid__ep_find(r, name) != NULL)
+    return BRAID_EEXIST;
+  struct braid__ep_schemes *s = r->ep_schemes;
+  if (s == NULL) {
+    s = braid_calloc(1, sizeof *s);
+    if (s == NULL)
+      return BRAID_ENOMEM;
+    s->r = r;
+    r->ep_schemes = s;
+    braid_teardown_add(r, &s->td, braid__ep_schemes_free);
+  }
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 4;
+    braid__ep_entry *e = braid_realloc(s->e, cap * sizeof *e);
+    if (e == NULL)
+      return BRAID_ENOMEM;
+    s->e = e;
+    s->cap = cap;
+  }
+  braid__ep_entry *e = &s->e[s->n++];
+  memcpy(e->name, name, strlen(name) + 1);
+  e->scheme = scheme;
+  e->arg = arg;
+  return 0;
+}
+
+int braid_endpoint_remove_scheme(braid_reactor_t *r, const char *name) {
+  if (r == NULL || name == NULL)
+    return BRAID_EINVAL;
+  braid__ep_entry *e = braid__ep_find(r, name);
+  if (e == NULL)
+    return BRAID_ENOENT;
+  struct braid__ep_schemes *s = r->ep_schemes;
+  size_t i = (size_t)(e - s->e);
+  memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof *e);
+  s->n--;
+  return 0;
+}
+
+/* The scheme that handles `desc`, if another module's: 1 with *sch and
+ * *arg set, 0 for core's own types (and anything unknown, which
+ * braid_endpoint_parse reports). */
+static int braid__ep_scheme_none(char *err, size_t errlen, const char *what,
+                                 const char *desc) {
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "the endpoint type of '%s' has no %s", desc, what);
+  return BRAID_ENOTSUP;
+}
+
+static int braid__ep_scheme_of(braid_reactor_t *r, const char *desc,
+                               const braid_endpoint_scheme **sch, void **arg) {
+  char name[BRAID_ENDPOINT_SCHEME_MAX];
+  size_t n = 0;
+  if (r == NULL || desc == NULL)
+    return 0;
+  while (desc[n] != '\0' && desc[n] != ':') {
+    if (n + 1 >= sizeof name)
+      return 0;
+    name[n] = desc[n];
+    n++;
+  }
+  name[n] = '\0';
+  const braid_endpoint_scheme *b = braid__ep_builtin(name);
+  if (b != NULL) {
+    *sch = b;
+    *arg = NULL;
+    return 1;
+  }
+  braid__ep_entry *e = braid__ep_find(r, name);
+  if (e == NULL)
+    return 0;
+  *sch = e->scheme;
+  *arg = e->arg;
+  return 1;
+}
+
+bool braid__endpoint_is_scheme(braid_reactor_t *r, const char *desc) {
+  const braid_endpoint_scheme *sch;
+  void *sarg;
+  return braid__ep_scheme_of(r, desc, &sch, &sarg) != 0;
+}
+
 int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
                           braid_factory_t *f, braid_listener_t **out,
                           char *err, size_t errlen) {
-  if (braid__ep_is_tls(desc)) /* the TLS layer owns tls: and ssl: */
-    return braid__tls_endpoint_listen(r, desc, f, out, err, errlen);
+  const braid_endpoint_scheme *sch;
+  void *sarg;
+  if (braid__ep_scheme_of(r, desc, &sch, &sarg)) {
+    if (sch->listen == NULL)
+      return braid__ep_scheme_none(err, errlen, "servers", desc);
+    return sch->listen(r, desc, f, out, err, errlen, sarg);
+  }
   braid_endpoint_t ep;
   int rc = braid_endpoint_parse(&ep, desc, true, err, errlen);
   if (rc < 0)
@@ -254,8 +413,13 @@ int braid_endpoint_listen(braid_reactor_t *r, const char *desc,
 
 int braid_endpoint_connect(braid_reactor_t *r, const char *desc,
                            braid_protocol_t *p, char *err, size_t errlen) {
-  if (braid__ep_is_tls(desc))
-    return braid__tls_endpoint_connect(r, desc, p, err, errlen);
+  const braid_endpoint_scheme *sch;
+  void *sarg;
+  if (braid__ep_scheme_of(r, desc, &sch, &sarg)) {
+    if (sch->connect == NULL)
+      return braid__ep_scheme_none(err, errlen, "clients", desc);
+    return sch->connect(r, desc, p, err, errlen, sarg);
+  }
   braid_endpoint_t ep;
   int rc = braid_endpoint_parse(&ep, desc, false, err, errlen);
   if (rc < 0)

@@ -47,11 +47,9 @@ typedef struct braid__hook {
 } braid__hook;
 
 /* Something the reactor must close if it is destroyed while still open
- * (connections, listeners): an intrusive, circular list. */
-typedef struct braid__handle {
-  struct braid__handle *prev, *next;
-  void (*abort)(struct braid__handle *h);
-} braid__handle;
+ * (connections, listeners): an intrusive, circular list. It is the public
+ * teardown hook (braid/reactor.h), which modules outside core use too. */
+typedef braid_teardown_t braid__handle;
 
 void braid__handle_add(braid_reactor_t *r, braid__handle *h,
                        void (*abort)(braid__handle *h));
@@ -89,6 +87,10 @@ struct braid_reactor {
   /* Signal watchers on this reactor. */
   braid_signal_t *signals;
 
+  /* core/process.c: children this reactor started and has not reaped
+   * (NULL while there are none). */
+  struct braid__procs *procs;
+
   braid__hook *hooks;
   size_t nhooks, hooks_cap;
   int next_hook_id;
@@ -97,6 +99,18 @@ struct braid_reactor {
 
   size_t holds;
   size_t active_io; /* I/O operations and handles that keep the loop alive */
+
+  /* core/io.c: ops deferred to a later wait() (`io_batch` is what the
+   * running wait() works through, `io_later` what waits for the next),
+   * ops to complete as cancelled, sockets whose close callback is due. All
+   * FIFO, linked through braid__op.next_ / braid__sock.next_closing_. */
+  braid__op *io_later, *io_later_tail, *io_batch;
+  braid__op *io_cancelled, *io_cancelled_tail;
+  braid__sock *io_closing, *io_closing_tail;
+  /* core/io_signal.c: this reactor's slot in the signal registry (valid
+   * while sig_refs, its watched signals, is not 0). */
+  int sig_slot;
+  unsigned sig_refs;
 
   braid_log_cb log_cb;
   void *log_arg;
@@ -126,7 +140,16 @@ struct braid_reactor {
   /* Thread-hosted mode and the GLib host's per-iteration hooks; NULL until
    * used, freed by braid__embed_teardown(). */
   struct braid__embed *embed;
+
+  /* Endpoint schemes added by modules (core/endpoint.c); NULL until the
+   * first, freed by a teardown hook. */
+  struct braid__ep_schemes *ep_schemes;
 };
+
+/* core/endpoint.c: whether `desc` names a scheme of another module (TLS,
+ * or one added to r with braid_endpoint_add_scheme), which that module
+ * parses, rather than one of core's types. */
+bool braid__endpoint_is_scheme(braid_reactor_t *r, const char *desc);
 
 /* core/timer.c */
 void braid__timers_run(braid_reactor_t *r, uint64_t now);

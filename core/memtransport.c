@@ -1,7 +1,9 @@
 /* The memory transport: a braid_transport backed by buffers the test drives
- * by hand (see braid/testing.h for the contract). It implements the same
- * vtable as core/stream.c, so argument checks, state bits and flow-control
- * marks come from core/transport.c unchanged.
+ * by hand (see braid/testing.h for the contract). It is written against the
+ * public implementation interface only (braid/transport_impl.h), like any
+ * module's transport would be, so argument checks, state bits and
+ * flow-control marks come from core/transport.c unchanged, and this file
+ * shows that interface is enough.
  *
  * Re-entrancy: protocol callbacks may call back into the transport (write,
  * close, pause/resume) and test code inside those callbacks may call the
@@ -9,9 +11,14 @@
  * happened and runs braid__mem_pump() when the outermost one returns; the
  * pump delivers buffered input, EOF and connection_lost in a loop until
  * nothing more can happen. */
+#include <stdint.h>
 #include <string.h>
 
-#include "core/transport.h"
+#include "braid/alloc.h"
+#include "braid/error.h"
+#include "braid/log.h"
+#include "braid/testing.h"
+#include "braid/transport_impl.h"
 
 /* One write made while the consumer was blocked. Copied bytes live right
  * after the header; an owned write points at the caller's memory. */
@@ -25,7 +32,7 @@ typedef struct braid__mchunk {
 
 struct braid_memory_transport {
   braid_transport_t t;
-  braid__handle h;    /* reactor destruction ends the connection */
+  braid_teardown_t h; /* reactor destruction ends the connection */
   braid_timer_t kick; /* runs the pump for events caused outside drivers */
   braid__mchunk *head, *tail; /* queued output while the consumer is blocked */
   char *val;                  /* the value buffer */
@@ -38,7 +45,11 @@ struct braid_memory_transport {
   uint8_t blocked, lost, lose_pending, eof_fed, eof_done, orphaned, aborted;
 };
 
-#define BRAID__M(tp) braid__container_of(tp, braid_memory_transport_t, t)
+#define BRAID__M(tp) BRAID_CONTAINER_OF(tp, braid_memory_transport_t, t)
+
+static unsigned braid__mem_state(const braid_memory_transport_t *mt) {
+  return braid_transport_impl_state(&mt->t);
+}
 
 static void braid__mem_pump(braid_memory_transport_t *mt);
 
@@ -82,7 +93,7 @@ static int braid__val_append(braid_memory_transport_t *mt, const void *data,
 static void braid__mem_drop_queue(braid_memory_transport_t *mt) {
   braid__mchunk *c = mt->head;
   mt->head = mt->tail = NULL;
-  mt->t.queued = 0;
+  braid_transport_impl_set_queued(&mt->t, 0);
   while (c != NULL) {
     braid__mchunk *next = c->next;
     if (c->release != NULL)
@@ -105,7 +116,8 @@ static ptrdiff_t braid__mem_move(braid_memory_transport_t *mt, size_t max) {
       return moved > 0 ? (ptrdiff_t)moved : rc;
     c->off += take;
     moved += take;
-    mt->t.queued -= take;
+    braid_transport_impl_set_queued(
+        &mt->t, braid_transport_write_queued(&mt->t) - take);
     if (c->off == c->len) {
       mt->head = c->next;
       if (mt->head == NULL)
@@ -127,31 +139,27 @@ static void braid__mem_finish(braid_memory_transport_t *mt, int reason) {
     return;
   mt->lost = 1;
   mt->reason = reason;
-  mt->t.state |= BRAID__T_DEAD;
+  braid_transport_impl_fail(&mt->t);
   braid__mem_drop_queue(mt);
   if (!mt->orphaned && braid_timer_active(&mt->kick))
     braid_timer_cancel(&mt->kick);
   if (!mt->orphaned) {
-    braid__handle_remove(&mt->h);
+    braid_teardown_remove(&mt->h);
     mt->orphaned = 1; /* nothing left to do on the reactor */
   }
-  braid_protocol_t *p = mt->t.proto;
   mt->depth++;
-  /* Every callback may be NULL (braid/transport.h), as on a stream. */
-  if (p->ops->connection_lost != NULL)
-    p->ops->connection_lost(p, reason);
+  braid_transport_deliver_lost(&mt->t, reason);
   mt->depth--;
 }
 
 /* Reactor destruction with the connection still up. */
-static void braid__mem_abort_h(braid__handle *h) {
+static void braid__mem_abort_h(braid_teardown_t *h) {
   braid_memory_transport_t *mt =
-      braid__container_of(h, braid_memory_transport_t, h);
+      BRAID_CONTAINER_OF(h, braid_memory_transport_t, h);
   /* The reactor already unlinked h; finish must not unlink it again. */
   if (braid_timer_active(&mt->kick))
     braid_timer_cancel(&mt->kick);
   mt->orphaned = 1;
-  mt->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
   braid__mem_finish(mt, BRAID_ECONNABORTED);
 }
 
@@ -160,17 +168,16 @@ static void braid__mem_abort_h(braid__handle *h) {
  * ------------------------------------------------------------------------ */
 
 static int braid__mem_may_read(const braid_memory_transport_t *mt) {
-  return !mt->lost && !(mt->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
-                                       BRAID__T_DEAD));
+  return !mt->lost && braid_transport_impl_reading(&mt->t);
 }
 
 static void braid__mem_pump(braid_memory_transport_t *mt) {
   mt->depth++;
   while (!mt->lost) {
-    /* Read at every step: a callback may hand the connection to another
-     * protocol (STARTTLS puts the TLS layer there, braid/tls.h). */
-    braid_protocol_t *p = mt->t.proto;
-    unsigned st = mt->t.state;
+    /* The deliveries read the protocol at every step: a callback may hand
+     * the connection to another one (STARTTLS puts the TLS layer there,
+     * braid/tls.h). */
+    unsigned st = braid__mem_state(mt);
     if (mt->lose_pending) {
       braid__mem_finish(mt, mt->reason);
       break;
@@ -186,24 +193,21 @@ static void braid__mem_pump(braid_memory_transport_t *mt) {
       size_t len = mt->in_len;
       mt->in = NULL;
       mt->in_len = mt->in_cap = 0;
-      if (p->ops->data_received != NULL)
-        p->ops->data_received(p, buf, len);
+      braid_transport_deliver_data(&mt->t, buf, len);
       braid_free(buf);
       continue;
     }
     if (mt->eof_fed && !mt->eof_done && mt->in_len == 0 &&
         braid__mem_may_read(mt)) {
       mt->eof_done = 1;
-      mt->t.state |= BRAID__T_EOF;
-      if (p->ops->eof_received == NULL)
-        mt->t.state |= BRAID__T_CLOSING; /* not half-close aware */
-      else
-        p->ops->eof_received(p);
+      /* A protocol without eof_received, or one that shut down writing
+       * too, is closed by core: the CLOSING case below finishes it. */
+      braid_transport_deliver_eof(&mt->t);
       continue;
     }
     if (mt->head == NULL &&
-        ((st & BRAID__T_CLOSING) ||
-         ((st & BRAID__T_WR_SHUT) && (st & BRAID__T_EOF)))) {
+        ((st & BRAID_TRANSPORT_CLOSING) ||
+         ((st & BRAID_TRANSPORT_WRITE_SHUT) && (st & BRAID_TRANSPORT_EOF)))) {
       /* Everything was flushed, or both directions are shut. */
       braid__mem_finish(mt, 0);
       break;
@@ -226,9 +230,9 @@ static void braid__mem_schedule(braid_memory_transport_t *mt) {
   if (mt->depth > 0 || mt->lost || mt->orphaned ||
       braid_timer_active(&mt->kick))
     return;
-  if (braid_timer_start(mt->t.reactor, &mt->kick, 0, braid__mem_kick_cb, mt) <
-      0)
-    braid_reactor_log(mt->t.reactor, BRAID_LOG_ERROR, "memtransport",
+  braid_reactor_t *r = braid_transport_reactor(&mt->t);
+  if (braid_timer_start(r, &mt->kick, 0, braid__mem_kick_cb, mt) < 0)
+    braid_reactor_log(r, BRAID_LOG_ERROR, "memtransport",
                       "cannot schedule deferred events");
 }
 
@@ -300,7 +304,7 @@ static int braid__mem_write(braid_transport_t *t, const braid_iovec_t *iov,
   else
     mt->head = c;
   mt->tail = c;
-  t->queued += total;
+  braid_transport_impl_set_queued(t, braid_transport_write_queued(t) + total);
   return 0;
 }
 
@@ -308,7 +312,7 @@ static int braid__mem_close(braid_transport_t *t, int how) {
   braid_memory_transport_t *mt = BRAID__M(t);
   if (mt->lost)
     return 0;
-  if (how == BRAID__ABORT) {
+  if (how == BRAID_TRANSPORT_ABORT) {
     mt->aborted = 1;
     braid__mem_drop_queue(mt);
   }
@@ -341,7 +345,7 @@ static int braid__mem_sockopt(braid_transport_t *t, int opt, int on,
   return BRAID__M(t)->lost ? BRAID_ECLOSED : 0;
 }
 
-static const braid__transport_vt braid__mem_vt = {
+static const braid_transport_vt braid__mem_vt = {
     .write = braid__mem_write,
     .close = braid__mem_close,
     .set_reading = braid__mem_set_reading,
@@ -367,7 +371,7 @@ int braid_memory_transport_create_ex(braid_reactor_t *r, braid_protocol_t *p,
   braid_memory_transport_t *mt = braid_calloc(1, sizeof *mt);
   if (mt == NULL)
     return BRAID_ENOMEM;
-  braid__transport_init(&mt->t, &braid__mem_vt, r, p);
+  braid_transport_init(&mt->t, &braid__mem_vt, r, p);
   braid_addr_ip(&mt->local, "10.0.0.1", 12345);
   braid_addr_ip(&mt->peer, "192.168.1.1", 54321);
   if (opts != NULL) {
@@ -377,12 +381,10 @@ int braid_memory_transport_create_ex(braid_reactor_t *r, braid_protocol_t *p,
       mt->peer = *opts->peer;
     mt->blocked = opts->consumer_blocked;
   }
-  braid__handle_add(r, &mt->h, braid__mem_abort_h);
+  braid_teardown_add(r, &mt->h, braid__mem_abort_h);
   *out = mt;
-  p->transport = &mt->t;
   braid__mem_enter(mt);
-  if (p->ops->connection_made != NULL)
-    p->ops->connection_made(p, &mt->t);
+  braid_transport_deliver_made(&mt->t);
   braid__mem_leave(mt);
   return 0;
 }
@@ -392,7 +394,6 @@ int braid_memory_transport_destroy(braid_memory_transport_t *mt) {
     return 0;
   if (mt->depth > 0)
     return BRAID_EBUSY;
-  mt->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
   braid__mem_finish(mt, BRAID_ECONNABORTED);
   braid__mem_drop_queue(mt);
   braid_free(mt->val);
@@ -423,7 +424,7 @@ int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
   if (mt == NULL || (data == NULL && len > 0))
     return BRAID_EINVAL;
   if (mt->lost || mt->eof_fed ||
-      (mt->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD)))
+      (braid__mem_state(mt) & (BRAID_TRANSPORT_CLOSING | BRAID_TRANSPORT_DEAD)))
     return BRAID_ECLOSED;
   if (len == 0)
     return 0;
@@ -434,9 +435,7 @@ int braid_memory_transport_feed(braid_memory_transport_t *mt, const void *data,
   int rc = 0;
   braid__mem_enter(mt);
   if (direct) {
-    braid_protocol_t *p = mt->t.proto;
-    if (p->ops->data_received != NULL)
-      p->ops->data_received(p, data, len);
+    braid_transport_deliver_data(&mt->t, data, len);
   } else {
     /* Paused, or earlier bytes still wait: keep the order. */
     rc = braid__grow(&mt->in, &mt->in_cap, mt->in_len + len);
@@ -467,7 +466,7 @@ int braid_memory_transport_lose(braid_memory_transport_t *mt, int reason) {
     return BRAID_ECLOSED;
   mt->lose_pending = 1;
   mt->reason = reason;
-  mt->t.state |= BRAID__T_DEAD;
+  braid_transport_impl_fail(&mt->t);
   braid__mem_drop_queue(mt);
   braid__mem_enter(mt);
   braid__mem_leave(mt);
@@ -504,7 +503,7 @@ ptrdiff_t braid_memory_transport_drain(braid_memory_transport_t *mt,
   braid__mem_enter(mt);
   ptrdiff_t moved = braid__mem_move(mt, max);
   if (moved > 0)
-    braid__transport_drained(&mt->t);
+    braid_transport_impl_drained(&mt->t);
   braid__mem_leave(mt);
   return moved;
 }
@@ -533,7 +532,8 @@ bool braid_memory_transport_disconnected(const braid_memory_transport_t *mt,
 }
 
 bool braid_memory_transport_closing(const braid_memory_transport_t *mt) {
-  return mt != NULL && (mt->t.state & BRAID__T_CLOSING) && !mt->aborted;
+  return mt != NULL && (braid__mem_state(mt) & BRAID_TRANSPORT_CLOSING) &&
+         !mt->aborted;
 }
 
 bool braid_memory_transport_aborted(const braid_memory_transport_t *mt) {
@@ -541,15 +541,15 @@ bool braid_memory_transport_aborted(const braid_memory_transport_t *mt) {
 }
 
 bool braid_memory_transport_write_shut(const braid_memory_transport_t *mt) {
-  return mt != NULL && (mt->t.state & BRAID__T_WR_SHUT);
+  return mt != NULL && (braid__mem_state(mt) & BRAID_TRANSPORT_WRITE_SHUT);
 }
 
 bool braid_memory_transport_reading_paused(const braid_memory_transport_t *mt) {
-  return mt != NULL && (mt->t.state & BRAID__T_READ_PAUSED);
+  return mt != NULL && (braid__mem_state(mt) & BRAID_TRANSPORT_READ_PAUSED);
 }
 
 bool braid_memory_transport_writing_paused(const braid_memory_transport_t *mt) {
-  return mt != NULL && (mt->t.state & BRAID__T_PRODUCER_PAUSED);
+  return mt != NULL && (braid__mem_state(mt) & BRAID_TRANSPORT_WRITE_PAUSED);
 }
 
 size_t

@@ -1,17 +1,22 @@
 /* Connection policies (braid/policy.h): the timeout helper and the policy
  * factory. The client service is in core/client_service.c.
  *
- * Everything here uses the public API, with one exception: the policy
- * factory's throttling and idle timeout need a transport of their own
- * between the inner protocol and the real one, and braid has no public way
- * yet to implement a transport, so that one is written against the
- * internal vtable of core/transport.h (as protocols/tls does today). When
- * the transport implementation API is public, only braid__pol_vt and
- * braid__transport_init/_drained below need to move onto it. */
+ * Everything here uses the public API only, as a module outside core
+ * would. The policy factory's throttling and idle timeout need a transport
+ * of their own between the inner protocol and the real one: that one is
+ * written against braid/transport_impl.h (its vtable, the state and queue
+ * accessors, and the braid_transport_deliver_* helpers, which apply the
+ * transport lifetime rules to the inner protocol), like protocols/tls.
+ * Without throttling or an idle timeout there is no such layer: the inner
+ * protocol gets the real transport, and the outer protocol only passes
+ * the events on and counts. */
 #include <string.h>
 
+#include "braid/alloc.h"
+#include "braid/error.h"
+#include "braid/log.h"
 #include "braid/policy.h"
-#include "core/transport.h"
+#include "braid/transport_impl.h"
 
 #define BRAID__NS_PER_SEC INT64_C(1000000000)
 
@@ -224,7 +229,7 @@ static braid_protocol_t *braid__pf_build(braid_factory_t *f,
 static braid__pfactory *braid__pf(const braid_factory_t *f) {
   if (f == NULL || f->build != braid__pf_build)
     return NULL;
-  return braid__container_of(f, braid__pfactory, f);
+  return BRAID_CONTAINER_OF(f, braid__pfactory, f);
 }
 
 /* ------------------------------------------------------------------------
@@ -377,13 +382,17 @@ static void braid__pc_drop_queue(braid__pconn *pc) {
 /* What the inner protocol's flow control sees: what is held back here
  * plus what the real transport holds. */
 static void braid__pc_sync_queued(braid__pconn *pc) {
-  pc->t.queued = pc->wq + braid_transport_write_queued(pc->lower);
+  braid_transport_impl_set_queued(&pc->t, pc->wq +
+                                              braid_transport_write_queued(
+                                                  pc->lower));
 }
 
 static void braid__pc_update_reading(braid__pconn *pc) {
   if (pc->lost)
     return;
-  int want = (pc->t.state & BRAID__T_READ_PAUSED) || pc->read_throttled;
+  int want = (braid_transport_impl_state(&pc->t) &
+              BRAID_TRANSPORT_READ_PAUSED) ||
+             pc->read_throttled;
   if (want == pc->lower_rpaused)
     return;
   pc->lower_rpaused = (uint8_t)want;
@@ -400,7 +409,7 @@ static void braid__pc_wtimer_cb(braid_timer_t *t, void *arg);
  * shutdown the inner protocol asked for meanwhile. */
 static void braid__pc_flush(braid__pconn *pc) {
   braid__pfactory *pf = pc->pf;
-  uint64_t now = braid_reactor_now(pc->t.reactor);
+  uint64_t now = braid_reactor_now(braid_transport_reactor(&pc->t));
   while (pc->head != NULL && !pc->lower_paused && !pc->lost) {
     braid__pchunk *c = pc->head;
     size_t n = c->len - c->off;
@@ -411,11 +420,11 @@ static void braid__pc_flush(braid__pconn *pc) {
         if (!braid_timer_active(&pc->wtimer)) {
           pf->st.write_waits++;
           uint64_t wait = braid__bucket_wait(&pc->wb, n);
-          if (braid_timer_start(pc->t.reactor, &pc->wtimer, wait ? wait : 1,
+          if (braid_timer_start(braid_transport_reactor(&pc->t), &pc->wtimer, wait ? wait : 1,
                                 braid__pc_wtimer_cb, pc) < 0) {
             /* Without a timer the bytes would never leave: give up the
              * connection rather than hang it. */
-            braid_reactor_log(pc->t.reactor, BRAID_LOG_ERROR, "policy",
+            braid_reactor_log(braid_transport_reactor(&pc->t), BRAID_LOG_ERROR, "policy",
                               "cannot schedule throttled write; aborting");
             braid__pc_drop_queue(pc);
             braid_transport_abort(pc->lower);
@@ -436,7 +445,7 @@ static void braid__pc_flush(braid__pconn *pc) {
       rc = braid_transport_write(pc->lower, c->data + c->off, n);
     }
     if (rc < 0) {
-      braid_reactor_log(pc->t.reactor, BRAID_LOG_ERROR, "policy",
+      braid_reactor_log(braid_transport_reactor(&pc->t), BRAID_LOG_ERROR, "policy",
                         "write to the connection failed: %s; aborting",
                         braid_strerror(rc));
       braid__pc_drop_queue(pc);
@@ -475,7 +484,7 @@ static void braid__pc_progress(braid__pconn *pc) {
   if (pc->lost)
     return;
   braid__pc_sync_queued(pc);
-  braid__transport_drained(&pc->t);
+  braid_transport_impl_drained(&pc->t);
 }
 
 static void braid__pc_wtimer_cb(braid_timer_t *t, void *arg) {
@@ -492,14 +501,14 @@ static void braid__pc_rtimer_cb(braid_timer_t *t, void *arg) {
 
 static int braid__pc_write(braid_transport_t *t, const braid_iovec_t *iov,
                            size_t n, braid_release_cb release, void *arg) {
-  braid__pconn *pc = braid__container_of(t, braid__pconn, t);
+  braid__pconn *pc = BRAID_CONTAINER_OF(t, braid__pconn, t);
   size_t total = 0;
   for (size_t i = 0; i < n; i++)
     total += iov[i].len;
   braid_timeout_reset(&pc->idle);
   int direct = pc->head == NULL && !pc->lower_paused;
   if (direct && pc->wb.rate != 0) {
-    braid__bucket_refill(&pc->wb, braid_reactor_now(t->reactor));
+    braid__bucket_refill(&pc->wb, braid_reactor_now(braid_transport_reactor(t)));
     direct = braid__bucket_bytes(&pc->wb) >= total;
   }
   /* Nothing held back and the bucket allows it all: straight through,
@@ -554,21 +563,21 @@ static int braid__pc_write(braid_transport_t *t, const braid_iovec_t *iov,
 }
 
 static int braid__pc_close(braid_transport_t *t, int how) {
-  braid__pconn *pc = braid__container_of(t, braid__pconn, t);
+  braid__pconn *pc = BRAID_CONTAINER_OF(t, braid__pconn, t);
   if (pc->lost)
     return 0;
   switch (how) {
-  case BRAID__ABORT:
+  case BRAID_TRANSPORT_ABORT:
     braid__pc_drop_queue(pc);
     if (braid_timer_active(&pc->wtimer))
       braid_timer_cancel(&pc->wtimer);
     braid_transport_abort(pc->lower);
     break;
-  case BRAID__CLOSE:
+  case BRAID_TRANSPORT_CLOSE:
     pc->close_pending = 1;
     braid__pc_flush(pc);
     break;
-  default: /* BRAID__SHUTDOWN_WRITE */
+  default: /* BRAID_TRANSPORT_SHUTDOWN_WRITE */
     pc->shut_pending = 1;
     braid__pc_flush(pc);
     break;
@@ -578,12 +587,12 @@ static int braid__pc_close(braid_transport_t *t, int how) {
 
 static int braid__pc_set_reading(braid_transport_t *t, int on) {
   (void)on; /* the state bit already says it */
-  braid__pc_update_reading(braid__container_of(t, braid__pconn, t));
+  braid__pc_update_reading(BRAID_CONTAINER_OF(t, braid__pconn, t));
   return 0;
 }
 
 static int braid__pc_addr(braid_transport_t *t, int peer, braid_addr_t *out) {
-  braid__pconn *pc = braid__container_of(t, braid__pconn, t);
+  braid__pconn *pc = BRAID_CONTAINER_OF(t, braid__pconn, t);
   if (pc->lost)
     return BRAID_ECLOSED;
   return peer ? braid_transport_peer_addr(pc->lower, out)
@@ -592,17 +601,17 @@ static int braid__pc_addr(braid_transport_t *t, int peer, braid_addr_t *out) {
 
 static int braid__pc_sockopt(braid_transport_t *t, int opt, int on,
                              unsigned value) {
-  braid__pconn *pc = braid__container_of(t, braid__pconn, t);
+  braid__pconn *pc = BRAID_CONTAINER_OF(t, braid__pconn, t);
   if (pc->lost)
     return BRAID_ECLOSED;
-  if (opt == BRAID__T_NODELAY)
+  if (opt == BRAID_TRANSPORT_OPT_NODELAY)
     return braid_transport_set_nodelay(pc->lower, on);
   return braid_transport_set_keepalive(pc->lower, on, value);
 }
 
 static int braid__pc_sendfile(braid_transport_t *t, int fd, uint64_t offset,
                               size_t len, braid_release_cb release, void *arg) {
-  braid__pconn *pc = braid__container_of(t, braid__pconn, t);
+  braid__pconn *pc = BRAID_CONTAINER_OF(t, braid__pconn, t);
   /* The kernel sends a file unmetered, and it must follow what is held
    * back here: only pass it on when neither is in the way. */
   if (pc->wb.rate != 0 || pc->head != NULL)
@@ -616,7 +625,7 @@ static int braid__pc_sendfile(braid_transport_t *t, int fd, uint64_t offset,
   return rc;
 }
 
-static const braid__transport_vt braid__pol_vt = {
+static const braid_transport_vt braid__pol_vt = {
     .write = braid__pc_write,
     .close = braid__pc_close,
     .set_reading = braid__pc_set_reading,
@@ -629,7 +638,7 @@ static const braid__transport_vt braid__pol_vt = {
  * The outer protocol: what the real transport calls
  * ------------------------------------------------------------------------ */
 
-#define BRAID__PC(p) braid__container_of(p, braid__pconn, outer)
+#define BRAID__PC(p) BRAID_CONTAINER_OF(p, braid__pconn, outer)
 
 static void braid__pc_idle_cb(braid_timeout_t *to, void *arg) {
   (void)to;
@@ -639,7 +648,7 @@ static void braid__pc_idle_cb(braid_timeout_t *to, void *arg) {
   pc->pf->st.timed_out++;
   /* The inner protocol's transport is dead from now on: its writes are
    * swallowed until connection_lost, as after any failure. */
-  pc->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
+  braid_transport_impl_fail(&pc->t);
   braid__pc_drop_queue(pc);
   braid_transport_abort(pc->lower);
 }
@@ -652,7 +661,7 @@ static void braid__pc_made(braid_protocol_t *p, braid_transport_t *lower) {
   if (pc->wrapped) {
     braid_reactor_t *r = braid_transport_reactor(lower);
     uint64_t now = braid_reactor_now(r);
-    braid__transport_init(&pc->t, &braid__pol_vt, r, inner);
+    braid_transport_init(&pc->t, &braid__pol_vt, r, inner);
     /* Marks at zero: the real transport reports pause_writing whenever it
      * holds a byte and resume_writing once it holds none, so this layer
      * knows exactly when it may pass more on, and keeps the queue itself. */
@@ -664,26 +673,36 @@ static void braid__pc_made(braid_protocol_t *p, braid_transport_t *lower) {
         braid_timeout_set(&pc->idle, pf->o.idle_timeout) < 0)
       braid_reactor_log(r, BRAID_LOG_ERROR, "policy",
                         "cannot arm the idle timeout");
-    inner->transport = &pc->t;
-  } else {
-    inner->transport = lower;
+    braid_transport_deliver_made(&pc->t); /* sets inner->transport */
+    return;
   }
+  inner->transport = lower;
   if (inner->ops->connection_made != NULL)
-    inner->ops->connection_made(inner, inner->transport);
+    inner->ops->connection_made(inner, lower);
+}
+
+/* The inner protocol closed or failed: it reads nothing more. */
+static int braid__pc_done(const braid__pconn *pc) {
+  return pc->wrapped && (braid_transport_impl_state(&pc->t) &
+                         (BRAID_TRANSPORT_CLOSING | BRAID_TRANSPORT_DEAD));
 }
 
 static void braid__pc_data(braid_protocol_t *p, const void *data, size_t len) {
   braid__pconn *pc = BRAID__PC(p);
   braid_protocol_t *inner = pc->inner;
-  if (pc->wrapped && (pc->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD)))
-    return; /* the inner protocol closed: reading has stopped */
+  if (braid__pc_done(pc))
+    return; /* reading has stopped */
   braid_timeout_reset(&pc->idle);
   pc->pf->st.bytes_read += len;
-  if (inner->ops->data_received != NULL)
+  /* Wrapped, reading is paused on the real transport whenever the inner
+   * protocol paused it, so the delivery is never refused for a pause. */
+  if (pc->wrapped)
+    braid_transport_deliver_data(&pc->t, data, len);
+  else if (inner->ops->data_received != NULL)
     inner->ops->data_received(inner, data, len);
   if (pc->rb.rate == 0 || pc->lost)
     return;
-  braid__bucket_refill(&pc->rb, braid_reactor_now(pc->t.reactor));
+  braid__bucket_refill(&pc->rb, braid_reactor_now(braid_transport_reactor(&pc->t)));
   braid__bucket_take(&pc->rb, len);
   if (pc->rb.tokens >= 0 || pc->read_throttled)
     return;
@@ -692,7 +711,7 @@ static void braid__pc_data(braid_protocol_t *p, const void *data, size_t len) {
   pc->pf->st.read_pauses++;
   braid__pc_update_reading(pc);
   uint64_t wait = braid__bucket_wait(&pc->rb, 0);
-  if (braid_timer_start(pc->t.reactor, &pc->rtimer, wait ? wait : 1,
+  if (braid_timer_start(braid_transport_reactor(&pc->t), &pc->rtimer, wait ? wait : 1,
                         braid__pc_rtimer_cb, pc) < 0) {
     pc->read_throttled = 0; /* better unthrottled than stalled forever */
     braid__pc_update_reading(pc);
@@ -702,9 +721,12 @@ static void braid__pc_data(braid_protocol_t *p, const void *data, size_t len) {
 static void braid__pc_eof(braid_protocol_t *p) {
   braid__pconn *pc = BRAID__PC(p);
   braid_protocol_t *inner = pc->inner;
-  if (pc->wrapped && (pc->t.state & (BRAID__T_CLOSING | BRAID__T_DEAD)))
-    return; /* the inner protocol closed: it reads nothing more */
-  if (inner->ops->eof_received != NULL)
+  if (braid__pc_done(pc))
+    return;
+  /* Core closes a protocol that is not half-close aware. */
+  if (pc->wrapped)
+    braid_transport_deliver_eof(&pc->t);
+  else if (inner->ops->eof_received != NULL)
     inner->ops->eof_received(inner);
   else
     braid_transport_close(inner->transport); /* not half-close aware */
@@ -748,14 +770,15 @@ static void braid__pc_lost(braid_protocol_t *p, int reason) {
     braid_timer_cancel(&pc->rtimer);
   braid_timeout_cancel(&pc->idle);
   braid__pc_drop_queue(pc);
-  pc->t.state |= BRAID__T_DEAD;
   pf->st.open--;
   if (--pc->peer->count == 0)
     braid__peer_remove(pf, pc->peer);
   pc->peer = NULL;
   pf->firing++; /* the callbacks may destroy the factory */
   braid_protocol_t *inner = pc->inner;
-  if (inner->ops->connection_lost != NULL)
+  if (pc->wrapped)
+    braid_transport_deliver_lost(&pc->t, reason);
+  else if (inner->ops->connection_lost != NULL)
     inner->ops->connection_lost(inner, reason);
   if (pf->st.open == 0 && pf->nidle > 0)
     braid__pf_fire_idle(pf, 0);
@@ -784,7 +807,7 @@ static const braid_protocol_ops braid__pc_ops = {
 
 static braid_protocol_t *braid__pf_build(braid_factory_t *f,
                                          const braid_addr_t *peer) {
-  braid__pfactory *pf = braid__container_of(f, braid__pfactory, f);
+  braid__pfactory *pf = BRAID_CONTAINER_OF(f, braid__pfactory, f);
   if (pf->destroyed)
     return NULL;
   if (pf->o.max_connections != 0 && pf->st.open >= pf->o.max_connections) {

@@ -88,7 +88,7 @@ int braid_reactor_create(braid_reactor_t **out,
   r->log_cb = opts->log_cb != NULL ? opts->log_cb : braid_log_default;
   r->log_arg = opts->log_cb != NULL ? opts->log_arg : NULL;
   r->next_hook_id = 1;
-  r->handles.prev = r->handles.next = &r->handles;
+  r->handles.prev_ = r->handles.next_ = &r->handles;
   if (braid__mutex_init(&r->tlock) != 0) {
     braid_free(r);
     return BRAID_ENOMEM;
@@ -112,11 +112,12 @@ int braid_reactor_destroy(braid_reactor_t *r) {
   /* Connections and listeners still open are aborted (their protocols see
    * connection_lost), and the I/O layer is run until every close has
    * completed, so nothing is leaked. */
-  while (r->handles.next != &r->handles) {
-    braid__handle *h = r->handles.next;
-    braid__handle_remove(h);
+  while (r->handles.next_ != &r->handles) {
+    braid__handle *h = r->handles.next_;
+    braid_teardown_cb cb = h->cb_;
+    braid__handle_remove(h); /* first: cb may free h */
     r->depth++;
-    h->abort(h);
+    cb(h);
     r->depth--;
   }
   for (int i = 0; i < 1000 && r->active_io > 0; i++) {
@@ -143,19 +144,31 @@ int braid_reactor_destroy(braid_reactor_t *r) {
 
 void braid__handle_add(braid_reactor_t *r, braid__handle *h,
                        void (*abort)(braid__handle *h)) {
-  h->abort = abort;
-  h->next = &r->handles;
-  h->prev = r->handles.prev;
-  r->handles.prev->next = h;
-  r->handles.prev = h;
+  h->cb_ = abort;
+  h->next_ = &r->handles;
+  h->prev_ = r->handles.prev_;
+  r->handles.prev_->next_ = h;
+  r->handles.prev_ = h;
 }
 
 void braid__handle_remove(braid__handle *h) {
-  if (h->next == NULL)
+  if (h->next_ == NULL)
     return;
-  h->prev->next = h->next;
-  h->next->prev = h->prev;
-  h->next = h->prev = NULL;
+  h->prev_->next_ = h->next_;
+  h->next_->prev_ = h->prev_;
+  h->next_ = h->prev_ = NULL;
+}
+
+void braid_teardown_add(braid_reactor_t *r, braid_teardown_t *td,
+                        braid_teardown_cb cb) {
+  if (r == NULL || td == NULL || cb == NULL)
+    return;
+  braid__handle_add(r, td, cb);
+}
+
+void braid_teardown_remove(braid_teardown_t *td) {
+  if (td != NULL)
+    braid__handle_remove(td);
 }
 
 /* ------------------------------------------------------------------------

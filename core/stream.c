@@ -11,7 +11,7 @@
  * a freed stream. */
 #include <string.h>
 
-#include "core/endpoint_internal.h"
+#include "braid/process.h"
 #include "core/transport.h"
 
 #define BRAID__WBUFS 4
@@ -57,17 +57,25 @@ typedef struct braid__stream {
       braid_timer_t timer; /* connect timeout */
     } c;                   /* while `connecting` */
   } u;
-  /* Read while paused (see braid__stream_on_read): bytes, and the end of
-   * input, delivered from htimer after the resume. */
-  char *held;
-  size_t held_len;
-  uint8_t held_eof;
-  braid_timer_t htimer;
   size_t rpass; /* bytes read in this pass (BRAID__READ_BUDGET) */
   int reason;   /* for connection_lost */
   uint8_t reading, writing, made, client, closed, shut, timed_out, connecting;
   uint8_t tcp; /* an IP socket: TCP options apply */
+  /* Pipes. Bit-fields, so that they fit in the padding at the end and an
+   * idle socket stream is no larger for them. */
+  unsigned nsocks : 2; /* holds not yet given back (descriptors, and a
+                          queued connection_made); the last frees */
+  unsigned pipe : 1;   /* a pipe transport: no socket calls */
+  unsigned noread : 1; /* a write-only pipe: sock is the write end */
+  unsigned wopen : 1;  /* a two-descriptor pipe's write end is open */
+  unsigned soon : 1;   /* a pipe's connection_made call is queued */
 } braid__stream;
+
+/* One braid_listener_on_close callback. */
+typedef struct braid__on_close {
+  void (*cb)(void *arg);
+  void *arg;
+} braid__on_close;
 
 struct braid_listener {
   braid__sock sock;
@@ -80,10 +88,28 @@ struct braid_listener {
   uint64_t backoff_ns;
   uint8_t accepting, closing;
   uint8_t tcp; /* an IP listener (its connections are TCP) */
-  /* braid__listener_on_close */
-  void (*on_close)(void *arg);
-  void *on_close_arg;
+  braid__unix_file file; /* a Unix listener's socket file, removed at close */
+  braid__on_close *on_close; /* in the order added */
+  size_t n_on_close;
 };
+
+/* A pipe transport with two descriptors: its write end is a second
+ * registered descriptor, allocated with the stream, so that half-closing
+ * closes only it. */
+typedef struct braid__pipe2 {
+  braid__stream s;
+  braid__sock wsock;
+} braid__pipe2;
+
+/* Where writes go: the socket; a write-only pipe's one descriptor; a
+ * two-descriptor pipe's write end while it is open; else nowhere (NULL). */
+static braid__sock *braid__stream_ws(braid__stream *s) {
+  if (!s->pipe || s->noread)
+    return &s->sock;
+  if (s->wopen)
+    return &((braid__pipe2 *)s)->wsock;
+  return NULL;
+}
 
 static const braid__transport_vt braid__stream_vt;
 static void braid__stream_read(braid__stream *s, int defer);
@@ -109,6 +135,8 @@ static void braid__chunks_free(braid__stream *s) {
 
 static void braid__stream_closed(braid__sock *sock) {
   braid__stream *s = braid__container_of(sock, braid__stream, sock);
+  if (--s->nsocks > 0)
+    return; /* a pipe's write end is still closing */
   braid_protocol_t *p = s->t.proto;
   braid__handle_remove(&s->h);
   braid__chunks_free(s);
@@ -118,16 +146,25 @@ static void braid__stream_closed(braid__sock *sock) {
       braid_timer_cancel(&s->u.c.timer);
     braid_free(s->u.c.addr);
   }
-  if (braid_timer_active(&s->htimer))
-    braid_timer_cancel(&s->htimer);
-  braid_free(s->held);
-  if (p != NULL && (s->made || s->client)) {
-    s->t.state |= BRAID__T_DEAD;
-    if (p->ops->connection_lost != NULL)
-      p->ops->connection_lost(p, s->reason);
-  }
+  if (p != NULL && (s->made || s->client))
+    braid_transport_deliver_lost(&s->t, s->reason);
   s->t.reactor->live_streams--;
   braid_free(s);
+}
+
+/* A pipe's separate write end closed back: its memory goes now, and the
+ * stream's with the last descriptor. */
+static void braid__stream_wclosed(braid__sock *ws) {
+  braid__pipe2 *p2 = braid__container_of(ws, braid__pipe2, wsock);
+  braid__stream_closed(&p2->s.sock);
+}
+
+/* Close a pipe's separate write end (half-close, or the whole close). */
+static void braid__stream_wshut(braid__stream *s) {
+  if (!s->wopen)
+    return;
+  s->wopen = 0;
+  s->t.reactor->io->close(&((braid__pipe2 *)s)->wsock, braid__stream_wclosed);
 }
 
 /* Close the socket; connection_lost(s->reason) follows from the I/O
@@ -136,6 +173,7 @@ static void braid__stream_shut(braid__stream *s) {
   if (s->closed)
     return;
   s->closed = 1;
+  braid__stream_wshut(s);
   s->t.reactor->io->close(&s->sock, braid__stream_closed);
 }
 
@@ -157,6 +195,15 @@ static void braid__stream_idle(braid__stream *s) {
   }
   if ((s->t.state & BRAID__T_WR_SHUT) && !s->shut) {
     s->shut = 1;
+    if (s->pipe) {
+      /* A pipe has no shutdown(2): the reader sees the end of input when
+       * the write end closes. A write-only pipe has nothing left then. */
+      if (s->noread || (s->t.state & BRAID__T_EOF))
+        braid__stream_shut(s);
+      else
+        braid__stream_wshut(s);
+      return;
+    }
     int rc = s->t.reactor->io->sock_shutdown(&s->sock);
     if (rc < 0)
       braid__stream_fail(s, rc);
@@ -169,35 +216,19 @@ static void braid__stream_idle(braid__stream *s) {
  * Reading
  * ------------------------------------------------------------------------ */
 
+/* A read's result. Pausing cancels the read in flight, and a read that
+ * completed before the cancel could take effect still says
+ * BRAID_ECANCELED: the I/O layer keeps its bytes for the read after the
+ * resume (core/io.h, cancel), so nothing arrives here while paused. */
 static void braid__stream_on_read(braid__stream *s, intptr_t st) {
   braid_protocol_t *p = s->t.proto;
-  if (st >= 0 && (s->t.state & BRAID__T_READ_PAUSED) && !s->closed) {
-    /* Paused while the read was in flight, and it completed before the
-     * cancel could: a completion platform keeps an op's result when it
-     * beats cancel() (core/io.h). The bytes are the platform's only for
-     * this callback and pausing promises no data_received until the
-     * resume, so keep a copy. No read is submitted while paused or while
-     * anything is held, so one read's worth at most. */
-    if (st == 0) {
-      s->held_eof = 1;
-      return;
-    }
-    s->held = braid_malloc((size_t)st);
-    if (s->held == NULL) {
-      braid__stream_fail(s, BRAID_ENOMEM); /* dropping bytes breaks it */
-      return;
-    }
-    memcpy(s->held, s->rop.u.read.base, (size_t)st);
-    s->held_len = (size_t)st;
-    return;
-  }
   if (st > 0) {
     if (p->ops->data_received != NULL)
       p->ops->data_received(p, s->rop.u.read.base, (size_t)st);
     return;
   }
   if (st == BRAID_ECANCELED)
-    return; /* paused or closing */
+    return; /* paused or closing; anything it read is kept for the resume */
   if (st < 0) {
     braid__stream_fail(s, (int)st);
     return;
@@ -217,7 +248,7 @@ static void braid__stream_on_read(braid__stream *s, intptr_t st) {
 }
 
 static int braid__stream_may_read(const braid__stream *s) {
-  return !s->reading && !s->closed && s->held == NULL && !s->held_eof &&
+  return !s->reading && !s->closed && !s->noread &&
          !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_CLOSING |
                          BRAID__T_DEAD | BRAID__T_EOF));
 }
@@ -228,29 +259,6 @@ static void braid__stream_read_cb(braid__op *op, intptr_t st) {
   /* A completion through the loop starts a new pass. */
   s->rpass = st > 0 ? (size_t)st : 0;
   braid__stream_on_read(s, st);
-  braid__stream_read(s, 0);
-}
-
-/* After a resume: what was read while paused, from the loop (resume may be
- * called inside data_received), then reading goes on. */
-static void braid__stream_held_cb(braid_timer_t *t, void *arg) {
-  (void)t;
-  braid__stream *s = arg;
-  if (s->held != NULL && !s->closed &&
-      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
-    braid_protocol_t *p = s->t.proto;
-    char *data = s->held;
-    s->held = NULL;
-    if (p->ops->data_received != NULL)
-      p->ops->data_received(p, data, s->held_len);
-    braid_free(data);
-  }
-  if (s->held_eof && s->held == NULL && !s->closed &&
-      !(s->t.state & (BRAID__T_READ_PAUSED | BRAID__T_DEAD))) {
-    s->held_eof = 0;
-    braid__stream_on_read(s, 0);
-  }
-  s->rpass = 0; /* run from the loop's timers: a new pass */
   braid__stream_read(s, 0);
 }
 
@@ -316,7 +324,7 @@ static void braid__stream_write_cb(braid__op *op, intptr_t st) {
     return;
   }
   braid__stream_consume(s, (size_t)st);
-  braid__transport_drained(&s->t);
+  braid_transport_impl_drained(&s->t);
   braid__stream_flush(s);
 }
 
@@ -354,7 +362,7 @@ static void braid__stream_flush(braid__stream *s) {
       s->wop.u.sendfile.len = c->len - c->off;
       s->wop.u.sendfile.done = 0;
     }
-    intptr_t st = s->t.reactor->io->submit(&s->sock, &s->wop);
+    intptr_t st = s->t.reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st == BRAID__PENDING) {
       s->writing = 1;
       return;
@@ -364,7 +372,7 @@ static void braid__stream_flush(braid__stream *s) {
       return;
     }
     braid__stream_consume(s, (size_t)st);
-    braid__transport_drained(&s->t);
+    braid_transport_impl_drained(&s->t);
   }
   braid__stream_idle(s);
 }
@@ -443,10 +451,12 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
   size_t total = 0, done = 0;
   for (size_t i = 0; i < n; i++)
     total += iov[i].len;
-  if (s->closed) {
+  if (s->closed || braid__stream_ws(s) == NULL) {
+    /* A read-only pipe has nowhere to write: the bytes are dropped like
+     * those written to a transport that closed under the caller. */
     if (release != NULL)
       release((void *)iov[0].base, arg);
-    return 0;
+    return s->closed ? 0 : BRAID_ENOTSUP;
   }
   /* Nothing queued: try to write straight from the caller's memory. */
   if (!s->writing && !braid__stream_has_output(s) && n <= BRAID__WBUFS &&
@@ -461,7 +471,7 @@ static int braid__stream_write(braid_transport_t *t, const braid_iovec_t *iov,
     s->wop.u.write.bufs = s->u.wbufs;
     s->wop.u.write.nbufs = n;
     s->wop.u.write.done = 0;
-    intptr_t st = t->reactor->io->submit(&s->sock, &s->wop);
+    intptr_t st = t->reactor->io->submit(braid__stream_ws(s), &s->wop);
     if (st < 0) {
       if (release != NULL)
         release((void *)iov[0].base, arg);
@@ -516,7 +526,7 @@ static int braid__stream_sendfile(braid_transport_t *t, int fd, uint64_t offset,
                                   size_t len, braid_release_cb release,
                                   void *arg) {
   braid__stream *s = BRAID__S(t);
-  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE))
+  if (!(t->reactor->io->caps & BRAID__CAP_SENDFILE) || s->pipe)
     return BRAID_ENOTSUP;
   if (s->closed) {
     release(NULL, arg);
@@ -579,14 +589,9 @@ static int braid__stream_set_reading(braid_transport_t *t, int on) {
       t->reactor->io->cancel(&s->sock, &s->rop);
     return 0;
   }
-  if (s->held != NULL || s->held_eof) {
-    if (!braid_timer_active(&s->htimer))
-      return braid_timer_start(t->reactor, &s->htimer, 0, braid__stream_held_cb,
-                               s);
-    return 0;
-  }
   /* Resume may be called from inside a data_received: deferring the read
-   * keeps callbacks from nesting and the shared read buffer intact. */
+   * keeps callbacks from nesting and the shared read buffer intact. What a
+   * read cancelled by the pause brought comes first (core/io.h). */
   braid__stream_read(s, 1);
   return 0;
 }
@@ -596,6 +601,8 @@ static int braid__stream_addr(braid_transport_t *t, int peer,
   braid__stream *s = BRAID__S(t);
   if (s->closed)
     return BRAID_ECLOSED;
+  if (s->pipe)
+    return BRAID_ENOTSUP;
   memset(out, 0, sizeof *out);
   int len = (int)sizeof out->sa_;
   int rc = t->reactor->io->sock_name(&s->sock, peer, braid__addr_sa(out), &len);
@@ -613,7 +620,7 @@ static int braid__stream_sockopt(braid_transport_t *t, int opt, int on,
    * Linux accepts SO_KEEPALIVE on any socket, so "keepalive off" would
    * succeed and "on" would half-apply before TCP_KEEPIDLE failed. Answer
    * for every option and every OS alike, as documented. */
-  if (!s->tcp)
+  if (!s->tcp || s->pipe)
     return BRAID_ENOTSUP;
   const braid__io_ops *io = t->reactor->io;
   if (opt == BRAID__T_NODELAY)
@@ -634,6 +641,17 @@ static const braid__transport_vt braid__stream_vt = {
 /* Reactor teardown with the connection still open. */
 static void braid__stream_abort_h(braid__handle *h) {
   braid__stream *s = braid__container_of(h, braid__stream, h);
+  /* Reactor teardown drops queued calls: a pipe's pending
+   * connection_made call no longer holds the stream. */
+  if (s->soon) {
+    s->soon = 0;
+    s->t.proto = NULL; /* never made: no connection_lost either */
+    if (s->closed) {
+      braid__stream_closed(&s->sock); /* the last hold: frees s */
+      return;
+    }
+    s->nsocks--;
+  }
   s->t.state |= BRAID__T_DEAD | BRAID__T_CLOSING;
   if (!s->closed) {
     s->reason = BRAID_ECONNABORTED;
@@ -644,6 +662,7 @@ static void braid__stream_abort_h(braid__handle *h) {
 static void braid__stream_made(braid__stream *s) {
   braid_protocol_t *p = s->t.proto;
   s->made = 1;
+  s->t.state |= BRAID_TRANSPORT_MADE; /* as braid_transport_deliver_made */
   p->transport = &s->t;
   if (p->ops->connection_made != NULL)
     p->ops->connection_made(p, &s->t);
@@ -660,6 +679,7 @@ static void braid__listener_closed(braid__sock *sock) {
   braid_listener_t *l = braid__container_of(sock, braid_listener_t, sock);
   braid__handle_remove(&l->h);
   l->r->live_listeners--;
+  braid_free(l->on_close);
   braid_free(l);
 }
 
@@ -705,10 +725,11 @@ static int braid__listener_on_accept(braid_listener_t *l, intptr_t st) {
     return 1;
   }
   r->live_streams++;
+  s->nsocks = 1;
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->tcp = l->tcp;
   braid_protocol_t *p = l->f->build(l->f, &l->peer);
-  braid__transport_init(&s->t, &braid__stream_vt, r, p);
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
   if (p == NULL) {
     braid__stream_shut(s); /* refused */
     return !l->closing;
@@ -784,9 +805,12 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
     rc = io->sock_setopt(&l->sock, BRAID__SO_V6ONLY, opts->ipv6_only);
   if (rc == 0)
     rc = io->sock_bind(&l->sock, braid__addr_csa(addr), (int)addr->len_);
+  if (rc == 0 && fam == AF_UNIX)
+    braid__unix_file_note(&l->file, braid__addr_csa(addr), (int)addr->len_);
   if (rc == 0)
     rc = io->sock_listen(&l->sock, opts->backlog > 0 ? opts->backlog : 511);
   if (rc < 0) {
+    braid__unix_file_remove(&l->file);
     io->close(&l->sock, braid__listener_closed);
     return rc;
   }
@@ -816,16 +840,33 @@ int braid_listener_close(braid_listener_t *l) {
   l->closing = 1;
   if (braid_timer_active(&l->backoff))
     braid_timer_cancel(&l->backoff);
+  /* The path goes before the socket: from now on a connect gets ENOENT
+   * instead of a refusal, and the path can be bound again at once. */
+  braid__unix_file_remove(&l->file);
   l->r->io->close(&l->sock, braid__listener_closed);
-  if (l->on_close != NULL)
-    l->on_close(l->on_close_arg);
+  /* The listener's memory lives until the close completes, so the array
+   * is still there while the callbacks run (and cannot grow: adding is
+   * refused once closing). */
+  for (size_t i = 0; i < l->n_on_close; i++)
+    l->on_close[i].cb(l->on_close[i].arg);
   return 0;
 }
 
-void braid__listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
-                              void *arg) {
-  l->on_close = cb;
-  l->on_close_arg = arg;
+int braid_listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
+                            void *arg) {
+  if (l == NULL || cb == NULL)
+    return BRAID_EINVAL;
+  if (l->closing)
+    return BRAID_ECLOSED;
+  braid__on_close *n =
+      braid_realloc(l->on_close, (l->n_on_close + 1) * sizeof *n);
+  if (n == NULL)
+    return BRAID_ENOMEM;
+  n[l->n_on_close].cb = cb;
+  n[l->n_on_close].arg = arg;
+  l->on_close = n;
+  l->n_on_close++;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -885,7 +926,8 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     return rc;
   }
   r->live_streams++;
-  braid__transport_init(&s->t, &braid__stream_vt, r, p);
+  s->nsocks = 1;
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
   braid__handle_add(r, &s->h, braid__stream_abort_h);
   s->client = 1;
   s->tcp = fam != AF_UNIX;
@@ -940,5 +982,81 @@ int braid_connect(braid_reactor_t *r, const braid_addr_t *addr,
     braid__stream_shut(s);
     return rc;
   }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Pipes
+ * ------------------------------------------------------------------------ */
+
+/* The pending call holds the stream like a descriptor (nsocks), so that a
+ * transport closed before it runs is freed only here. */
+static void braid__pipe_soon(braid_reactor_t *r, void *arg) {
+  (void)r;
+  braid__stream *s = arg;
+  s->soon = 0;
+  if (s->closed) {
+    braid__stream_closed(&s->sock);
+    return;
+  }
+  s->nsocks--;
+  braid__stream_made(s);
+}
+
+int braid_pipe_open(braid_reactor_t *r, int read_fd, int write_fd,
+                    braid_protocol_t *p, braid_transport_t **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (r == NULL || p == NULL || p->ops == NULL ||
+      (read_fd < 0 && write_fd < 0) || read_fd == write_fd)
+    return BRAID_EINVAL;
+  if (!(r->io->caps & BRAID__CAP_PIPE))
+    return BRAID_ENOTSUP;
+  int two = read_fd >= 0 && write_fd >= 0;
+  braid__stream *s =
+      braid_calloc(1, two ? sizeof(braid__pipe2) : sizeof(braid__stream));
+  if (s == NULL)
+    return BRAID_ENOMEM;
+  /* The engine needs non-blocking descriptors; both are close-on-exec so
+   * that no child spawned later inherits them. */
+  int rc = read_fd >= 0 ? braid__fd_prepare(read_fd) : 0;
+  if (rc == 0 && write_fd >= 0)
+    rc = braid__fd_prepare(write_fd);
+  if (rc == 0)
+    rc = r->io->sock_adopt(r, &s->sock,
+                           (braid__fd)(read_fd >= 0 ? read_fd : write_fd));
+  if (rc < 0) {
+    braid_free(s);
+    return rc;
+  }
+  r->live_streams++;
+  s->nsocks = 1;
+  s->pipe = 1;
+  s->noread = read_fd < 0;
+  braid_transport_init(&s->t, &braid__stream_vt, r, p);
+  braid__handle_add(r, &s->h, braid__stream_abort_h);
+  if (two) {
+    braid__sock *ws = &((braid__pipe2 *)s)->wsock;
+    rc = r->io->sock_adopt(r, ws, (braid__fd)write_fd);
+    if (rc < 0) {
+      s->t.proto = NULL;
+      braid__stream_shut(s); /* closes read_fd; write_fd stays the caller's */
+      return rc;
+    }
+    s->wopen = 1;
+    s->nsocks = 2;
+  }
+  /* connection_made from the loop, never from inside this call (as for a
+   * connect that completes at once). */
+  s->client = 1;
+  rc = braid_call_soon(r, braid__pipe_soon, s);
+  if (rc < 0) {
+    s->t.proto = NULL;
+    braid__stream_shut(s);
+    return rc;
+  }
+  s->nsocks++;
+  s->soon = 1;
+  *out = &s->t;
   return 0;
 }

@@ -8,12 +8,16 @@
 typedef SRWLOCK braid__mutex;
 typedef HANDLE braid__thread;
 typedef CONDITION_VARIABLE braid__cond;
+#define BRAID__MUTEX_INIT SRWLOCK_INIT
 #else
 #include <pthread.h>
 typedef pthread_mutex_t braid__mutex;
 typedef pthread_t braid__thread;
 typedef pthread_cond_t braid__cond;
+#define BRAID__MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
 #endif
+/* BRAID__MUTEX_INIT: a static initializer, for the process-wide signal
+ * registry's lock (core/io_signal.c), which no reactor owns. */
 
 int braid__mutex_init(braid__mutex *m);
 void braid__mutex_destroy(braid__mutex *m);

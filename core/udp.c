@@ -52,9 +52,7 @@ struct braid_udp {
   braid_addr_t peer; /* the connected peer */
   braid__dgram *head, *tail;
   size_t queued, limit;
-  braid__buf wbuf;      /* the queued send in flight */
-  braid__dgram *held;   /* received while paused (`to` is the sender) */
-  braid_timer_t held_t; /* delivers `held` after a resume */
+  braid__buf wbuf; /* the queued send in flight */
   int family;
   unsigned batch; /* datagrams delivered in this pass */
   uint8_t reading, writing, paused, closing, connected, opened;
@@ -91,9 +89,6 @@ static void braid__udp_closed(braid__sock *sock) {
   braid_udp_t *u = braid__container_of(sock, braid_udp_t, sock);
   braid__handle_remove(&u->h);
   braid__udp_queue_free(u);
-  if (braid_timer_active(&u->held_t))
-    braid_timer_cancel(&u->held_t);
-  braid_free(u->held);
   if (u->opened && u->ops->closed != NULL)
     u->ops->closed(u);
   u->r->live_udp--;
@@ -125,6 +120,11 @@ static int braid__udp_addr_eq(const braid_addr_t *a, const braid_addr_t *b) {
   return 0;
 }
 
+/* A receive's result. Pausing cancels the receive in flight; one that
+ * completed before the cancel could take effect still says
+ * BRAID_ECANCELED, and the I/O layer keeps its datagram for the receive
+ * after the resume (core/io.h, cancel), so braid/udp.h's "no delivery
+ * while paused" holds on every platform. */
 static void braid__udp_on_read(braid_udp_t *u, intptr_t st) {
   if (st == BRAID_ECANCELED)
     return; /* paused or closing */
@@ -141,46 +141,11 @@ static void braid__udp_on_read(braid_udp_t *u, intptr_t st) {
    * already in the receive queue stay there (Linux, the BSDs). */
   if (u->connected && !braid__udp_addr_eq(&u->from, &u->peer))
     return;
-  if (u->paused) {
-    /* Paused while the receive was in flight, and it completed before the
-     * cancel could (a completion platform: io.h lets an op that completed
-     * first keep its result). The bytes are the platform's only for this
-     * callback and braid/udp.h promises no delivery while paused, so keep
-     * a copy for the resume. One at most: no receive is submitted while
-     * paused or while one is held. Without memory it is dropped, as the
-     * kernel would have dropped it from a full receive buffer. */
-    braid__dgram *d = braid_malloc(sizeof *d + (size_t)st);
-    if (d == NULL)
-      return;
-    d->next = NULL;
-    d->len = (size_t)st;
-    d->to = u->from;
-    if (st > 0)
-      memcpy(d->data, u->rop.u.read.base, (size_t)st);
-    u->held = d;
-    return;
-  }
   u->ops->datagram_received(u, u->rop.u.read.base, (size_t)st, &u->from);
 }
 
 static int braid__udp_may_read(const braid_udp_t *u) {
-  return !u->reading && !u->paused && !u->closing && u->held == NULL;
-}
-
-/* After a resume: the held datagram first (it came before anything still
- * in the kernel), from the loop rather than from inside resume, which may
- * be called from datagram_received. */
-static void braid__udp_held_cb(braid_timer_t *t, void *arg) {
-  (void)t;
-  braid_udp_t *u = arg;
-  braid__dgram *d = u->held;
-  if (d == NULL || u->paused || u->closing)
-    return; /* paused again: the next resume delivers it */
-  u->held = NULL;
-  u->ops->datagram_received(u, d->data, d->len, &d->to);
-  braid_free(d);
-  u->batch = 1;
-  braid__udp_read(u, 0);
+  return !u->reading && !u->paused && !u->closing;
 }
 
 static void braid__udp_read_cb(braid__op *op, intptr_t st) {
@@ -451,8 +416,6 @@ int braid_udp_close(braid_udp_t *u) {
   if (u->closing)
     return BRAID_ECLOSED;
   u->closing = 1;
-  if (braid_timer_active(&u->held_t))
-    braid_timer_cancel(&u->held_t);
   u->r->io->close(&u->sock, braid__udp_closed);
   return 0;
 }
@@ -545,13 +508,9 @@ int braid_udp_resume(braid_udp_t *u) {
   if (u->closing)
     return BRAID_ECLOSED;
   u->paused = 0;
-  if (u->held != NULL) {
-    if (!braid_timer_active(&u->held_t))
-      return braid_timer_start(u->r, &u->held_t, 0, braid__udp_held_cb, u);
-    return 0;
-  }
   /* Resume may be called from inside datagram_received: deferring keeps
-   * callbacks from nesting and the shared buffer intact. */
+   * callbacks from nesting and the shared buffer intact. A datagram that a
+   * receive cancelled by the pause brought comes first (core/io.h). */
   braid__udp_read(u, 1);
   return 0;
 }

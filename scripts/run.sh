@@ -4,6 +4,7 @@
 #   sh scripts/run.sh web                       # serve this folder on tcp:8080
 #   sh scripts/run.sh web --path DIR --listen tcp:port=8080:interface=127.0.0.1
 #   sh scripts/run.sh echo                      # echo server on tcp:7000
+#   sh scripts/run.sh --help                    # the commands and options
 set -eu
 cd "$(dirname "$0")/.."
 need=""

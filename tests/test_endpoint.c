@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "braid/braid.h"
@@ -349,6 +350,71 @@ static void t_listen_connect_unix(void **st) {
 #endif
 }
 
+static int is_socket_file(const char *path, struct stat *out) {
+  struct stat st;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+    return 0;
+  if (out != NULL)
+    *out = st;
+  return 1;
+}
+
+/* A unix: listener removes the socket file it created when it is closed,
+ * and when the reactor is destroyed with it open, so the same path can be
+ * listened on again (before, the second listen failed with "address
+ * already in use"); a file another socket put there since is left alone,
+ * and so is a file that was there before (the listen fails). */
+static void t_unix_socket_file_removed(void **st) {
+  (void)st;
+  braid_factory_t f = {ep_build, NULL};
+  char path[128], desc[160], err[256];
+  snprintf(path, sizeof path, "%s/rm.sock", g_tmpdir);
+  snprintf(desc, sizeof desc, "unix:%s", path);
+  braid_reactor_t *r;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid_listener_t *l;
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  assert_true(is_socket_file(path, NULL));
+  assert_int_equal(braid_listener_close(l), 0);
+  assert_false(is_socket_file(path, NULL));
+  assert_int_equal(access(path, F_OK), -1);
+  /* Again on the same path, then the reactor's destruction closes it. */
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  assert_true(is_socket_file(path, NULL));
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(access(path, F_OK), -1);
+
+  /* Replaced behind the listener's back: another socket bound the path
+   * after it was unlinked. Closing the listener leaves that one. */
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err), 0);
+  struct stat before;
+  assert_true(is_socket_file(path, &before));
+  assert_int_equal(unlink(path), 0);
+  braid_addr_t a;
+  assert_int_equal(braid_addr_unix(&a, path), 0);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(
+      bind(fd, (const struct sockaddr *)a.sa_.bytes, (socklen_t)a.len_), 0);
+  struct stat other;
+  assert_true(is_socket_file(path, &other));
+  assert_int_equal(braid_listener_close(l), 0);
+  assert_true(is_socket_file(path, &other));
+  close(fd);
+  assert_int_equal(unlink(path), 0);
+
+  /* A file that was there first: the listen fails and the file stays. */
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  assert_int_equal(braid_endpoint_listen(r, desc, &f, &l, err, sizeof err),
+                   BRAID_EADDRINUSE);
+  assert_int_equal(access(path, F_OK), 0);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 static void t_listen_connect_errors(void **st) {
   (void)st;
   braid_reactor_t *r;
@@ -410,14 +476,190 @@ static int teardown_dir(void **st) {
   return rmdir(g_tmpdir);
 }
 
+/* ---- schemes of other modules (braid_endpoint_add_scheme) ------------- */
+
+typedef struct via_arg {
+  int listens, connects;
+  char last[128];
+} via_arg;
+
+/* "via:REST" is served as "tcp:REST", as a layer would after taking its
+ * own options out. */
+static int via_tcp(const char *desc, char *out, size_t len) {
+  assert_memory_equal(desc, "via:", 4);
+  return snprintf(out, len, "tcp:%s", desc + 4) < (int)len ? 0 : -1;
+}
+
+static int via_listen(braid_reactor_t *r, const char *desc, braid_factory_t *f,
+                      braid_listener_t **out, char *err, size_t errlen,
+                      void *arg) {
+  via_arg *v = arg;
+  v->listens++;
+  snprintf(v->last, sizeof v->last, "%s", desc);
+  char tcp[128];
+  assert_int_equal(via_tcp(desc, tcp, sizeof tcp), 0);
+  return braid_endpoint_listen(r, tcp, f, out, err, errlen);
+}
+
+static int via_connect(braid_reactor_t *r, const char *desc,
+                       braid_protocol_t *p, char *err, size_t errlen,
+                       void *arg) {
+  via_arg *v = arg;
+  v->connects++;
+  snprintf(v->last, sizeof v->last, "%s", desc);
+  char tcp[128];
+  assert_int_equal(via_tcp(desc, tcp, sizeof tcp), 0);
+  return braid_endpoint_connect(r, tcp, p, err, errlen);
+}
+
+static const braid_endpoint_scheme via_scheme = {via_listen, via_connect};
+static const braid_endpoint_scheme serveonly_scheme = {via_listen, NULL};
+
+static void t_schemes(void **st) {
+  (void)st;
+  braid_reactor_t *r, *r2;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  assert_int_equal(braid_reactor_create(&r2, NULL), 0);
+  via_arg v;
+  memset(&v, 0, sizeof v);
+  /* Names: lower-case letters first, then letters, digits, + . -; at most
+   * 15; not taken by core, by TLS or by an earlier registration. */
+  assert_int_equal(braid_endpoint_add_scheme(NULL, "via", &via_scheme, &v),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_endpoint_add_scheme(r, NULL, &via_scheme, &v),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_endpoint_add_scheme(r, "via", NULL, &v), BRAID_EINVAL);
+  const char *bad[] = {
+      "", "Via", "1via", "v:a", "v a", "via_x", "abcdefghijklmnop"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    assert_int_equal(braid_endpoint_add_scheme(r, bad[i], &via_scheme, &v),
+                     BRAID_EINVAL);
+  const char *taken[] = {"tcp", "tcp6", "unix", "tls", "ssl"};
+  for (size_t i = 0; i < sizeof taken / sizeof *taken; i++)
+    assert_int_equal(braid_endpoint_add_scheme(r, taken[i], &via_scheme, &v),
+                     BRAID_EEXIST);
+  assert_int_equal(
+      braid_endpoint_add_scheme(r, "abcdefghijklmno", &via_scheme, &v), 0);
+  assert_int_equal(braid_endpoint_add_scheme(r, "via", &via_scheme, &v), 0);
+  assert_int_equal(braid_endpoint_add_scheme(r, "via", &via_scheme, &v),
+                   BRAID_EEXIST);
+  assert_int_equal(
+      braid_endpoint_add_scheme(r, "s+x.y-z", &serveonly_scheme, &v), 0);
+
+  /* Listen and connect through the scheme; it gets the whole description
+   * and its argument. */
+  braid_timer_t wd = BRAID_TIMER_INIT;
+  g_timed_out = 0;
+  assert_int_equal(braid_timer_start(r, &wd, BRAID_SEC(5), watchdog, r), 0);
+  ep_server srv;
+  memset(&srv, 0, sizeof srv);
+  srv.f.build = ep_build;
+  braid_listener_t *l;
+  char err[256] = "";
+  assert_int_equal(braid_endpoint_listen(r, "via:0:interface=127.0.0.1", &srv.f,
+                                         &l, err, sizeof err),
+                   0);
+  assert_int_equal(v.listens, 1);
+  assert_string_equal(v.last, "via:0:interface=127.0.0.1");
+  braid_addr_t a;
+  assert_int_equal(braid_listener_addr(l, &a), 0);
+  char client[64];
+  snprintf(client, sizeof client, "via:127.0.0.1:%u",
+           (unsigned)braid_addr_port(&a));
+  ep_proto c;
+  memset(&c, 0, sizeof c);
+  c.base.ops = &ep_ops;
+  assert_int_equal(braid_endpoint_connect(r, client, &c.base, err, sizeof err),
+                   0);
+  assert_int_equal(v.connects, 1);
+  assert_string_equal(v.last, client);
+  RUN_UNTIL(r, c.made);
+  assert_int_equal(braid_transport_write(c.base.transport, "ping", 4), 0);
+  RUN_UNTIL(r, c.nrx == 4);
+  assert_memory_equal(c.rx, "ping", 4);
+  braid_transport_close(c.base.transport);
+  RUN_UNTIL(r, c.lost && srv.n == 1 && srv.conns[0].lost);
+  assert_int_equal(braid_listener_close(l), 0);
+
+  /* A scheme without clients. */
+  err[0] = '\0';
+  assert_int_equal(braid_endpoint_connect(r, "s+x.y-z:127.0.0.1:1", &c.base,
+                                          err, sizeof err),
+                   BRAID_ENOTSUP);
+  assert_non_null(strstr(err, "no clients"));
+  /* Registrations are per reactor. */
+  err[0] = '\0';
+  assert_int_equal(braid_endpoint_connect(r2, client, &c.base, err, sizeof err),
+                   BRAID_EINVAL);
+  assert_non_null(strstr(err, "unknown endpoint type 'via'"));
+  /* Removed: unknown again; removing twice says so. */
+  assert_int_equal(braid_endpoint_remove_scheme(r, "via"), 0);
+  assert_int_equal(braid_endpoint_remove_scheme(r, "via"), BRAID_ENOENT);
+  assert_int_equal(braid_endpoint_remove_scheme(r, "tcp"), BRAID_ENOENT);
+  assert_int_equal(braid_endpoint_remove_scheme(NULL, "via"), BRAID_EINVAL);
+  assert_int_equal(braid_endpoint_connect(r, client, &c.base, err, sizeof err),
+                   BRAID_EINVAL);
+  assert_int_equal(v.connects, 1);
+  /* The others survive the removal. */
+  assert_int_equal(braid_endpoint_connect(r, "s+x.y-z:127.0.0.1:1", &c.base,
+                                          err, sizeof err),
+                   BRAID_ENOTSUP);
+  braid_timer_cancel(&wd);
+  /* The registry is freed with the reactor (leak-checked by ASan). */
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(braid_reactor_destroy(r2), 0);
+}
+
+static void t_split(void **st) {
+  (void)st;
+  char type[BRAID_ENDPOINT_SCHEME_MAX];
+  braid_endpoint_part parts[BRAID_ENDPOINT_MAX_PARTS];
+  int n = -1;
+  char err[128] = "";
+  assert_int_equal(braid_endpoint_split("via:pos:k=v:a\\:b:x=y\\=z", type,
+                                        sizeof type, parts, &n, err,
+                                        sizeof err),
+                   0);
+  assert_string_equal(type, "via");
+  assert_int_equal(n, 4);
+  assert_string_equal(parts[0].key, "");
+  assert_string_equal(parts[0].value, "pos");
+  assert_string_equal(parts[1].key, "k");
+  assert_string_equal(parts[1].value, "v");
+  assert_string_equal(parts[2].key, "");
+  assert_string_equal(parts[2].value, "a:b");
+  assert_string_equal(parts[3].key, "x");
+  assert_string_equal(parts[3].value, "y=z");
+  assert_int_equal(
+      braid_endpoint_split(":x", type, sizeof type, parts, &n, err, sizeof err),
+      BRAID_EINVAL);
+  assert_non_null(strstr(err, "missing endpoint type"));
+  assert_int_equal(n, 0);
+  assert_int_equal(braid_endpoint_split("via:=v", type, sizeof type, parts, &n,
+                                        err, sizeof err),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_endpoint_split("a:1:2:3:4:5:6:7:8:9:10:11:12:13:14:"
+                                        "15:16:17",
+                                        type, sizeof type, parts, &n, err,
+                                        sizeof err),
+                   BRAID_EINVAL);
+  assert_non_null(strstr(err, "too many parts"));
+  assert_int_equal(
+      braid_endpoint_split(NULL, type, sizeof type, parts, &n, NULL, 0),
+      BRAID_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_server_forms),
       cmocka_unit_test(t_client_forms),
       cmocka_unit_test(t_bad_strings),
+      cmocka_unit_test(t_schemes),
+      cmocka_unit_test(t_split),
       cmocka_unit_test(t_listen_connect_tcp),
       cmocka_unit_test(t_listen_connect_tcp6),
       cmocka_unit_test(t_listen_connect_unix),
+      cmocka_unit_test(t_unix_socket_file_removed),
       cmocka_unit_test(t_listen_connect_errors),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -1425,8 +1425,12 @@ static void c_never_reads(env *e) {
   sleep_ms(50); /* let the server see it, if it has not */
 }
 
-static void t_never_reads(void **st) {
-  (void)st;
+/* One run; returns whether the output's stall was seen by the 2 ms
+ * sampler (on a busy host, or where the kernel takes the whole queue at
+ * once as io_uring's sends may, the queue can pass the high-water mark
+ * and drain below it between two samples: then the timing cannot be
+ * judged and the caller runs again). Memory is checked on every run. */
+static int never_reads_once(void) {
   env e;
   braid_http_server_options o = {0};
   o.write_timeout = BRAID_MSEC(NR_TIMEOUT_MS);
@@ -1453,15 +1457,29 @@ static void t_never_reads(void **st) {
   /* The server stopped reading, so TCP stopped the client. */
   assert_true(e.sent < NR_MAX_BYTES);
   /* Dropped while the client was still sending (arriving bytes restart
-   * nothing), not before write_timeout after the output stalled, and
-   * within 1.25 x write_timeout of it (plus slack for a busy host, more
-   * under valgrind). */
-  uint64_t slack = getenv("BRAID_UNDER_VALGRIND") != NULL ? 3000 : 500;
+   * nothing). */
   assert_true(e.flags[0]);
-  assert_true(w.t_stall > 0 && w.t_gone > 0);
+  assert_true(w.t_gone > 0);
+  if (w.t_stall == 0) {
+    env_end(&e);
+    return 0;
+  }
+  /* Not before write_timeout after the output stalled, and within 1.25 x
+   * write_timeout of it (plus slack for a busy host, more under
+   * valgrind). */
+  uint64_t slack = getenv("BRAID_UNDER_VALGRIND") != NULL ? 3000 : 500;
   assert_true(w.t_gone + 10 >= w.t_stall + NR_TIMEOUT_MS);
   assert_true(w.t_gone <= w.t_stall + NR_TIMEOUT_MS * 5 / 4 + slack);
   env_end(&e);
+  return 1;
+}
+
+static void t_never_reads(void **st) {
+  (void)st;
+  int judged = 0;
+  for (int i = 0; i < 5 && !judged; i++)
+    judged = never_reads_once();
+  assert_true(judged); /* the stall was seen in one of five runs */
 }
 
 /* ------------------------------------------------------------------------

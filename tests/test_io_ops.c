@@ -1,8 +1,10 @@
 /* The I/O layer's contract (core/io.h), driven through the ops table on
  * every poller: datagrams with the platform's buffer and with the caller's,
  * cancel, close with ops pending (each op completes before close_cb),
- * submit after close, cancel of an op that is not pending. For what core's
- * transports do not exercise yet (UDP lands later). */
+ * submit after close, cancel of an op that is not pending, BRAID__OPF_DEFER
+ * from inside a completion (a later wait()), and a read that completed
+ * before its cancel (reported as cancelled; its data goes to the next
+ * read). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #else
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #endif
 
 #include "core/internal.h"
@@ -322,12 +325,171 @@ static void t_stream_ops(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+static void sleep_ms(unsigned ms) {
+#ifdef _WIN32
+  Sleep(ms);
+#else
+  struct timespec ts = {0, (long)ms * 1000000L};
+  nanosleep(&ts, NULL);
+#endif
+}
+
+/* A datagram straight from the socket, outside the I/O layer: sending
+ * through it may run the loop (a completion platform), which would handle
+ * the receive these tests want to catch in flight. */
+static void send_raw(braid__sock *s, const struct sockaddr_in *to,
+                     const char *msg) {
+  assert_int_equal(sendto(s->fd, msg, (int)strlen(msg), 0,
+                          (const struct sockaddr *)to, (int)sizeof *to),
+                   (int)strlen(msg));
+}
+
+/* One wait() of the I/O layer, as the loop runs it, counted. */
+static int g_waits;
+
+static void wait_once(braid_reactor_t *r, int64_t timeout) {
+  r->depth++;
+  r->io->wait(r, timeout);
+  r->depth--;
+  g_waits++;
+}
+
+static void wait_until(braid_reactor_t *r, const int *flag, int want) {
+  for (int i = 0; i < 500 && *flag < want; i++)
+    wait_once(r, BRAID_MSEC(10));
+  assert_int_equal(*flag, want);
+}
+
+/* BRAID__OPF_DEFER promises a later wait() than the one whose callback
+ * submitted the op, even when the op could complete at once: otherwise a
+ * stream over its read budget would read again before the timers ran. */
+typedef struct deferrer {
+  rec x, y;
+  braid__sock *s;
+  int x_wait, y_wait;
+  intptr_t y_submit;
+} deferrer;
+
+static deferrer g_def;
+
+static void y_cb(braid__op *op, intptr_t st) {
+  op_cb(op, st);
+  g_def.y_wait = g_waits;
+}
+
+static void x_cb(braid__op *op, intptr_t st) {
+  op_cb(op, st);
+  g_def.x_wait = g_waits;
+  /* The next datagram is already in the socket: ready at once. */
+  g_def.y.op.type = BRAID__OP_RECVFROM;
+  g_def.y.op.flags = BRAID__OPF_DEFER;
+  g_def.y.op.cb = y_cb;
+  braid_reactor_t *r = g_def.s->reactor;
+  g_def.y_submit = r->io->submit(g_def.s, &g_def.y.op);
+}
+
+static void t_defer_from_completion(void **st) {
+  (void)st;
+  braid_reactor_t *r = NULL;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid__sock a, b;
+  struct sockaddr_in aa, ba;
+  udp_open(r, &a, &aa);
+  udp_open(r, &b, &ba);
+  memset(&g_def, 0, sizeof g_def);
+  g_def.s = &a;
+  g_def.x.op.type = BRAID__OP_RECVFROM;
+  g_def.x.op.cb = x_cb;
+  /* Pending: nothing has been sent yet. */
+  assert_int_equal(r->io->submit(&a, &g_def.x.op), BRAID__PENDING);
+  send_raw(&b, &aa, "one");
+  send_raw(&b, &aa, "two");
+  sleep_ms(20); /* both in a's receive queue before the first wait */
+  g_waits = 0;
+  wait_until(r, &g_def.x.calls, 1);
+  assert_int_equal(g_def.x.st, 3);
+  assert_int_equal(g_def.y_submit, BRAID__PENDING);
+  wait_until(r, &g_def.y.calls, 1);
+  assert_int_equal(g_def.y.st, 3);
+  assert_memory_equal(g_def.y.data, "two", 3);
+  assert_true(g_def.y_wait > g_def.x_wait);
+  g_closes = 0;
+  r->io->close(&a, close_cb);
+  r->io->close(&b, close_cb);
+  wait_until(r, &g_closes, 2);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* A receive that the platform completed before its cancel could take
+ * effect (a completion platform: the kernel had the data in the op's
+ * buffer already) is reported as cancelled, so a paused transport never
+ * sees data, and the datagram goes to the next receive, with its sender:
+ * nothing is lost. On a readiness engine the cancel always wins and the
+ * datagram simply waits in the kernel; the outcome is the same. */
+static void t_cancel_keeps_data(void **st) {
+  (void)st;
+  braid_reactor_t *r = NULL;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  braid__sock a, b;
+  struct sockaddr_in aa, ba;
+  udp_open(r, &a, &aa);
+  udp_open(r, &b, &ba);
+  for (int round = 0; round < 2; round++) {
+    rec x;
+    struct sockaddr_storage xfrom;
+    memset(&x, 0, sizeof x);
+    x.op.type = BRAID__OP_RECVFROM;
+    x.op.cb = op_cb;
+    x.op.addr = (struct sockaddr *)&xfrom; /* where the sender is kept */
+    x.op.addrlen = (int)sizeof xfrom;
+    assert_int_equal(r->io->submit(&a, &x.op), BRAID__PENDING);
+    wait_once(r, 0); /* a completion platform hands the op to the kernel */
+    send_raw(&b, &aa, round ? "later" : "late");
+    sleep_ms(50); /* time for the kernel to complete the receive */
+    assert_int_equal(r->io->cancel(&a, &x.op), 0);
+    wait_until(r, &x.calls, 1);
+    assert_int_equal(x.st, BRAID_ECANCELED);
+    /* The next receive gets the datagram: the platform's buffer in round
+     * 0, the caller's in round 1. */
+    rec y;
+    char mine[16];
+    struct sockaddr_storage from;
+    memset(&y, 0, sizeof y);
+    memset(&from, 0, sizeof from);
+    y.op.type = BRAID__OP_RECVFROM;
+    y.op.cb = op_cb;
+    y.op.u.read.base = round ? mine : NULL;
+    y.op.u.read.len = round ? sizeof mine : 0;
+    y.op.addr = (struct sockaddr *)&from;
+    y.op.addrlen = (int)sizeof from;
+    intptr_t sy = r->io->submit(&a, &y.op);
+    if (sy == BRAID__PENDING) {
+      wait_until(r, &y.calls, 1);
+    } else {
+      y.st = sy;
+      memcpy(y.data, y.op.u.read.base, (size_t)sy);
+    }
+    const char *want = round ? "later" : "late";
+    assert_int_equal(y.st, (intptr_t)strlen(want));
+    assert_memory_equal(y.data, want, strlen(want));
+    assert_int_equal(((struct sockaddr_in *)&from)->sin_port, ba.sin_port);
+    assert_false(y.op.flags & BRAID__OPF_TRUNCATED);
+  }
+  g_closes = 0;
+  r->io->close(&a, close_cb);
+  r->io->close(&b, close_cb);
+  wait_until(r, &g_closes, 2);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_datagrams),
       cmocka_unit_test(t_cancel_and_close),
       cmocka_unit_test(t_reset),
       cmocka_unit_test(t_stream_ops),
+      cmocka_unit_test(t_defer_from_completion),
+      cmocka_unit_test(t_cancel_keeps_data),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,7 +54,8 @@ static void t_slots(void **st) {
       SLOT(fd_close),     SLOT(sock_bind),     SLOT(sock_listen),
       SLOT(sock_name),    SLOT(sock_setopt),   SLOT(sock_getopt),
       SLOT(sock_mcast),   SLOT(sock_shutdown), SLOT(submit),
-      SLOT(cancel),       SLOT(close),         SLOT(backend_fd),
+      SLOT(cancel),       SLOT(close),         SLOT(start),
+      SLOT(abort),        SLOT(shut),          SLOT(backend_fd),
       SLOT(pending),
   };
   size_t n = sizeof slots / sizeof slots[0];

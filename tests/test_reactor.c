@@ -989,6 +989,76 @@ static void t_errors(void **st) {
   }
 }
 
+/* ---- teardown hooks (braid_teardown_add) -------------------------------- */
+
+typedef struct td_rec {
+  braid_teardown_t td;
+  int *order; /* where to record the call */
+  int *n;
+  int id;
+  int heap;              /* free itself in the callback */
+  struct td_rec *remove; /* remove this one from the callback */
+  struct td_rec *add;    /* add this one from the callback */
+  braid_reactor_t *r;
+} td_rec;
+
+static void td_cb(braid_teardown_t *td) {
+  td_rec *x = BRAID_CONTAINER_OF(td, td_rec, td);
+  x->order[(*x->n)++] = x->id;
+  if (x->remove != NULL)
+    braid_teardown_remove(&x->remove->td);
+  if (x->add != NULL)
+    braid_teardown_add(x->r, &x->add->td, td_cb);
+  /* Unregistered before the call: removing itself is a no-op. */
+  braid_teardown_remove(td);
+  if (x->heap)
+    free(x);
+}
+
+static void t_teardown_hooks(void **state) {
+  (void)state;
+  braid_reactor_t *r;
+  assert_int_equal(braid_reactor_create(&r, NULL), 0);
+  int order[8] = {0}, n = 0;
+  td_rec a = {.order = order, .n = &n, .id = 1, .r = r};
+  td_rec b = {.order = order, .n = &n, .id = 2, .r = r};
+  td_rec c = {.order = order, .n = &n, .id = 3, .r = r};
+  td_rec d = {.order = order, .n = &n, .id = 4, .r = r};
+  td_rec late = {.order = order, .n = &n, .id = 5, .r = r};
+  td_rec never = {.order = order, .n = &n, .id = 6, .r = r};
+  td_rec *h = calloc(1, sizeof *h);
+  assert_non_null(h);
+  h->order = order, h->n = &n, h->id = 7, h->heap = 1, h->r = r;
+  /* Removing one that is not registered (zero-filled) is a no-op. */
+  td_rec z;
+  memset(&z, 0, sizeof z);
+  braid_teardown_remove(&z.td);
+  braid_teardown_remove(NULL);
+  braid_teardown_add(NULL, &z.td, td_cb); /* ignored */
+  braid_teardown_add(r, &a.td, td_cb);
+  braid_teardown_add(r, &b.td, td_cb);
+  braid_teardown_add(r, &never.td, td_cb);
+  braid_teardown_add(r, &c.td, td_cb);
+  braid_teardown_add(r, &h->td, td_cb);
+  braid_teardown_add(r, &d.td, td_cb);
+  braid_teardown_remove(&never.td);
+  braid_teardown_remove(&never.td); /* twice: still a no-op */
+  b.remove = &d; /* a hook removes a later one: it never runs */
+  c.add = &late; /* a hook added during teardown runs too */
+  /* Running the reactor does not call them. */
+  assert_int_equal(braid_reactor_run(r), 0);
+  assert_int_equal(n, 0);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+  assert_int_equal(n, 5);
+  assert_int_equal(order[0], 1);
+  assert_int_equal(order[1], 2);
+  assert_int_equal(order[2], 3);
+  assert_int_equal(order[3], 7); /* freed itself (ASan checks) */
+  assert_int_equal(order[4], 5);
+  /* Run hooks are unregistered: removing them afterwards is harmless. */
+  braid_teardown_remove(&a.td);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_create_destroy),
@@ -1015,6 +1085,7 @@ int main(void) {
       cmocka_unit_test(t_oom_create),
       cmocka_unit_test(t_oom_queues),
       cmocka_unit_test(t_errors),
+      cmocka_unit_test(t_teardown_hooks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

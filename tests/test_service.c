@@ -767,6 +767,20 @@ static void t_client_in_tree(void **st) {
   assert_int_equal(braid_reactor_destroy(r), 0);
 }
 
+/* A scheme a module adds to the reactor (braid/endpoint.h): it gets the
+ * description, and listens on loopback. */
+static int fwd_listen(braid_reactor_t *r, const char *desc, braid_factory_t *f,
+                      braid_listener_t **out, char *err, size_t errlen,
+                      void *arg) {
+  int *calls = arg;
+  (*calls)++;
+  assert_string_equal(desc, "fwd:anything");
+  return braid_endpoint_listen(r, "tcp:port=0:interface=127.0.0.1", f, out, err,
+                               errlen);
+}
+
+static const braid_endpoint_scheme fwd_scheme = {fwd_listen, NULL};
+
 static void t_listener_policy_and_errors(void **st) {
   (void)st;
   braid_reactor_t *r = mkreactor();
@@ -781,6 +795,36 @@ static void t_listener_policy_and_errors(void **st) {
                    BRAID_EINVAL);
   assert_null(s);
   assert_non_null(strstr(err, "abc"));
+  /* tls: descriptions are the TLS layer's: accepted here, checked (and
+   * named in the message) when the listener starts. */
+  assert_int_equal(
+      braid_service_listener_create(
+          r, "t",
+          "tls:port=0:interface=127.0.0.1:certificate=/nonexistent/c.pem",
+          &quick.f, NULL, &s, err, sizeof err),
+      0);
+  assert_true(braid_service_start(s, err, sizeof err) < 0);
+  assert_non_null(strstr(err, "t: listener tls:port=0"));
+  assert_false(braid_service_running(s));
+  assert_int_equal(braid_service_destroy(s), 0);
+  /* So are the schemes other modules add; an unknown type is refused at
+   * once. */
+  int fwd_calls = 0;
+  assert_int_equal(braid_endpoint_add_scheme(r, "fwd", &fwd_scheme, &fwd_calls),
+                   0);
+  assert_int_equal(braid_service_listener_create(r, "f", "fwd:anything",
+                                                 &quick.f, NULL, &s, err,
+                                                 sizeof err),
+                   0);
+  assert_int_equal(braid_service_start(s, err, sizeof err), 0);
+  assert_int_equal(fwd_calls, 1);
+  braid_addr_t fa;
+  assert_int_equal(braid_service_listener_addr(s, &fa), 0);
+  assert_int_equal(braid_service_destroy(s), 0);
+  assert_int_equal(braid_service_listener_create(r, "u", "tpc:8080", &quick.f,
+                                                 NULL, &s, err, sizeof err),
+                   BRAID_EINVAL);
+  assert_non_null(strstr(err, "unknown endpoint type 'tpc'"));
   braid_service_listener_options lo = {0};
   lo.policy.write_rate = UINT64_MAX;
   assert_int_equal(

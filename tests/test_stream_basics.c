@@ -328,6 +328,60 @@ static void t_destroy_with_open(void **st) {
   assert_int_equal(w.lost_total, 2);
 }
 
+/* braid_listener_on_close: every callback, once, in order, when the
+ * listener closes (by braid_listener_close or at reactor teardown), after
+ * it stopped accepting; none can be added once it is closing. */
+typedef struct close_rec {
+  int order[4];
+  int n;
+  braid_listener_t *l;
+  int add_rc;
+} close_rec;
+
+static close_rec g_close;
+
+static void on_close_1(void *arg) {
+  close_rec *c = arg;
+  c->order[c->n++] = 1;
+  c->add_rc = braid_listener_on_close(c->l, on_close_1, c);
+}
+
+static void on_close_2(void *arg) {
+  close_rec *c = arg;
+  c->order[c->n++] = 2;
+}
+
+static void t_listener_on_close(void **st) {
+  (void)st;
+  world w;
+  world_init(&w);
+  memset(&g_close, 0, sizeof g_close);
+  g_close.l = w.l;
+  assert_int_equal(braid_listener_on_close(NULL, on_close_1, &g_close),
+                   BRAID_EINVAL);
+  assert_int_equal(braid_listener_on_close(w.l, NULL, &g_close), BRAID_EINVAL);
+  assert_int_equal(braid_listener_on_close(w.l, on_close_1, &g_close), 0);
+  assert_int_equal(braid_listener_on_close(w.l, on_close_2, &g_close), 0);
+  assert_int_equal(g_close.n, 0);
+  assert_int_equal(braid_listener_close(w.l), 0);
+  w.l = NULL;
+  assert_int_equal(g_close.n, 2);
+  assert_int_equal(g_close.order[0], 1);
+  assert_int_equal(g_close.order[1], 2);
+  assert_int_equal(g_close.add_rc, BRAID_ECLOSED);
+  world_done(&w);
+  assert_int_equal(g_close.n, 2); /* once */
+
+  /* At reactor teardown, with the listener still open. */
+  world_init(&w);
+  memset(&g_close, 0, sizeof g_close);
+  g_close.l = w.l;
+  assert_int_equal(braid_listener_on_close(w.l, on_close_2, &g_close), 0);
+  assert_int_equal(braid_reactor_destroy(w.r), 0);
+  assert_int_equal(g_close.n, 1);
+  assert_int_equal(g_close.order[0], 2);
+}
+
 /* 100 connections at once, each echoing 1 KiB; the first reply aborts ten
  * other clients, whose completions may be in the same batch. */
 static void t_many(void **st) {
@@ -397,6 +451,7 @@ int main(void) {
       cmocka_unit_test(t_refused),
       cmocka_unit_test(t_pause_resume),
       cmocka_unit_test(t_destroy_with_open),
+      cmocka_unit_test(t_listener_on_close),
       cmocka_unit_test(t_many),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

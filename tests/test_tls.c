@@ -27,6 +27,7 @@
 
 #include "braid/braid.h"
 #include "braid/testing.h"
+#include "braid/transport_impl.h"
 
 static char dir[64];
 static int have_expired;
@@ -298,6 +299,19 @@ static void client_made(braid_protocol_t *p, braid_transport_t *t) {
   assert_true(braid_tls_peer_issuer(t, c->issuer, sizeof c->issuer) > 0);
   assert_int_equal(braid_tls_peer_fingerprint(t, c->fp, sizeof c->fp), 95);
   assert_non_null(braid_tls_peer_x509(t));
+  /* The same through braid_transport_extra (braid/transport.h). */
+  assert_ptr_equal(braid_transport_extra(t, "tls.peer_x509"),
+                   braid_tls_peer_x509(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.ssl"), braid_tls_native(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.alpn"), braid_tls_alpn(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.version"),
+                   braid_tls_version(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.cipher"), braid_tls_cipher(t));
+  assert_ptr_equal(braid_transport_extra(t, "tls.server_name"),
+                   braid_tls_server_name(t));
+  assert_null(braid_transport_extra(t, "tls.nonsense"));
+  /* Other names go to the lower transport (TCP: none). */
+  assert_null(braid_transport_extra(t, "r13.name"));
   c->reused = braid_tls_session_reused(t);
   if (c->request != NULL) {
     assert_int_equal(braid_transport_write(t, c->request, strlen(c->request)),
@@ -874,6 +888,9 @@ static void t_starttls_pipelined(void **st) {
 typedef struct mem_end {
   braid_protocol_t p;
   int server, made, lost, reason, eofs, quiet, pauses, resumes;
+  int pause_in_data; /* pause reading from inside data_received */
+  size_t n_at_eof;   /* bytes received when eof_received ran */
+  char err[256];     /* braid_tls_error in connection_lost */
   char got[64];
   size_t n, total;
 } mem_end;
@@ -903,10 +920,13 @@ static void mem_data(braid_protocol_t *p, const void *d, size_t n) {
     memcpy(m->got + m->n, d, n);
     m->n += n;
   }
+  if (m->pause_in_data)
+    braid_transport_pause_reading(p->transport);
 }
 static void mem_eof(braid_protocol_t *p) {
   mem_end *m = (mem_end *)p;
   m->eofs++;
+  m->n_at_eof = m->n;
   if (m->server) {
     assert_int_equal(braid_transport_write(p->transport, "bye", 3), 0);
     assert_int_equal(braid_transport_close(p->transport), 0);
@@ -916,6 +936,8 @@ static void mem_lost(braid_protocol_t *p, int reason) {
   mem_end *m = (mem_end *)p;
   m->lost++;
   m->reason = reason;
+  const char *e = braid_tls_error(p->transport);
+  snprintf(m->err, sizeof m->err, "%s", e ? e : "");
 }
 static void mem_pause(braid_protocol_t *p) {
   ((mem_end *)p)->pauses++;
@@ -1060,6 +1082,312 @@ static void t_memory_flow_control(void **st) {
   braid_tls_context_free(sctx);
   braid_tls_context_free(cctx);
   assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* The lower transport's end of input arrives while records are still
+ * buffered and the protocol pauses reading inside the delivery of the
+ * first: the end comes after the resume and after the records, never
+ * while paused (a lower transport that delivers its EOF in the same call
+ * chain, driven here through the TLS layer's lower protocol). */
+static void t_memory_eof_while_paused(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_lenient_eof(cctx, true), 0);
+  braid_protocol_t base_c = {.ops = &noop_ops}, base_s = {.ops = &noop_ops};
+  braid_memory_transport_t *mc, *ms;
+  assert_int_equal(braid_memory_transport_create(r, &base_c, &mc), 0);
+  assert_int_equal(braid_memory_transport_create(r, &base_s, &ms), 0);
+  mem_end c = {.p.ops = &mem_ops, .quiet = 1},
+          s = {.p.ops = &mem_ops, .server = 1};
+  braid_transport_t *tc, *ts;
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(ms), sctx,
+                                   NULL, &s.p, &ts),
+                   0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(mc), cctx,
+                                   "localhost", &c.p, &tc),
+                   0);
+  for (int i = 0; i < 10; i++)
+    carry(mc, ms), carry(ms, mc);
+  assert_int_equal(c.made, 1);
+  /* Two records from the server, taken off the wire by hand. */
+  assert_int_equal(braid_transport_write(ts, "one", 3), 0);
+  assert_int_equal(braid_transport_write(ts, "two", 3), 0);
+  size_t n;
+  const void *v = braid_memory_transport_value(ms, &n);
+  char *cipher = malloc(n);
+  assert_non_null(cipher);
+  memcpy(cipher, v, n);
+  braid_memory_transport_clear(ms);
+  braid_protocol_t *lp =
+      braid_transport_impl_protocol(braid_memory_transport_transport(mc));
+  assert_non_null(lp);
+  c.pause_in_data = 1;
+  lp->ops->data_received(lp, cipher, n);
+  free(cipher);
+  assert_int_equal(c.n, 3);
+  lp->ops->eof_received(lp);
+  assert_int_equal(c.eofs, 0); /* paused: not yet */
+  c.pause_in_data = 0;
+  assert_int_equal(braid_transport_resume_reading(tc), 0);
+  braid_clock_advance(r, 0);
+  assert_int_equal(c.n, 6);
+  assert_memory_equal(c.got, "onetwo", 6);
+  assert_int_equal(c.eofs, 1);
+  assert_int_equal(c.n_at_eof, 6); /* after the records */
+  braid_memory_transport_destroy(mc);
+  braid_memory_transport_destroy(ms);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * The closing state's timeout: a peer that stops reading once we closed
+ * ------------------------------------------------------------------------ */
+
+/* Two TLS layers over memory transports, handshaken (the server side
+ * through braid_tls_start, so that its protocol hears connection_lost). */
+typedef struct mem_pair {
+  braid_protocol_t base_c, base_s;
+  braid_memory_transport_t *mc, *ms;
+  mem_end c, s;
+  braid_transport_t *tc, *ts;
+} mem_pair;
+
+static void mem_pair_start(mem_pair *m, braid_reactor_t *r,
+                           braid_tls_context_t *sctx,
+                           braid_tls_context_t *cctx) {
+  memset(m, 0, sizeof *m);
+  m->base_c.ops = m->base_s.ops = &noop_ops;
+  m->c.p.ops = m->s.p.ops = &mem_ops;
+  m->c.quiet = 1;
+  m->s.server = 1;
+  assert_int_equal(braid_memory_transport_create(r, &m->base_c, &m->mc), 0);
+  assert_int_equal(braid_memory_transport_create(r, &m->base_s, &m->ms), 0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(m->ms),
+                                   sctx, NULL, &m->s.p, &m->ts),
+                   0);
+  assert_int_equal(braid_tls_start(braid_memory_transport_transport(m->mc),
+                                   cctx, "localhost", &m->c.p, &m->tc),
+                   0);
+}
+
+static void mem_pair_end(mem_pair *m) {
+  braid_memory_transport_destroy(m->mc);
+  braid_memory_transport_destroy(m->ms);
+}
+
+/* The server writes, closes, and its peer stops reading: the close_notify
+ * and the data before it stay queued. Without progress for the close
+ * timeout (default 5 s) the lower transport is aborted and the protocol
+ * hears connection_lost(BRAID_ETIMEDOUT); a byte taken restarts the clock,
+ * so a slow reader is not cut off. */
+static void t_close_timeout_memory(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_close_timeout(sctx), BRAID_SEC(5));
+  assert_int_equal(BRAID_TLS_CLOSE_TIMEOUT, BRAID_SEC(5));
+  mem_pair m;
+  mem_pair_start(&m, r, sctx, cctx);
+  for (int i = 0; i < 10; i++)
+    carry(m.mc, m.ms), carry(m.ms, m.mc);
+  assert_int_equal(m.c.made, 1);
+  assert_int_equal(m.s.made, 1);
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(m.ms, true), 0);
+  static char data[32 * 1024];
+  memset(data, 'd', sizeof data);
+  assert_int_equal(braid_transport_write(m.ts, data, sizeof data), 0);
+  assert_int_equal(braid_transport_close(m.ts), 0);
+  size_t queued = braid_transport_write_queued(braid_memory_transport_transport(m.ms));
+  assert_true(queued > sizeof data); /* the data and the close_notify */
+  for (int i = 0; i < 4; i++)
+    braid_clock_advance(r, BRAID_SEC(1));
+  assert_int_equal(m.s.lost, 0);
+  assert_false(braid_memory_transport_aborted(m.ms));
+  /* At 4 s the peer reads a little: 5 s more from here. */
+  assert_true(braid_memory_transport_drain(m.ms, 1024) == 1024);
+  for (int i = 0; i < 4; i++)
+    braid_clock_advance(r, BRAID_SEC(1));
+  assert_int_equal(m.s.lost, 0); /* 8 s after the close, 4 s after progress */
+  assert_false(braid_memory_transport_aborted(m.ms));
+  for (int i = 0; i < 3 && m.s.lost == 0; i++)
+    braid_clock_advance(r, BRAID_SEC(1));
+  assert_int_equal(m.s.lost, 1);
+  assert_int_equal(m.s.reason, BRAID_ETIMEDOUT);
+  assert_non_null(strstr(m.s.err, "close timed out"));
+  assert_true(braid_memory_transport_aborted(m.ms));
+  mem_pair_end(&m);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* A failed handshake closes after sending what OpenSSL queued (its flight,
+ * an alert): a peer that does not read holds that close for the close
+ * timeout at most (1 s here, set on the context), and the failure's own
+ * reason is what connection_lost gets. */
+static void t_close_timeout_after_failure(void **st) {
+  (void)st;
+  braid_reactor_t *r;
+  assert_int_equal(braid_testing_reactor_create(&r), 0);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_close_timeout(sctx, BRAID_SEC(1)), 0);
+  assert_int_equal(braid_tls_context_close_timeout(sctx), BRAID_SEC(1));
+  assert_int_equal(braid_tls_context_set_close_timeout(NULL, 1), BRAID_EINVAL);
+  mem_pair m;
+  mem_pair_start(&m, r, sctx, cctx);
+  /* The server's peer stops reading; the ClientHello arrives, the server's
+   * answer queues. */
+  assert_int_equal(braid_memory_transport_set_consumer_blocked(m.ms, true), 0);
+  assert_true(carry(m.mc, m.ms) > 0);
+  assert_true(braid_transport_write_queued(braid_memory_transport_transport(m.ms)) > 0);
+  /* Then application data in the middle of the handshake: a protocol
+   * error (unexpected message). */
+  static const unsigned char bad[] = {0x17, 0x03, 0x03, 0x00, 0x05,
+                                      'h',  'e',  'l',  'l',  'o'};
+  assert_int_equal(braid_memory_transport_feed(m.ms, bad, sizeof bad), 0);
+  assert_true(braid_memory_transport_closing(m.ms));
+  braid_clock_advance(r, BRAID_MSEC(900));
+  assert_int_equal(m.s.lost, 0);
+  assert_false(braid_memory_transport_aborted(m.ms));
+  braid_clock_advance(r, BRAID_MSEC(400));
+  assert_int_equal(m.s.lost, 1);
+  assert_int_equal(m.s.made, 0);
+  assert_int_equal(m.s.reason, BRAID_EPROTO);
+  assert_true(braid_memory_transport_aborted(m.ms));
+  mem_pair_end(&m);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  assert_int_equal(braid_reactor_destroy(r), 0);
+}
+
+/* Over TCP, on every poller: the server floods a client that paused
+ * reading until its producer is paused (the kernel's buffers are full and
+ * ciphertext is queued), then closes. With a 200 ms close timeout the
+ * server's protocol hears connection_lost(BRAID_ETIMEDOUT) soon after,
+ * instead of never. */
+typedef struct flood {
+  braid_factory_t f;
+  braid_protocol_t p;  /* the one server connection */
+  braid_protocol_t cp; /* the client */
+  braid_reactor_t *r;
+  int paused, lost, reason, clost;
+  size_t written;
+  uint64_t closed_at, lost_at;
+  char err[256];
+} flood;
+
+static void flood_made(braid_protocol_t *p, braid_transport_t *t) {
+  flood *f = BRAID_CONTAINER_OF(p, flood, p);
+  static char chunk[64 * 1024];
+  memset(chunk, 'f', sizeof chunk);
+  while (!f->paused && f->written < (512u << 20)) {
+    assert_int_equal(braid_transport_write(t, chunk, sizeof chunk), 0);
+    f->written += sizeof chunk;
+  }
+  assert_true(f->paused);
+  braid_reactor_update_time(f->r);
+  f->closed_at = braid_reactor_now(f->r);
+  assert_int_equal(braid_transport_close(t), 0);
+}
+static void flood_pause(braid_protocol_t *p) {
+  BRAID_CONTAINER_OF(p, flood, p)->paused = 1;
+}
+static void flood_lost(braid_protocol_t *p, int reason) {
+  flood *f = BRAID_CONTAINER_OF(p, flood, p);
+  f->lost++;
+  f->reason = reason;
+  braid_reactor_update_time(f->r);
+  f->lost_at = braid_reactor_now(f->r);
+  const char *e = braid_tls_error(p->transport);
+  snprintf(f->err, sizeof f->err, "%s", e ? e : "");
+  braid_reactor_stop(f->r);
+}
+static const braid_protocol_ops flood_ops = {
+    .connection_made = flood_made,
+    .connection_lost = flood_lost,
+    .pause_writing = flood_pause,
+};
+static braid_protocol_t *flood_build(braid_factory_t *fa,
+                                     const braid_addr_t *peer) {
+  (void)peer;
+  flood *f = BRAID_CONTAINER_OF(fa, flood, f);
+  f->p.ops = &flood_ops;
+  return &f->p;
+}
+static void sink_made(braid_protocol_t *p, braid_transport_t *t) {
+  (void)p;
+  assert_int_equal(braid_transport_pause_reading(t), 0);
+}
+static void sink_lost(braid_protocol_t *p, int reason) {
+  (void)reason;
+  flood *f = BRAID_CONTAINER_OF(p, flood, cp);
+  f->clost++;
+  braid_reactor_stop(f->r);
+}
+static const braid_protocol_ops sink_ops = {
+    .connection_made = sink_made,
+    .connection_lost = sink_lost,
+};
+
+/* Run until `*flag` is set or `secs` pass. */
+static void run_until(env *e, int *flag, unsigned secs) {
+  braid_timer_start(e->r, &e->deadline, BRAID_SEC(secs), deadline_cb, e);
+  while (*flag == 0 && !e->timed_out)
+    assert_int_equal(braid_reactor_run(e->r), 0);
+  if (braid_timer_active(&e->deadline))
+    braid_timer_cancel(&e->deadline);
+}
+
+static void t_close_timeout_tcp(void **st) {
+  (void)st;
+  env e;
+  env_init(&e);
+  braid_tls_context_t *sctx = server_ctx("srv"), *cctx = client_ctx();
+  assert_int_equal(braid_tls_context_set_close_timeout(sctx, BRAID_MSEC(200)),
+                   0);
+  flood f;
+  memset(&f, 0, sizeof f);
+  f.r = e.r;
+  f.f.build = flood_build;
+  f.cp.ops = &sink_ops;
+  braid_factory_t *tf;
+  assert_int_equal(braid_tls_wrap_factory(&f.f, sctx, &tf), 0);
+  braid_addr_t a;
+  assert_int_equal(braid_addr_ip(&a, "127.0.0.1", 0), 0);
+  braid_listener_t *l;
+  assert_int_equal(braid_listen(e.r, &a, NULL, tf, &l), 0);
+  assert_int_equal(braid_listener_addr(l, &a), 0);
+  assert_int_equal(braid_tls_connect(e.r, &a, NULL, cctx, "localhost", &f.cp),
+                   0);
+  run_until(&e, &f.lost, 20);
+  if (f.lost == 0)
+    fail_msg("the server's close never ended (%zu bytes written)", f.written);
+  /* io_uring hands the whole queue to the kernel in its sends, so the
+   * lower close completes by itself there (connection_lost(0)); on the
+   * readiness pollers the bytes stay queued and only the timeout ends it. */
+  if (!(f.reason == 0 && strcmp(braid_reactor_poller(e.r), "uring") == 0)) {
+    assert_int_equal(f.reason, BRAID_ETIMEDOUT);
+    assert_non_null(strstr(f.err, "close timed out"));
+  }
+  uint64_t took = f.lost_at - f.closed_at;
+  if ((f.reason != 0 && took < BRAID_MSEC(200)) || took > BRAID_SEC(10))
+    fail_msg("lost %llu ms after the close",
+             (unsigned long long)(took / 1000000u));
+  /* The client sees the reset once it reads again. */
+  assert_int_equal(braid_transport_resume_reading(f.cp.transport), 0);
+  e.timed_out = 0;
+  run_until(&e, &f.clost, 20);
+  assert_int_equal(f.clost, 1);
+  braid_listener_close(l);
+  braid_tls_factory_free(tf);
+  braid_tls_context_free(sctx);
+  braid_tls_context_free(cctx);
+  env_done(&e);
 }
 
 /* ------------------------------------------------------------------------
@@ -1955,6 +2283,10 @@ int main(void) {
       cmocka_unit_test(t_starttls_pipelined),
       cmocka_unit_test(t_memory_transport),
       cmocka_unit_test(t_memory_flow_control),
+      cmocka_unit_test(t_memory_eof_while_paused),
+      cmocka_unit_test(t_close_timeout_memory),
+      cmocka_unit_test(t_close_timeout_after_failure),
+      cmocka_unit_test(t_close_timeout_tcp),
       cmocka_unit_test(t_memory_certs_and_name),
       cmocka_unit_test(t_openssl_s_client),
       cmocka_unit_test(t_openssl_s_server),

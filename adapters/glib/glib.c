@@ -6,11 +6,7 @@
 
 #include "braid/embed.h"
 #include "braid/glib.h"
-
-#ifndef _WIN32
-#include "core/embed_internal.h"
-#include "platform/posix/watch.h"
-#endif
+#include "braid/watch.h"
 
 /* ------------------------------------------------------------------------
  * braid as a GSource
@@ -89,10 +85,10 @@ GSource *braid_glib_source_new(braid_reactor_t *r) {
  * may list a descriptor several times (two sources on one fd); the poller
  * takes it once, with the union of their events. */
 typedef struct braid__gwatch {
-  braid__posix_watch w;
+  braid_watch_t *w;
   struct braid_glib_host *h;
   int fd;
-  unsigned want; /* this iteration's union, BRAID__WATCH_* */
+  unsigned want; /* this iteration's union, BRAID_WATCH_* */
   int used;
 } braid__gwatch;
 
@@ -109,35 +105,35 @@ struct braid_glib_host {
 };
 
 static unsigned braid__gio_to_watch(gushort ev) {
-  return ((ev & (G_IO_IN | G_IO_PRI)) ? BRAID__WATCH_READ : 0u) |
-         ((ev & G_IO_OUT) ? BRAID__WATCH_WRITE : 0u);
+  return ((ev & (G_IO_IN | G_IO_PRI)) ? BRAID_WATCH_READ : 0u) |
+         ((ev & G_IO_OUT) ? BRAID_WATCH_WRITE : 0u);
 }
 
 /* Readiness from the poller, during braid's wait: recorded into every
  * GPollFD on that descriptor, for g_main_context_check() after the wait. */
-static void braid__gwatch_cb(braid__posix_watch *pw, unsigned ev) {
-  braid__gwatch *gw = (braid__gwatch *)pw;
+static void braid__gwatch_cb(braid_watch_t *w, unsigned ev, void *arg) {
+  (void)w;
+  braid__gwatch *gw = arg;
   braid_glib_host_t *h = gw->h;
   gushort got = 0;
-  if (ev & BRAID__WATCH_READ)
+  if (ev & BRAID_WATCH_READ)
     got |= G_IO_IN | G_IO_PRI;
-  if (ev & BRAID__WATCH_WRITE)
+  if (ev & BRAID_WATCH_WRITE)
     got |= G_IO_OUT;
-  if (ev & BRAID__WATCH_ERROR)
+  if (ev & BRAID_WATCH_ERROR)
     got |= G_IO_ERR | G_IO_HUP;
-  if (ev & BRAID__WATCH_HUP)
+  if (ev & BRAID_WATCH_HUP)
     got |= G_IO_HUP;
   for (gint i = 0; i < h->nfds; i++)
     if (h->fds[i].fd == gw->fd)
       h->fds[i].revents |= got & (h->fds[i].events | G_IO_ERR | G_IO_HUP);
 }
 
-static void braid__gwatch_stopped(braid__posix_watch *pw) {
-  g_free(pw);
-}
-
+/* The callback is not called after braid_watch_stop returns, so the
+ * record can go at once. */
 static void braid__gwatch_drop(braid__gwatch *gw) {
-  braid__posix_watch_stop(&gw->w, braid__gwatch_stopped);
+  braid_watch_stop(gw->w);
+  g_free(gw);
 }
 
 /* Bring the poller's watches in line with GLib's descriptor list. An
@@ -161,7 +157,7 @@ static void braid__ghost_sync(braid_glib_host_t *h) {
       gw = g_new0(braid__gwatch, 1);
       gw->h = h;
       gw->fd = fd;
-      if (braid__posix_watch_start(h->r, &gw->w, fd, 0, braid__gwatch_cb) < 0) {
+      if (braid_watch_start(h->r, fd, 0, braid__gwatch_cb, gw, &gw->w) < 0) {
         /* Not pollable by braid's poller (epoll refuses regular files):
          * poll(2) calls those always ready, and so does this. */
         h->fds[i].revents = h->fds[i].events & (G_IO_IN | G_IO_OUT);
@@ -180,7 +176,7 @@ static void braid__ghost_sync(braid_glib_host_t *h) {
       braid__gwatch_drop(gw);
       continue;
     }
-    braid__posix_watch_set(&gw->w, gw->want);
+    braid_watch_set(gw->w, gw->want);
     h->w[k++] = gw;
   }
   h->nw = k;
@@ -216,7 +212,7 @@ static void braid__ghost_free_now(braid_glib_host_t *h) {
     braid__gwatch_drop(h->w[j]);
   g_free(h->w);
   g_free(h->fds);
-  braid__embed_set_iter_hooks(h->r, NULL, NULL, NULL);
+  braid_embed_set_iteration_hooks(h->r, NULL, NULL, NULL);
   braid_reactor_release(h->r);
   g_main_context_release(h->ctx);
   g_main_context_unref(h->ctx);
@@ -238,7 +234,7 @@ braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
                                            GMainContext *ctx) {
   /* GLib's descriptors can be watched only through the readiness engine;
    * under io_uring or IOCP, use the thread-hosted mode of braid/embed.h. */
-  if (r == NULL || !braid__posix_watch_supported(r))
+  if (r == NULL || !braid_watch_supported(r))
     return NULL;
   if (ctx == NULL)
     ctx = g_main_context_default();
@@ -247,8 +243,8 @@ braid_glib_host_t *braid_glib_host_context(braid_reactor_t *r,
   braid_glib_host_t *h = g_new0(braid_glib_host_t, 1);
   h->r = r;
   h->ctx = g_main_context_ref(ctx);
-  if (braid__embed_set_iter_hooks(r, braid__ghost_before, braid__ghost_after,
-                                  h) < 0) {
+  if (braid_embed_set_iteration_hooks(r, braid__ghost_before,
+                                      braid__ghost_after, h) < 0) {
     g_main_context_unref(ctx);
     g_main_context_release(ctx);
     g_free(h);

@@ -125,6 +125,36 @@ size_t braid_embed_host_drain(braid_reactor_t *r);
  * them. BRAID_EINVAL if no thread was started. */
 int braid_embed_thread_stop(braid_reactor_t *r);
 
+/* ------------------------------------------------------------------------
+ * Hosting another loop inside braid (iteration hooks)
+ *
+ * The reverse direction: braid_reactor_run() owns the thread and another
+ * loop's sources must run inside it (adapters/glib hosts a GMainContext
+ * this way, with braid/watch.h for the other loop's descriptors). Every
+ * iteration of the reactor (braid_reactor_run, _run_once, braid_embed_run)
+ * calls, on the loop thread:
+ *   before(r, timeout, arg)  right before the I/O wait, with the timeout
+ *                            braid computed (ns; -1 forever, 0 no wait).
+ *                            It returns the timeout to wait with, which
+ *                            can only shorten braid's: a longer one (or
+ *                            -1 when braid's is finite) is ignored, so
+ *                            braid's timers and ready work are never late;
+ *   after(r, arg)            once the wait's callbacks have run.
+ * Both run as braid callbacks: braid_reactor_destroy and a nested run
+ * from inside them return BRAID_EBUSY. One set of hooks per reactor.
+ * ------------------------------------------------------------------------ */
+
+typedef int64_t (*braid_embed_before_cb)(braid_reactor_t *r, int64_t timeout,
+                                         void *arg);
+typedef void (*braid_embed_after_cb)(braid_reactor_t *r, void *arg);
+
+/* Install the hooks (after may be NULL); before == NULL removes them
+ * (then after and arg are ignored). BRAID_EINVAL for NULL r, BRAID_EBUSY
+ * if hooks are installed already (remove them first), BRAID_ENOMEM. */
+int braid_embed_set_iteration_hooks(braid_reactor_t *r,
+                                    braid_embed_before_cb before,
+                                    braid_embed_after_cb after, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,8 +35,11 @@
  *
  * Request lifetime: a braid_http_req_t is valid from the handler call until
  * braid_http_finish() (or braid_http_respond(), which finishes) returns.
- * If the connection is lost first, the stream ops' `closed` callback runs
- * and the request is freed when it returns; without a `closed` callback
+ * If the connection is lost first (or the server is destroyed, or the
+ * handler times out: see Timeouts), the stream ops' `closed` callback runs
+ * with the reason and the request is freed when it returns (a body being
+ * read gets its `end` first, a pending braid_http_sendfile its `done`);
+ * without a `closed` callback
  * the request stays allocated, every call on it returns BRAID_ECLOSED, and
  * braid_http_finish() frees it. Either way a handler never sees a dangling
  * request.
@@ -64,17 +67,34 @@
  *     platform has it, else by reading 64 KiB pieces as the client drains
  *     them.
  *
- * Timeouts (slowloris): a request head must arrive within header_timeout
- * from its first byte, or the client gets 408 and the connection closes;
- * a connection with no request in progress closes after idle_timeout; a
- * client that stops sending a body it was asked for is dropped after
- * idle_timeout without a byte of it. A client that stops reading is
- * dropped after write_timeout without progress (nginx's send_timeout):
- * the timer runs while the transport asks to stop producing, and while a
- * closing connection still has output queued; only bytes the client
- * accepts restart it (checked every quarter of the timeout, so the drop
- * comes between write_timeout and 1.25 x write_timeout after the last
- * accepted byte), never bytes it sends.
+ * Timeouts: a connection is always waiting for one thing, and each wait
+ * has its timeout (the options below), so no client can hold a
+ * connection without a limit:
+ *   - a request head must arrive within header_timeout: the first from
+ *     the moment the client connects, a later one from its first byte;
+ *     more bytes do not restart it (slowloris). Then 408 and close, or a
+ *     silent close when nothing arrived;
+ *   - between a response and the next request's first byte, idle_timeout
+ *     (keep-alive); then a silent close;
+ *   - a handler that makes no call on its request (respond, start, write,
+ *     sendfile, read_body, finish...) for handler_timeout gets `closed`
+ *     with BRAID_ETIMEDOUT, and the client a 503 if no response had
+ *     started (else the connection is aborted);
+ *   - a body the handler asked for must keep coming: body_timeout between
+ *     two reads, then the handler's `end` gets BRAID_ETIMEDOUT and the
+ *     connection closes after its response; the unread body of a finished
+ *     request is skipped under the same limit, then the connection is
+ *     dropped;
+ *   - a client that stops reading is dropped after write_timeout without
+ *     progress (nginx's send_timeout): the timer runs while the transport
+ *     asks to stop producing, while a sendfile piece waits for the client,
+ *     and while a closing connection still has output queued; only bytes
+ *     the client accepts restart it (checked every quarter of the
+ *     timeout, so the drop comes between write_timeout and 1.25 x
+ *     write_timeout after the last accepted byte), never bytes it sends;
+ *   - a lingering close (after a response that closes the connection
+ *     while request bytes may still arrive) reads and drops input for
+ *     linger_timeout after the client took the last of the output.
  *
  * Errors from the parser are answered with its status (400, 413, 414,
  * 431, 501, 505) and "Connection: close", then the connection closes.
@@ -124,11 +144,24 @@ typedef struct braid_http_field {
 #define BRAID_HTTP_LENGTH_UNKNOWN UINT64_MAX
 
 typedef struct braid_http_server_options {
-  uint64_t header_timeout;    /* ns; 0: 10 s */
-  uint64_t idle_timeout;      /* ns; 0: 60 s */
-  uint64_t write_timeout;     /* ns; 0: 60 s. A client that accepts no
-                                 byte of output for this long is dropped
-                                 (see Timeouts above) */
+  /* Timeouts, one per state of a connection (see Timeouts above). */
+  uint64_t header_timeout;    /* ns; 0: 10 s. A request head, from the
+                                 connection (the first) or from its first
+                                 byte (later ones) */
+  uint64_t idle_timeout;      /* ns; 0: 60 s. Keep-alive: between a response
+                                 and the next request's first byte */
+  uint64_t body_timeout;      /* ns; 0: idle_timeout. Between two reads of a
+                                 request body (nginx's client_body_timeout) */
+  uint64_t handler_timeout;   /* ns; 0: 60 s. The handler makes no call on
+                                 its request for this long (nginx's
+                                 proxy_read_timeout); raise it for long
+                                 polls */
+  uint64_t write_timeout;     /* ns; 0: 60 s. A client that accepts no byte
+                                 of output for this long is dropped (nginx's
+                                 send_timeout) */
+  uint64_t linger_timeout;    /* ns; 0: 2 s. Lingering close: how long input
+                                 is read and dropped after the client took
+                                 the last of our output */
   uint64_t max_body;          /* request body bytes; 0: 16 MiB */
   braid_http_limits_t limits; /* head limits (zero: the parser's) */
   const char *server_name;    /* "Server:" value (at most 128 bytes); NULL:
@@ -162,6 +195,19 @@ int braid_http_server_listen(braid_http_server_t *srv, const char *endpoint,
 
 /* The first listener's address (for port 0). */
 int braid_http_server_addr(const braid_http_server_t *srv, braid_addr_t *out);
+
+/* Begin a graceful stop (Go's Server.Shutdown): close the listeners opened
+ * with braid_http_server_listen, close every connection that has no
+ * request in progress (no byte of a next request received), and from now
+ * on end each connection after its current response, which carries
+ * "Connection: close" (a response whose head went out before the call
+ * still ends its connection). Requests in flight are not touched: bound
+ * their time yourself (a deadline, then braid_http_server_destroy; the
+ * service tree's braid_service_stop does both, with this call as its
+ * listeners' drain callback). braid_http_server_connections() reaching 0
+ * means the drain is complete. 0, or BRAID_EINVAL after destroy; calling
+ * it again does nothing. */
+int braid_http_server_drain(braid_http_server_t *srv);
 
 /* Close the listeners and abort open connections (their requests see
  * `closed`). The memory is freed once the last connection is gone, which

@@ -253,6 +253,45 @@ int braid_reactor_add_hook(braid_reactor_t *r, braid_hook_phase phase,
 int braid_reactor_remove_hook(braid_reactor_t *r, int id);
 
 /* ------------------------------------------------------------------------
+ * Teardown hooks
+ *
+ * For modules that own things living on a reactor (clients with pools of
+ * connections, transports, registries): braid_reactor_destroy() calls each
+ * registered hook once, so that the module can abort what it holds and
+ * free it, instead of leaking it. The caller owns the braid_teardown_t
+ * (embed it in the object it belongs to): registering never allocates and
+ * never fails.
+ *
+ * Order: hooks run first in braid_reactor_destroy(), in the order they were
+ * added (braid's own connections and listeners are hooks too, and a hook
+ * added by a callback during teardown runs as well), then the I/O layer
+ * runs until every close they caused has completed (so connections aborted
+ * by a hook deliver connection_lost), then deferreds are cancelled and
+ * timers dropped. Inside a hook the reactor still works: timers may be
+ * cancelled, transports aborted, memory freed (including the hook's own).
+ * ------------------------------------------------------------------------ */
+
+typedef struct braid_teardown braid_teardown_t;
+typedef void (*braid_teardown_cb)(braid_teardown_t *td);
+
+struct braid_teardown {
+  /* All fields are private. Zero-filled means "not registered". */
+  braid_teardown_t *prev_, *next_;
+  braid_teardown_cb cb_;
+};
+
+/* Register `td`: cb(td) runs once when r is destroyed, unless td is
+ * removed first. td must stay valid until it ran or was removed, and must
+ * not be registered already. Both NULL-safe (nothing happens). */
+void braid_teardown_add(braid_reactor_t *r, braid_teardown_t *td,
+                        braid_teardown_cb cb);
+
+/* Unregister `td`. A no-op for one that is not registered (never added,
+ * removed, zero-filled, or already run: it is unregistered before its
+ * callback runs), so an object's free path may always call it. */
+void braid_teardown_remove(braid_teardown_t *td);
+
+/* ------------------------------------------------------------------------
  * Live object counts
  *
  * What the reactor holds right now, for leak checks in long-running tests

@@ -77,7 +77,9 @@ int braid_service_group_create(braid_reactor_t *r, const char *name,
                                braid_service_t **out);
 
 /* A listener on `endpoint` (a server description, checked now: a bad one
- * is BRAID_EINVAL with a message in err) building protocols with `f`.
+ * is BRAID_EINVAL with a message in err; one of another module's scheme,
+ * such as tls:, is checked by that module when the listener starts)
+ * building protocols with `f`.
  * opts may be NULL. It listens when started; a stopped listener can be
  * started again (on port 0, the new port may differ). */
 int braid_service_listener_create(braid_reactor_t *r, const char *name,

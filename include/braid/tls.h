@@ -23,7 +23,9 @@
  * Writes made before the handshake completes are kept and sent after it.
  * Closing: braid_transport_close sends close_notify, flushes, then closes
  * the lower transport (it does not wait for the peer's close_notify, as
- * RFC 8446 6.1 allows); abort drops the connection without close_notify;
+ * RFC 8446 6.1 allows), within the context's close timeout
+ * (braid_tls_context_set_close_timeout); abort drops the connection
+ * without close_notify;
  * shutdown_write sends close_notify and half-closes. The peer's
  * close_notify is your eof_received (or a close, when you have none). An
  * end of input WITHOUT close_notify is a truncation attack or a broken
@@ -44,6 +46,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "braid/endpoint.h"
 #include "braid/transport.h"
 
 #ifdef __cplusplus
@@ -137,6 +140,31 @@ int braid_tls_context_set_min_version(braid_tls_context_t *ctx, int version);
 int braid_tls_context_set_handshake_timeout(braid_tls_context_t *ctx,
                                             uint64_t ns);
 uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx);
+
+/* The close timeout, in ns (0: none). After braid_transport_close (and
+ * after a failure whose alert is being sent), the TLS layer waits for the
+ * lower transport to write out the last records and the close_notify and
+ * close. If the peer takes no byte of that output for this long, the
+ * lower transport is aborted: connection_lost(BRAID_ETIMEDOUT) (or the
+ * failure's own reason), and braid_tls_error() says "close timed out".
+ * It is what bounds the cost of a peer that stops reading once we closed:
+ * after the close there is no protocol timer left to do it. A slow peer
+ * that still reads is not cut off: every byte it takes restarts the
+ * clock (the abort comes between 1 and 1.25 timeouts after the last
+ * one). braid waits for no close_notify from the peer, so a peer that
+ * never answers ours costs nothing. The state of a connection that is
+ * open (after the handshake, before the close, also half-closed) has no
+ * timeout of its own: the protocol above owns its idle timeouts. It
+ * applies to connections started after the call.
+ *
+ * The default, 5 s: an orderly close needs the peer to read what is
+ * queued, which on a live connection moves within a round trip or two
+ * (a TCP retransmission or two after a loss); five seconds without a
+ * single byte taken is a peer that stopped reading, not a slow one. */
+#define BRAID_TLS_CLOSE_TIMEOUT BRAID_SEC(5)
+int braid_tls_context_set_close_timeout(braid_tls_context_t *ctx,
+                                        uint64_t ns);
+uint64_t braid_tls_context_close_timeout(const braid_tls_context_t *ctx);
 
 /* Cipher suites and key exchange groups, as OpenSSL lists
  * ("A:B:C", names as `openssl ciphers -v` prints them). BRAID_EINVAL, with
@@ -276,6 +304,24 @@ int braid_tls_peer_fingerprint(const braid_transport_t *t, char *buf,
  * the SSL *, for everything else. */
 void *braid_tls_peer_x509(const braid_transport_t *t);
 void *braid_tls_native(const braid_transport_t *t);
+
+/* The same through braid_transport_extra() (braid/transport.h), which
+ * also finds them under a layer stacked on the TLS transport (a framing
+ * or WebSocket layer passes names it does not know down):
+ *   "tls.ssl"          SSL *                  (braid_tls_native)
+ *   "tls.peer_x509"    X509 *, NULL without   (braid_tls_peer_x509)
+ *   "tls.alpn"         const char *           (braid_tls_alpn)
+ *   "tls.server_name"  const char *           (braid_tls_server_name)
+ *   "tls.version"      const char *           (braid_tls_version)
+ *   "tls.cipher"       const char *           (braid_tls_cipher)
+ * Borrowed, as above; NULL where the function returns NULL. */
+
+/* The "tls:" endpoint scheme (braid/endpoint.h), which braid serves on
+ * every reactor as "tls" and "ssl". Exposed for modules that build on it
+ * (a scheme that runs TLS under another name calls its listen/connect
+ * with a "tls:" description). Never NULL; without TLS its calls return
+ * BRAID_ENOTSUP with a message. */
+const braid_endpoint_scheme *braid_tls_endpoint_scheme(void);
 
 #ifdef __cplusplus
 }

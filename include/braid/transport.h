@@ -94,7 +94,13 @@ typedef struct braid_protocol_ops {
   void (*resume_writing)(braid_protocol_t *p);
 } braid_protocol_ops;
 
-/* Embed this in your protocol's own struct (container_of), or point
+/* The struct of type `type` whose member `member` is at `ptr`: from a
+ * braid_protocol_t * (or a braid_transport_t *, a braid_timer_t *, ...)
+ * embedded in your own struct back to that struct. */
+#define BRAID_CONTAINER_OF(ptr, type, member)                                  \
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* Embed this in your protocol's own struct (BRAID_CONTAINER_OF), or point
  * `user` at it. */
 struct braid_protocol {
   const braid_protocol_ops *ops;
@@ -193,6 +199,27 @@ size_t braid_transport_write_queued(const braid_transport_t *t);
 
 braid_reactor_t *braid_transport_reactor(const braid_transport_t *t);
 
+/* Hand the connection to another protocol: every later event (data, EOF,
+ * flow control, connection_lost) goes to `p`, and p->transport = t. For
+ * protocols that negotiate and then hand over: STARTTLS (braid_tls_start
+ * puts the TLS layer there), a SOCKS or HTTP CONNECT client handing the
+ * tunnel to the user's protocol. `p` is not sent connection_made (the
+ * connection is already up: call it yourself if p expects it), and the
+ * old protocol hears nothing more, not even connection_lost: it is the
+ * caller's to free. May be called from inside any callback of the old
+ * protocol. BRAID_EINVAL for NULL or p->ops NULL, BRAID_ECLOSED once
+ * connection_lost was delivered. */
+int braid_transport_set_protocol(braid_transport_t *t, braid_protocol_t *p);
+
+/* A named extra of the transport (asyncio's get_extra_info), or NULL when
+ * it has none by that name (or for NULL arguments). Stacked transports
+ * answer their own names and pass the others down, so a framing layer over
+ * TLS still answers the TLS names. Names are "module.key"; the value's type
+ * and lifetime are documented by the module that answers it (braid/tls.h:
+ * "tls.ssl", "tls.peer_x509", "tls.alpn", ...); values are borrowed, valid
+ * at most until connection_lost returns, and never to be freed. */
+void *braid_transport_extra(braid_transport_t *t, const char *name);
+
 /* ------------------------------------------------------------------------
  * TCP and Unix stream sockets
  * ------------------------------------------------------------------------ */
@@ -207,7 +234,16 @@ typedef struct braid_listen_options {
 } braid_listen_options;
 
 /* Listen on `addr` (IP or Unix) and build a protocol with `f` for each
- * connection. `f` must outlive the listener. opts may be NULL. */
+ * connection. `f` must outlive the listener. opts may be NULL.
+ *
+ * A Unix path is a socket file that bind creates: if the path exists the
+ * call fails with BRAID_EADDRINUSE (a file left by a process that did not
+ * close its listener, such as one killed by SIGKILL, must be removed by
+ * hand). The listener removes the file it created when it is closed (also
+ * by the reactor's destruction), on POSIX systems, if the path still names
+ * that same socket (device and inode as after bind): a file another
+ * process put there since is left alone, as is an abstract name (Linux
+ * "@name", no file). Windows keeps the file for now. */
 int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
                  const braid_listen_options *opts, braid_factory_t *f,
                  braid_listener_t **out);
@@ -215,9 +251,19 @@ int braid_listen(braid_reactor_t *r, const braid_addr_t *addr,
 /* The bound address (with the real port when listening on port 0). */
 int braid_listener_addr(const braid_listener_t *l, braid_addr_t *out);
 
-/* Stop listening and free the listener. Connections already accepted are
- * not affected. */
+/* Stop listening and free the listener (removing its Unix socket file,
+ * see braid_listen). Connections already accepted are not affected. */
 int braid_listener_close(braid_listener_t *l);
+
+/* Call cb(arg) once when the listener closes: from braid_listener_close
+ * (also when the reactor is destroyed with the listener open), after it
+ * stopped accepting, so the listener's factory is never called after cb.
+ * A module that made a listener with a factory of its own (a "tls:"
+ * endpoint's wrapping factory) frees that factory there. Several may be
+ * registered; they run in the order they were added. BRAID_EINVAL for NULL
+ * l or cb, BRAID_ECLOSED on a closed listener, BRAID_ENOMEM. */
+int braid_listener_on_close(braid_listener_t *l, void (*cb)(void *arg),
+                            void *arg);
 
 typedef struct braid_connect_options {
   uint64_t timeout;     /* ns; 0: none. BRAID_ETIMEDOUT when it expires */

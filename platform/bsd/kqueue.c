@@ -7,7 +7,11 @@
  * queued in a changelist and handed to the kernel by the next waiting
  * kevent(), so accepting a connection costs no syscall of its own. Only
  * EV_DELETE is applied at once, because the engine closes the descriptor
- * right after del().
+ * right after del(). The changelist holds at most BRAID__KQ_FLUSH changes:
+ * a full one is handed over early (braid__kq_flush), so del(), which
+ * drops a closing socket's changes still queued, scans a bounded list. It
+ * was unbounded, and opening and closing N sockets within one turn cost
+ * O(N^2).
  *
  * Quotes are from FreeBSD's kqueue(2). This file relies on FreeBSD's
  * semantics only; where libkqueue differs (signals coalesce, SO_ERROR is
@@ -45,6 +49,12 @@
 #endif
 
 #define BRAID__KQ_BATCH 256
+#define BRAID__KQ_FLUSH 256 /* changes queued before an early flush */
+#ifdef EV_RECEIPT
+#define BRAID__KQ_RECEIPT EV_RECEIPT
+#else
+#define BRAID__KQ_RECEIPT 0
+#endif
 #define BRAID__KQ_MAX_WAIT_NS (INT64_C(86400) * 1000000000)
 
 /* The ident of the wakeup's EVFILT_USER event; no descriptor clashes with
@@ -65,8 +75,14 @@
 
 typedef struct braid__kq {
   int kq;
-  int nchanges, cap; /* queued registrations, flushed by wait() */
-  struct kevent *changes;
+  int nchanges; /* queued registrations, flushed by wait() */
+  /* Changes the kernel refused when the changelist was flushed early:
+   * reported by the next wait() with its events, as they would have been
+   * had wait() flushed them (growable; rare). */
+  int nfailed, fcap;
+  struct kevent *failed;
+  struct kevent changes[BRAID__KQ_FLUSH];
+  struct kevent receipts[BRAID__KQ_FLUSH]; /* of an early flush */
   struct kevent events[BRAID__KQ_BATCH];
 } braid__kq;
 
@@ -75,8 +91,8 @@ static int braid__kq_init(braid__engine *e) {
   if (k == NULL)
     return BRAID_ENOMEM;
   k->nchanges = 0;
-  k->cap = 0;
-  k->changes = NULL;
+  k->nfailed = k->fcap = 0;
+  k->failed = NULL;
   /* No close-on-exec needed: "The queue is not inherited by a child
    * created with fork(2)." */
   k->kq = kqueue();
@@ -103,55 +119,98 @@ static int braid__kq_init(braid__engine *e) {
 static void braid__kq_destroy(braid__engine *e) {
   braid__kq *k = e->pstate;
   close(k->kq);
-  braid_free(k->changes);
+  braid_free(k->failed);
   braid_free(k);
   e->pstate = NULL;
 }
 
-static int braid__kq_queue(braid__kq *k, const struct kevent *kev) {
-  if (k->nchanges == k->cap) {
-    int cap = k->cap ? k->cap * 2 : 64;
-    struct kevent *c = braid_realloc(k->changes, (size_t)cap * sizeof *c);
-    if (c == NULL)
-      return BRAID_ENOMEM;
-    k->changes = c;
-    k->cap = cap;
+/* A change the kernel refused, for the next wait() to report. */
+static void braid__kq_failed(braid__kq *k, const struct kevent *kev, int err) {
+  if (k->nfailed == k->fcap) {
+    int cap = k->fcap ? k->fcap * 2 : 16;
+    struct kevent *f = braid_realloc(k->failed, (size_t)cap * sizeof *f);
+    if (f == NULL)
+      return; /* it only woke a direction for a retry (braid__kq_event) */
+    k->failed = f;
+    k->fcap = cap;
   }
-  k->changes[k->nchanges++] = *kev;
-  return 0;
+  struct kevent *f = &k->failed[k->nfailed++];
+  *f = *kev;
+  f->flags = EV_ERROR;
+  f->data = err;
+}
+
+/* Apply the changelist one change at a time, keeping the failures. */
+static void braid__kq_apply_each(braid__kq *k) {
+  int n = k->nchanges;
+  k->nchanges = 0;
+  for (int i = 0; i < n; i++) {
+    struct kevent kev = k->changes[i];
+    kev.flags &= ~BRAID__KQ_RECEIPT;
+    if (kevent(k->kq, &kev, 1, NULL, 0, NULL) < 0 && errno != EINTR)
+      braid__kq_failed(k, &kev, errno);
+  }
+}
+
+/* Hand the changelist to the kernel now, outside wait(): no events are
+ * taken and nothing is reported until the next wait(). With EV_RECEIPT,
+ * "When passed as input, it forces EV_ERROR to always be returned": one
+ * receipt per change, in one kevent(), and no pending event is drained. */
+static void braid__kq_flush(braid__kq *k) {
+#ifdef EV_RECEIPT
+  int n = k->nchanges;
+  for (int i = 0; i < n; i++)
+    k->changes[i].flags |= EV_RECEIPT;
+  static const struct timespec zero = {0, 0};
+  struct kevent *rcpt = k->receipts;
+  int got = kevent(k->kq, k->changes, n, rcpt, n, &zero);
+  if (got >= 0 || errno == EINTR) {
+    k->nchanges = 0;
+    for (int i = 0; i < got; i++)
+      if ((rcpt[i].flags & EV_ERROR) && rcpt[i].data != 0)
+        braid__kq_failed(k, &rcpt[i], (int)rcpt[i].data);
+    return;
+  }
+#endif
+  braid__kq_apply_each(k);
+}
+
+/* Queue n changes, all or nothing: a registration is never split between
+ * two flushes (see braid__kq_del). */
+static void braid__kq_queue(braid__kq *k, const struct kevent *kev, int n) {
+  if (k->nchanges + n > BRAID__KQ_FLUSH)
+    braid__kq_flush(k);
+  for (int i = 0; i < n; i++)
+    k->changes[k->nchanges++] = kev[i];
 }
 
 /* A watch of a borrowed descriptor (BRAID__F_LEVEL): both filters without
  * EV_CLEAR, so they stay level-triggered, enabled as WANT_* says. Queued
  * like every registration. */
-static int braid__kq_level(braid__kq *k, braid__sock *s, unsigned add) {
+static void braid__kq_level(braid__kq *k, braid__sock *s, unsigned add) {
   struct kevent kev[2];
-  unsigned r = (s->events_ & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
-  unsigned w = (s->events_ & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
+  unsigned r =
+      (braid__cps(s)->events & BRAID__S_WANT_READ) ? EV_ENABLE : EV_DISABLE;
+  unsigned w =
+      (braid__cps(s)->events & BRAID__S_WANT_WRITE) ? EV_ENABLE : EV_DISABLE;
   EV_SET(&kev[0], (uintptr_t)s->fd, EVFILT_WRITE, add | w, 0, 0,
          BRAID__KQ_UDATA(s));
   EV_SET(&kev[1], (uintptr_t)s->fd, EVFILT_READ, add | r, 0, 0,
          BRAID__KQ_UDATA(s));
-  for (int i = 0; i < 2; i++) {
-    int rc = braid__kq_queue(k, &kev[i]);
-    if (rc < 0) {
-      if (i > 0)
-        k->nchanges--;
-      return rc;
-    }
-  }
-  return 0;
+  braid__kq_queue(k, kev, 2);
 }
 
 static int braid__kq_add(braid__engine *e, braid__sock *s) {
   braid__kq *k = e->pstate;
   struct kevent kev[2];
   int n = 0;
-  if (s->flags_ & BRAID__F_LEVEL)
-    return braid__kq_level(k, s, EV_ADD);
+  if (braid__cps(s)->flags & BRAID__F_LEVEL) {
+    braid__kq_level(k, s, EV_ADD);
+    return 0;
+  }
   /* The wakeup pipe's read end is never written to; on FreeBSD,
    * EVFILT_WRITE on it would watch the other end. */
-  if (!(s->flags_ & BRAID__F_WAKE))
+  if (!(braid__cps(s)->flags & BRAID__F_WAKE))
     EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0,
            BRAID__KQ_UDATA(s));
   /* The read filter goes last. kqueue(2) does not care, but libkqueue
@@ -162,14 +221,7 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
    * input. */
   EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0,
          BRAID__KQ_UDATA(s));
-  for (int i = 0; i < n; i++) {
-    int rc = braid__kq_queue(k, &kev[i]);
-    if (rc < 0) {
-      if (i > 0)
-        k->nchanges--; /* all or nothing: the caller closes fd */
-      return rc;
-    }
-  }
+  braid__kq_queue(k, kev, n);
   /* An EV_ADD checks the filter at once, so readiness that arrived before
    * the changelist is flushed is reported by that kevent(): no edge is
    * lost. */
@@ -178,28 +230,39 @@ static int braid__kq_add(braid__engine *e, braid__sock *s) {
 
 static void braid__kq_update(braid__engine *e, braid__sock *s) {
   /* Only level watches (BRAID__F_LEVEL) get here: sockets are registered
-   * once with EV_CLEAR (BRAID__POLL_EDGE). An allocation failure leaves
-   * the old interest in place: the owner polls again next iteration. */
-  if (s->flags_ & BRAID__F_LEVEL)
-    (void)braid__kq_level(e->pstate, s, 0);
+   * once with EV_CLEAR (BRAID__POLL_EDGE). */
+  if (braid__cps(s)->flags & BRAID__F_LEVEL)
+    braid__kq_level(e->pstate, s, 0);
+}
+
+/* Drop the entries of list[0..*n) that name s; whether there were any. */
+static int braid__kq_forget(struct kevent *list, int *n, braid__sock *s) {
+  int found = 0, j = 0;
+  for (int i = 0; i < *n; i++) {
+    if (BRAID__KQ_PTR(&list[i]) == (void *)s) {
+      found = 1;
+      continue;
+    }
+    list[j++] = list[i];
+  }
+  *n = j;
+  return found;
 }
 
 static void braid__kq_del(braid__engine *e, braid__sock *s) {
   braid__kq *k = e->pstate;
   /* A registration still in the changelist never reached the kernel: drop
-   * it, so that it is not applied to a reused descriptor number. */
-  int queued = 0, j = 0;
-  for (int i = 0; i < k->nchanges; i++) {
-    if (BRAID__KQ_PTR(&k->changes[i]) == (void *)s) {
-      queued = 1;
-      continue;
-    }
-    k->changes[j++] = k->changes[i];
-  }
-  k->nchanges = j;
+   * it, so that it is not applied to a reused descriptor number. Both
+   * lists are short: the changelist is bounded (BRAID__KQ_FLUSH), refused
+   * changes are rare. */
+  int queued = braid__kq_forget(k->changes, &k->nchanges, s);
+  braid__kq_forget(k->failed, &k->nfailed, s);
   /* fd -1: a watch whose descriptor was closed (and maybe reused) under
-   * it; the kernel dropped its knotes at close. */
-  if (queued || s->fd < 0)
+   * it; the kernel dropped its knotes at close. A socket's registration is
+   * queued whole, so one with changes queued has none in the kernel; not
+   * so a level watch, whose update()s queue more after its add() may have
+   * been flushed: it is deleted either way (ENOENT is harmless). */
+  if (s->fd < 0 || (queued && !(braid__cps(s)->flags & BRAID__F_LEVEL)))
     return;
   /* "Calling close() on a file descriptor will remove any kevents that
    * reference the descriptor", so on the BSDs this is belt and braces;
@@ -209,7 +272,7 @@ static void braid__kq_del(braid__engine *e, braid__sock *s) {
   int n = 0;
   EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_READ, EV_DELETE, 0, 0,
          BRAID__KQ_UDATA(NULL));
-  if (!(s->flags_ & BRAID__F_WAKE))
+  if (!(braid__cps(s)->flags & BRAID__F_WAKE))
     EV_SET(&kev[n++], (uintptr_t)s->fd, EVFILT_WRITE, EV_DELETE, 0, 0,
            BRAID__KQ_UDATA(NULL));
 #ifdef EV_RECEIPT
@@ -277,22 +340,6 @@ static void braid__kq_event(braid__engine *e, const struct kevent *kev) {
   braid__engine_ready(e, s, ev);
 }
 
-/* kevent() failed with changes queued and no room to report which one
- * (more than a batch of errors): apply them one at a time, reporting the
- * failures as registration errors. */
-static void braid__kq_apply_each(braid__engine *e, braid__kq *k) {
-  int n = k->nchanges;
-  k->nchanges = 0;
-  for (int i = 0; i < n; i++) {
-    struct kevent kev = k->changes[i];
-    if (kevent(k->kq, &kev, 1, NULL, 0, NULL) < 0 && errno != EINTR) {
-      kev.flags = EV_ERROR;
-      kev.data = errno;
-      braid__kq_event(e, &kev);
-    }
-  }
-}
-
 static int braid__kq_wait(braid__engine *e, int64_t timeout_ns) {
   braid__kq *k = e->pstate;
   /* kevent() takes a timespec: timers are waited for to the nanosecond,
@@ -311,27 +358,35 @@ static int braid__kq_wait(braid__engine *e, int64_t timeout_ns) {
   }
   int nchanges = k->nchanges;
   int n = kevent(k->kq, k->changes, nchanges, k->events, BRAID__KQ_BATCH, tp);
+  int rc = 0;
   if (n < 0) {
     int err = errno;
+    n = 0;
     /* "When kevent() call fails with EINTR error, all changes in the
-     * changelist have been applied." */
-    if (err == EINTR) {
+     * changelist have been applied." Otherwise with changes queued and no
+     * room to report which one failed (more than a batch of errors):
+     * apply them one at a time and report the failures. */
+    if (err == EINTR)
       k->nchanges = 0;
-      return 0;
-    }
-    if (nchanges > 0) {
-      braid__kq_apply_each(e, k);
-      return 0;
-    }
-    return braid__translate_sys_error(err);
+    else if (nchanges > 0)
+      braid__kq_apply_each(k);
+    else
+      rc = braid__translate_sys_error(err);
+  } else {
+    k->nchanges = 0;
   }
-  k->nchanges = 0;
-  /* A callback may queue new registrations and close sockets named later
-   * in this batch; the engine skips events for closing sockets, whose
-   * memory lives until the end of the engine's wait(). */
+  /* Changes refused by an early flush or one at a time, then the events.
+   * A callback may queue new registrations (or flush them early) and close
+   * sockets named later in this batch; the engine skips events for
+   * closing sockets, whose memory lives until the end of the engine's
+   * wait(). */
+  while (k->nfailed > 0) {
+    struct kevent kev = k->failed[--k->nfailed];
+    braid__kq_event(e, &kev);
+  }
   for (int i = 0; i < n; i++)
     braid__kq_event(e, &k->events[i]);
-  return 0;
+  return rc;
 }
 
 static int braid__kq_fd(const braid__engine *e) {
@@ -339,7 +394,8 @@ static int braid__kq_fd(const braid__engine *e) {
 }
 
 static int braid__kq_pending(const braid__engine *e) {
-  return ((const braid__kq *)e->pstate)->nchanges > 0;
+  const braid__kq *k = e->pstate;
+  return k->nchanges > 0 || k->nfailed > 0;
 }
 
 #if BRAID__KQ_USER
@@ -378,8 +434,9 @@ const braid__poller braid__poller_kqueue = {
      * embedding API must flush them (a wait with timeout 0) before the
      * host blocks on it, as libuv's uv_backend_fd() users must. */
     .fd = braid__kq_fd,
-    /* Registrations still in the changelist: an embedding host must let
-     * braid run (braid_embed_timeout() says 0) before it blocks on fd. */
+    /* Registrations still in the changelist, or refused ones to report:
+     * an embedding host must let braid run (braid_embed_timeout() says 0)
+     * before it blocks on fd. */
     .pending = braid__kq_pending,
 #if BRAID__KQ_USER
     /* NOTE_TRIGGER on the EVFILT_USER event, from any thread. */

@@ -53,12 +53,13 @@ static uint32_t braid__epoll_mask(const braid__sock *s) {
    * eventfd makes it writable again, a new edge: one extra trip through
    * epoll_wait per wakeup, and an embedding host would see braid's
    * descriptor readable right after braid ran. */
-  if (s->flags_ & BRAID__F_WAKE)
+  const braid__psock *ps = braid__cps(s);
+  if (ps->flags & BRAID__F_WAKE)
     return EPOLLIN | EPOLLET;
-  if (!(s->flags_ & BRAID__F_LEVEL))
+  if (!(ps->flags & BRAID__F_LEVEL))
     return EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  return ((s->events_ & BRAID__S_WANT_READ) ? (uint32_t)EPOLLIN : 0u) |
-         ((s->events_ & BRAID__S_WANT_WRITE) ? (uint32_t)EPOLLOUT : 0u);
+  return ((ps->events & BRAID__S_WANT_READ) ? (uint32_t)EPOLLIN : 0u) |
+         ((ps->events & BRAID__S_WANT_WRITE) ? (uint32_t)EPOLLOUT : 0u);
 }
 
 static int braid__epoll_add(braid__engine *e, braid__sock *s) {

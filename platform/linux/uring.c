@@ -18,81 +18,79 @@
  *     io_uring_enter() that also waits (IORING_ENTER_EXT_ARG timeout);
  *   - READ/RECVFROM with read.base == NULL pick a buffer from a provided
  *     buffer ring when data arrives, so idle connections hold none;
- *   - close() queues ASYNC_CANCEL(fd, ALL) hard-linked to a CLOSE: the
- *     descriptor stays ours until the kernel has cancelled everything on
- *     it, and close_cb runs once every op and the CLOSE have completed;
+ *   - close() queues an ASYNC_CANCEL for each request on the socket
+ *     hard-linked to a CLOSE: the descriptor stays ours until the kernel
+ *     has cancelled everything on it, and close_cb runs once every op and
+ *     the CLOSE have completed (core/io.c counts them);
  *   - the wakeup is an eventfd watched by a multishot POLL_ADD; signal
  *     handlers write to the same eventfd (platform/posix/signal.c).
- * Memory ordering follows io_uring(7): acquire loads of the CQ tail and SQ
- * head (written by the kernel), release stores of the SQ tail and CQ head
- * (read by the kernel), and of the buffer ring's tail. */
+ * The bookkeeping every platform shares (in-flight counts, close list,
+ * cancelled and deferred ops, iovec advancing) is core/io.c's.
+ * The rings themselves (setup, mapping, SQEs, buffer rings, entering) are
+ * uring_ring.c's. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdatomic.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/internal.h"
-#include "platform/posix/signal.h"
+#include "platform/linux/uring.h"
 #include "platform/posix/sock.h"
 
-#define BRAID__URING_SQ 256  /* SQEs queued between two submissions */
-#define BRAID__URING_CQ 4096 /* completions the kernel can post at once */
-#define BRAID__URING_NBUF 64 /* provided read buffers per reactor */
-#define BRAID__URING_BUFSZ (16u * 1024u) /* the size of a stream chunk */
-#define BRAID__URING_BGID 0              /* the stream chunks' group */
-/* Datagrams get buffers of their own: a datagram that does not fit is
- * truncated, and UDP payloads go up to 65507 bytes (IPv4) and 65527
- * (IPv6), so 16 KiB chunks would cut datagrams the readiness engine's 64
- * KiB buffer takes whole. */
-#define BRAID__URING_DNBUF 8
-#define BRAID__URING_DBUFSZ (64u * 1024u)
-#define BRAID__URING_DBGID 1
 #define BRAID__URING_IOV_MAX 1024 /* UIO_MAXIOV */
 
-/* braid__sock.flags_ */
-#define BRAID__U_CLOSING 0x1u
+/* braid__usock.flags */
 #define BRAID__U_SOCKET 0x2u     /* recv/send(MSG_NOSIGNAL), else read/writev */
 #define BRAID__U_CLOSE_WAIT 0x4u /* close SQEs not queued yet (SQ full) */
 #define BRAID__U_MSHOT 0x8u      /* a multishot ACCEPT is armed */
 #define BRAID__U_MSHOT_STOP 0x10u /* ... and asked to stop */
 #define BRAID__U_DGRAM 0x20u      /* SOCK_DGRAM */
 #define BRAID__U_LISTEN 0x40u     /* listen() was called on it */
-/* braid__sock.rq_: the ACCEPT op waiting for the multishot's next
- * connection (held here, not in the kernel). */
-/* braid__sock.pidx_ counts SQEs in flight on the socket (ops and the
- * CLOSE); close_cb is due when it drops to zero on a closing socket. */
-/* braid__sock.wq_ and wq_tail_: the op the kernel has of the socket for
- * reading (READ, RECVFROM, a single ACCEPT) and for writing (WRITE,
- * SENDTO, CONNECT), so that close() cancels each by its user_data. A
- * cancel by descriptor (IORING_ASYNC_CANCEL_FD) makes the kernel walk
- * every request the ring has in flight, so closing N busy sockets that way
- * cost O(N^2): 43-49 s for 100,000 connections closed in batches of
- * 20,000 (tests/test_soak.c), 1.2-1.5 s by user_data. Core keeps one op per
- * direction in flight; should a caller submit a second, the socket is
- * marked BRAID__U_UNTRACKED and cancelled by descriptor as before. */
-#define BRAID__U_UNTRACKED 0x80u
+#define BRAID__U_UNTRACKED 0x80u  /* see braid__usock.rop */
 /* SQEs braid__ur_close_queue may need: a cancel for each direction's op,
- * one for a multishot ACCEPT, and the CLOSE. */
+ * one for a multishot ACCEPT (or by descriptor), and the CLOSE. */
 #define BRAID__U_CLOSE_SQES 4u
 
-/* braid__op.flags: the platform's bits. Core rewrites flags on every
- * submit, so they start clear. */
-#define BRAID__U_OP_INFLIGHT 0x80u
-#define BRAID__U_OP_CANCEL 0x40u /* cancel() asked for it */
-#define BRAID__U_OP_POLL 0x20u   /* the SQE in flight is a POLL_ADD for it */
+/* A socket's record (braid__sock's private storage). */
+typedef struct braid__usock {
+  unsigned flags; /* BRAID__U_* */
+  /* The op the kernel has of the socket for reading (READ, RECVFROM, a
+   * single ACCEPT) and for writing (WRITE, SENDTO, CONNECT), so that
+   * close() cancels each by its user_data. A cancel by descriptor
+   * (IORING_ASYNC_CANCEL_FD) makes the kernel walk every request the ring
+   * has in flight, so closing N busy sockets that way cost O(N^2): 43-49 s
+   * for 100,000 connections closed in batches of 20,000
+   * (tests/test_soak.c), 1.2-1.5 s by user_data. Core keeps one op per
+   * direction in flight; should a caller submit a second, the socket is
+   * marked BRAID__U_UNTRACKED and cancelled by descriptor as before. */
+  braid__op *rop, *wop;
+  /* The ACCEPT op waiting for the multishot's next connection (held here,
+   * not in the kernel). */
+  braid__op *accept;
+  struct braid__sock *close_next; /* on braid__uring.close_wait */
+} braid__usock;
+BRAID__PRIV_FITS(braid__usock, braid__sock);
+
+/* An op's record: its message header while a SENDMSG/RECVMSG is in flight
+ * (RECVMSG writes msg_namelen back at completion, so it must live as long
+ * as the op), and whether the SQE in flight is a POLL_ADD for it. */
+typedef struct braid__uop {
+  struct braid__umsg *msg;
+  unsigned poll;
+} braid__uop;
+BRAID__PRIV_FITS(braid__uop, braid__op);
+
+static braid__usock *braid__us(braid__sock *s) {
+  return BRAID__PRIV(braid__usock, s);
+}
+static braid__uop *braid__uo(braid__op *op) {
+  return BRAID__PRIV(braid__uop, op);
+}
 
 /* user_data of SQEs that are not ops. Ops and sockets are at least 8-byte
  * aligned, so these values and a low tag bit never collide with them. */
@@ -105,12 +103,8 @@
         not at address 0) */
 #define BRAID__U_UD_TAGS 3u
 
-/* The kernel's ring indices, shared with us through mmap. */
-typedef _Atomic unsigned braid__aidx;
-
-/* A message header for SENDMSG/RECVMSG. RECVMSG writes msg_namelen back
- * at completion, so it must live as long as the op: a small free list of
- * them, linked from the op's next_ (free while the op is in flight). */
+/* A message header for SENDMSG/RECVMSG (see braid__uop): a small free
+ * list of them. */
 typedef struct braid__umsg {
   struct msghdr mh;
   struct iovec iov;
@@ -124,133 +118,11 @@ typedef struct braid__parked {
   struct braid__parked *next;
 } braid__parked;
 
-/* A provided buffer ring: n buffers of size bytes, buffer group bgid. */
-typedef struct braid__ubr {
-  struct io_uring_buf_ring *br;
-  _Atomic uint16_t *tail;
-  uint16_t local;
-  uint16_t bgid;
-  unsigned n;
-  size_t size;
-  char *bufs;
-} braid__ubr;
-
-typedef struct braid__uring {
-  braid_reactor_t *r;
-  int fd;
-  unsigned features;
-  /* Submission queue. */
-  void *sq_ring;
-  size_t sq_ring_sz;
-  braid__aidx *sq_head, *sq_tail, *sq_flags;
-  unsigned sq_mask, sq_entries, sq_local; /* sq_local: our next tail */
-  struct io_uring_sqe *sqes;
-  size_t sqes_sz;
-  /* Completion queue (in the same mapping: IORING_FEAT_SINGLE_MMAP). */
-  braid__aidx *cq_head, *cq_tail;
-  unsigned cq_mask;
-  struct io_uring_cqe *cqes;
-  /* Provided buffer rings for reads with read.base == NULL: stream
-   * chunks (READ) and datagrams (RECVFROM). */
-  braid__ubr sbr, dbr;
-  /* Wakeup and signals. */
-  int wake_fd;
-  int sig_slot;
-  unsigned sig_refs;
-  /* Sockets whose close_cb is due, in the order their closes completed,
-   * and sockets whose close could not get SQEs yet. */
-  braid__sock *closing, *closing_tail, *close_wait;
-  braid__umsg *umsg_free;
-  braid__parked *parked;
-  braid__op *cancelled; /* ops held here (accepts), cancelled: complete
-                           them from wait() */
-  int no_mshot;         /* the kernel refused a multishot ACCEPT */
-} braid__uring;
-
-/* braid__buf is handed to the kernel as struct iovec: same layout. */
-_Static_assert(sizeof(braid__buf) == sizeof(struct iovec) &&
-                   offsetof(braid__buf, base) ==
-                       offsetof(struct iovec, iov_base) &&
-                   offsetof(braid__buf, len) == offsetof(struct iovec, iov_len),
-               "braid__buf must match struct iovec");
 /* braid__op.addrlen is the socklen_t the kernel writes for ACCEPT. */
 _Static_assert(sizeof(int) == sizeof(socklen_t), "socklen_t is int-sized");
-_Static_assert(sizeof(braid__aidx) == sizeof(unsigned), "atomic unsigned");
 
 static braid__uring *braid__ur(braid_reactor_t *r) {
   return r->io_state;
-}
-
-/* ------------------------------------------------------------------------
- * Syscalls: glibc has no wrappers for these.
- * ------------------------------------------------------------------------ */
-
-static int braid__ur_setup(unsigned entries, struct io_uring_params *p) {
-  return (int)syscall(__NR_io_uring_setup, entries, p);
-}
-
-static int braid__ur_enter(int fd, unsigned to_submit, unsigned min_complete,
-                           unsigned flags, const void *arg, size_t argsz) {
-  return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags,
-                      arg, argsz);
-}
-
-static int braid__ur_register(int fd, unsigned opcode, const void *arg,
-                              unsigned nr_args) {
-  return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
-}
-
-/* ------------------------------------------------------------------------
- * The submission queue
- * ------------------------------------------------------------------------ */
-
-/* Hand the queued SQEs to the kernel without waiting. */
-static void braid__ur_flush(braid__uring *u) {
-  atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
-  unsigned pending =
-      u->sq_local - atomic_load_explicit(u->sq_head, memory_order_acquire);
-  if (pending == 0)
-    return;
-  int rc;
-  do
-    rc = braid__ur_enter(u->fd, pending, 0, 0, NULL, 0);
-  while (rc < 0 && errno == EINTR);
-}
-
-static unsigned braid__ur_space(braid__uring *u) {
-  unsigned head = atomic_load_explicit(u->sq_head, memory_order_acquire);
-  return u->sq_entries - (u->sq_local - head);
-}
-
-/* Room for n SQEs, submitting what is queued if the ring is full. */
-static int braid__ur_reserve(braid__uring *u, unsigned n) {
-  if (braid__ur_space(u) >= n)
-    return 1;
-  braid__ur_flush(u);
-  return braid__ur_space(u) >= n;
-}
-
-/* A zeroed SQE at our tail (call braid__ur_reserve first). */
-static struct io_uring_sqe *braid__ur_sqe(braid__uring *u) {
-  struct io_uring_sqe *sqe = &u->sqes[u->sq_local & u->sq_mask];
-  memset(sqe, 0, sizeof *sqe);
-  u->sq_local++;
-  return sqe;
-}
-
-/* ------------------------------------------------------------------------
- * Provided buffers
- * ------------------------------------------------------------------------ */
-
-/* Give buffer bid back to the kernel. Only addr, len and bid are written:
- * the ring's tail overlays the resv field of entry 0. */
-static void braid__ur_buf_put(braid__ubr *r, unsigned bid) {
-  struct io_uring_buf *b = &r->br->bufs[r->local & (r->n - 1)];
-  b->addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)bid * r->size);
-  b->len = (uint32_t)r->size;
-  b->bid = (uint16_t)bid;
-  r->local++;
-  atomic_store_explicit(r->tail, r->local, memory_order_release);
 }
 
 /* The ring an op's platform buffer comes from. */
@@ -273,11 +145,6 @@ static void braid__ur_umsg_put(braid__uring *u, braid__umsg *m) {
   u->umsg_free = m;
 }
 
-/* The op's message header (set while a SENDMSG/RECVMSG is in flight). */
-static braid__umsg *braid__op_umsg(braid__op *op) {
-  return (braid__umsg *)(void *)op->next_;
-}
-
 /* ------------------------------------------------------------------------
  * Preparing an op's SQE
  * ------------------------------------------------------------------------ */
@@ -291,33 +158,24 @@ static uint32_t braid__len32(size_t len) {
   return len > (1u << 30) ? (1u << 30) : (uint32_t)len;
 }
 
-/* Skip the write's buffers that are done. Returns how many remain. */
-static size_t braid__write_trim(braid__op *op) {
-  while (op->u.write.nbufs > 0 && op->u.write.bufs->len == 0) {
-    op->u.write.bufs++;
-    op->u.write.nbufs--;
-  }
-  return op->u.write.nbufs;
-}
-
-/* Queue the SQE that carries op now: a POLL_ADD when BRAID__U_OP_POLL is
+/* Queue the SQE that carries op now: a POLL_ADD when braid__uop.poll is
  * set, else the op itself. 0 or BRAID_E*. */
 static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
   if (!braid__ur_reserve(u, 1))
     return BRAID_EAGAIN;
   braid__umsg *m = NULL;
-  if (!(op->flags & BRAID__U_OP_POLL) &&
+  int sock = (braid__us(s)->flags & BRAID__U_SOCKET) != 0;
+  if (!braid__uo(op)->poll &&
       (op->type == BRAID__OP_RECVFROM || op->type == BRAID__OP_SENDTO ||
-       (op->type == BRAID__OP_WRITE && (s->flags_ & BRAID__U_SOCKET) &&
-        op->u.write.nbufs > 1))) {
+       (op->type == BRAID__OP_WRITE && sock && op->u.write.nbufs > 1))) {
     if ((m = braid__ur_umsg(u)) == NULL)
       return BRAID_ENOMEM;
-    op->next_ = (braid__op *)(void *)m;
+    braid__uo(op)->msg = m;
   }
   struct io_uring_sqe *sqe = braid__ur_sqe(u);
   sqe->fd = s->fd;
   sqe->user_data = (uint64_t)(uintptr_t)op;
-  if (op->flags & BRAID__U_OP_POLL) {
+  if (braid__uo(op)->poll) {
     sqe->opcode = IORING_OP_POLL_ADD;
     sqe->poll32_events = braid__op_reads(op) ? POLLIN : POLLOUT;
     return 0;
@@ -325,7 +183,7 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
   switch (op->type) {
   case BRAID__OP_READ:
     /* RECV refuses a non-zero off (it shares the field with addr2). */
-    if (s->flags_ & BRAID__U_SOCKET) {
+    if (sock) {
       sqe->opcode = IORING_OP_RECV;
     } else {
       sqe->opcode = IORING_OP_READ;
@@ -344,7 +202,7 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
     size_t nb = op->u.write.nbufs;
     if (nb > BRAID__URING_IOV_MAX)
       nb = BRAID__URING_IOV_MAX; /* the rest after a short write */
-    if (!(s->flags_ & BRAID__U_SOCKET)) {
+    if (!sock) {
       sqe->opcode = IORING_OP_WRITEV;
       sqe->addr = (uint64_t)(uintptr_t)op->u.write.bufs;
       sqe->len = (uint32_t)nb;
@@ -413,17 +271,6 @@ static int braid__ur_prep(braid__uring *u, braid__sock *s, braid__op *op) {
  * Completions
  * ------------------------------------------------------------------------ */
 
-static void braid__ur_sock_check(braid__uring *u, braid__sock *s) {
-  if (!(s->flags_ & BRAID__U_CLOSING) || s->pidx_ != 0)
-    return;
-  s->next_closing_ = NULL;
-  if (u->closing_tail != NULL)
-    u->closing_tail->next_closing_ = s;
-  else
-    u->closing = s;
-  u->closing_tail = s;
-}
-
 /* Whether a completion says the op did nothing yet and is to be issued
  * again (or polled for first): a connect still in progress, a descriptor
  * that would block, an empty buffer ring. After a cancel, such a
@@ -438,20 +285,23 @@ static int braid__ur_unfinished(const braid__op *op, int32_t res, int has_buf) {
   return res == -ENOBUFS && !has_buf && braid__op_reads(op);
 }
 
-/* Note op as the socket's op in flight in its direction (see wq_ above). */
+/* Note op as the socket's op in flight in its direction (see
+ * braid__usock.rop). */
 static void braid__ur_track(braid__sock *s, braid__op *op) {
-  braid__op **slot = braid__op_reads(op) ? &s->wq_ : &s->wq_tail_;
+  braid__usock *us = braid__us(s);
+  braid__op **slot = braid__op_reads(op) ? &us->rop : &us->wop;
   if (*slot == NULL)
     *slot = op;
   else if (*slot != op)
-    s->flags_ |= BRAID__U_UNTRACKED;
+    us->flags |= BRAID__U_UNTRACKED;
 }
 
 static void braid__ur_untrack(braid__sock *s, braid__op *op) {
-  if (s->wq_ == op)
-    s->wq_ = NULL;
-  else if (s->wq_tail_ == op)
-    s->wq_tail_ = NULL;
+  braid__usock *us = braid__us(s);
+  if (us->rop == op)
+    us->rop = NULL;
+  else if (us->wop == op)
+    us->wop = NULL;
 }
 
 /* Re-issue op from its own completion (it stays in flight). Returns 1 if
@@ -463,15 +313,15 @@ static int braid__ur_again(braid__uring *u, braid__sock *s, braid__op *op) {
 static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
                               uint32_t cflags) {
   braid__sock *s = op->sock;
-  braid_reactor_t *r = u->r;
-  int closing = (s->flags_ & BRAID__U_CLOSING) != 0;
+  braid__uop *uo = braid__uo(op);
+  int closing = s->closing_;
   int has_buf = (cflags & IORING_CQE_F_BUFFER) != 0;
   unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
-  int was_poll = (op->flags & BRAID__U_OP_POLL) != 0;
-  op->flags &= ~BRAID__U_OP_POLL;
-  if (op->next_ != NULL) {
-    braid__umsg *m = braid__op_umsg(op);
-    op->next_ = NULL;
+  int was_poll = uo->poll != 0;
+  uo->poll = 0;
+  if (uo->msg != NULL) {
+    braid__umsg *m = uo->msg;
+    uo->msg = NULL;
     if (op->type == BRAID__OP_RECVFROM && res >= 0) {
       op->addrlen = (int)m->mh.msg_namelen;
       /* RECVMSG copies msg_flags back like recvmsg(2) does: MSG_TRUNC
@@ -482,7 +332,7 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
     braid__ur_umsg_put(u, m);
   }
 
-  if (closing || (op->flags & BRAID__U_OP_CANCEL)) {
+  if (closing || braid__io_cancel_asked(op)) {
     /* Cancelled (or closing) before this completion was handled: the
      * retries below are not made, so a status that only asked for one
      * (an empty buffer ring when more sockets had data than there are
@@ -515,42 +365,23 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
        * buffers come back as completions are handled, so the retry,
        * issued at the next wait(), finds one. */
       if (res != -ENOBUFS)
-        op->flags |= BRAID__U_OP_POLL;
+        uo->poll = 1;
       again = 1;
     } else if (op->type == BRAID__OP_WRITE && res > 0) {
       /* Count what was written, advance the buffers in place, and go on
        * with the rest after a short write. */
-      size_t left = (size_t)res;
-      op->u.write.done += left;
-      while (left > 0) {
-        braid__buf *b = op->u.write.bufs;
-        size_t take = left < b->len ? left : b->len;
-        b->base = (char *)b->base + take;
-        b->len -= take;
-        left -= take;
-        if (b->len == 0) {
-          op->u.write.bufs++;
-          op->u.write.nbufs--;
-        }
-      }
-      again = braid__write_trim(op) > 0;
+      again = braid__io_advance(op, (size_t)res) > 0;
       res = 0;
     }
     if (again && braid__ur_again(u, s, op))
       return;
   }
 
-  /* Final. */
-  op->flags &= ~BRAID__U_OP_INFLIGHT;
+  /* Final (core/io.c turns every completion of a closing socket into
+   * BRAID_ECANCELED and closes what an ACCEPT took). */
   braid__ur_untrack(s, op);
-  s->pidx_--;
-  r->active_io--;
   intptr_t st = res >= 0 ? (intptr_t)res : braid__translate_sys_error(-res);
-  if (closing) {
-    if (op->type == BRAID__OP_ACCEPT && res >= 0)
-      close(res); /* accepted after close: nobody will take it */
-    st = BRAID_ECANCELED;
-  } else if (res >= 0) {
+  if (res >= 0) {
     switch (op->type) {
     case BRAID__OP_READ:
     case BRAID__OP_RECVFROM:
@@ -577,13 +408,11 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
       break;
     }
   }
-  r->depth++;
-  op->cb(op, st);
-  r->depth--;
+  braid__ubr *ring = has_buf ? braid__ur_ring(u, op) : NULL;
+  braid__io_complete(op, st);
   /* The bytes were valid during the callback only. */
-  if (has_buf)
-    braid__ur_buf_put(braid__ur_ring(u, op), bid);
-  braid__ur_sock_check(u, s);
+  if (ring != NULL)
+    braid__ur_buf_put(ring, bid);
 }
 
 /* ------------------------------------------------------------------------
@@ -591,7 +420,8 @@ static void braid__ur_op_done(braid__uring *u, braid__op *op, int32_t res,
  * IORING_CQE_F_MORE per connection, instead of one SQE per connection. It
  * cannot report peer addresses (every connection would write the same
  * buffer before we read it), so the peer is read with getpeername() when
- * the op wants it. The ACCEPT op core submits waits in rq_ for the next
+ * the op wants it. The ACCEPT op core submits waits in braid__usock.accept
+ * for the next
  * CQE; a connection that arrives with no op waiting is parked for the
  * next submit, and the multishot is stopped so that further connections
  * stay in the kernel's backlog.
@@ -606,16 +436,17 @@ static int braid__ur_mshot_arm(braid__uring *u, braid__sock *s) {
   sqe->ioprio = IORING_ACCEPT_MULTISHOT;
   sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
   sqe->user_data = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
-  s->flags_ |= BRAID__U_MSHOT;
-  s->pidx_++;
+  braid__us(s)->flags |= BRAID__U_MSHOT;
+  braid__io_ref(s);
   return 0;
 }
 
 static void braid__ur_mshot_stop(braid__uring *u, braid__sock *s) {
-  if (!(s->flags_ & BRAID__U_MSHOT) || (s->flags_ & BRAID__U_MSHOT_STOP) ||
+  braid__usock *us = braid__us(s);
+  if (!(us->flags & BRAID__U_MSHOT) || (us->flags & BRAID__U_MSHOT_STOP) ||
       !braid__ur_reserve(u, 1))
     return;
-  s->flags_ |= BRAID__U_MSHOT_STOP;
+  us->flags |= BRAID__U_MSHOT_STOP;
   struct io_uring_sqe *sqe = braid__ur_sqe(u);
   sqe->opcode = IORING_OP_ASYNC_CANCEL;
   sqe->fd = -1;
@@ -631,18 +462,6 @@ static void braid__ur_accept_fill(braid__op *op, int fd) {
       len = 0;
     op->addrlen = (int)len;
   }
-}
-
-/* Complete an op that the platform held itself (not in the kernel). */
-static void braid__ur_local_done(braid__uring *u, braid__sock *s, braid__op *op,
-                                 intptr_t st) {
-  op->flags &= ~BRAID__U_OP_INFLIGHT;
-  s->pidx_--;
-  u->r->active_io--;
-  u->r->depth++;
-  op->cb(op, st);
-  u->r->depth--;
-  braid__ur_sock_check(u, s);
 }
 
 static int braid__ur_unpark(braid__uring *u, braid__sock *s) {
@@ -695,17 +514,17 @@ static int braid__ur_fit_nofile(int fd) {
 
 static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
                                  uint32_t cflags) {
+  braid__usock *us = braid__us(s);
   if (!(cflags & IORING_CQE_F_MORE)) {
-    s->flags_ &= ~(BRAID__U_MSHOT | BRAID__U_MSHOT_STOP);
-    s->pidx_--;
+    us->flags &= ~(BRAID__U_MSHOT | BRAID__U_MSHOT_STOP);
+    braid__io_unref(s);
   }
-  if (s->flags_ & BRAID__U_CLOSING) {
+  if (s->closing_) {
     if (res >= 0)
       close(res); /* accepted after close: nobody will take it */
-    braid__ur_sock_check(u, s);
     return;
   }
-  braid__op *op = s->rq_;
+  braid__op *op = us->accept;
   if (res < 0) {
     if (op == NULL)
       return; /* the next submit arms it again */
@@ -713,22 +532,22 @@ static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
       /* A kernel that has no multishot accept for this socket: single
        * ACCEPTs from now on; this op becomes one (still in flight). */
       u->no_mshot = 1;
-      s->rq_ = NULL;
+      us->accept = NULL;
       if (braid__ur_prep(u, s, op) == 0) {
         braid__ur_track(s, op);
         return;
       }
-      braid__ur_local_done(u, s, op, BRAID_ENOMEM);
+      braid__io_complete(op, BRAID_ENOMEM);
       return;
     }
-    if (res == -ECANCELED && !(s->flags_ & BRAID__U_MSHOT)) {
+    if (res == -ECANCELED && !(us->flags & BRAID__U_MSHOT)) {
       /* We stopped it, but an op has come to wait since. */
       if (braid__ur_mshot_arm(u, s) == 0)
         return;
       res = -ENOMEM;
     }
-    s->rq_ = NULL; /* EMFILE and friends: core backs off, submits again */
-    braid__ur_local_done(u, s, op, braid__translate_sys_error(-res));
+    us->accept = NULL; /* EMFILE and friends: core backs off, submits again */
+    braid__io_complete(op, braid__translate_sys_error(-res));
     return;
   }
   if (op == NULL || braid__ur_over_nofile(res)) {
@@ -743,22 +562,23 @@ static void braid__ur_accept_cqe(braid__uring *u, braid__sock *s, int32_t res,
       close(res); /* the peer sees a reset; nothing else can be done */
     braid__ur_mshot_stop(u, s);
     if (op != NULL) {
-      s->rq_ = NULL;
-      braid__ur_local_done(u, s, op, BRAID_EMFILE);
+      us->accept = NULL;
+      braid__io_complete(op, BRAID_EMFILE);
     }
     return;
   }
-  s->rq_ = NULL;
+  us->accept = NULL;
   braid__ur_accept_fill(op, res);
-  braid__ur_local_done(u, s, op, 0);
+  braid__io_complete(op, 0);
   /* Core submits the next accept from its callback; if it did not (it is
    * backing off), leave further connections in the backlog. */
-  if (s->rq_ == NULL && !(s->flags_ & BRAID__U_CLOSING))
+  if (us->accept == NULL && !s->closing_)
     braid__ur_mshot_stop(u, s);
 }
 
 static intptr_t braid__ur_accept_submit(braid__uring *u, braid__sock *s,
                                         braid__op *op) {
+  braid__usock *us = braid__us(s);
   int fd = braid__ur_unpark(u, s);
   if (fd >= 0) {
     int nfd = braid__ur_fit_nofile(fd);
@@ -770,14 +590,11 @@ static intptr_t braid__ur_accept_submit(braid__uring *u, braid__sock *s,
     braid__ur_accept_fill(op, nfd);
     return 0;
   }
-  if (s->rq_ != NULL)
+  if (us->accept != NULL)
     return BRAID_EBUSY; /* one waiting accept per listener */
-  if (!(s->flags_ & BRAID__U_MSHOT) && braid__ur_mshot_arm(u, s) < 0)
+  if (!(us->flags & BRAID__U_MSHOT) && braid__ur_mshot_arm(u, s) < 0)
     return BRAID_ENOMEM;
-  s->rq_ = op;
-  op->flags |= BRAID__U_OP_INFLIGHT;
-  s->pidx_++;
-  u->r->active_io++;
+  us->accept = op;
   return BRAID__PENDING;
 }
 
@@ -794,8 +611,7 @@ static void braid__ur_cqe(braid__uring *u, uint64_t ud, int32_t res,
   braid__sock *s = (braid__sock *)(uintptr_t)(ud & ~(uint64_t)3);
   switch (ud & BRAID__U_UD_TAGS) {
   case BRAID__U_UD_CLOSE:
-    s->pidx_--;
-    braid__ur_sock_check(u, s);
+    braid__io_unref(s);
     return;
   case BRAID__U_UD_ACCEPT:
     braid__ur_accept_cqe(u, s, res, cflags);
@@ -834,156 +650,12 @@ static void braid__ur_wake(braid__uring *u, int32_t res, uint32_t cflags) {
 }
 
 static void braid__uring_wakeup(braid_reactor_t *r) {
-  braid__uring *u = braid__ur(r);
-  uint64_t one = 1;
-  ssize_t n;
-  do
-    n = write(u->wake_fd, &one, sizeof one);
-  while (n < 0 && errno == EINTR);
+  braid__posix_wake(braid__ur(r)->wake_fd);
 }
 
 /* ------------------------------------------------------------------------
  * init / destroy
  * ------------------------------------------------------------------------ */
-
-static void braid__ur_unmap(braid__uring *u) {
-  /* The ring first: once it is gone no request can touch the buffers. */
-  if (u->fd >= 0)
-    close(u->fd);
-  braid__ubr *rings[2] = {&u->sbr, &u->dbr};
-  for (int i = 0; i < 2; i++) {
-    if (rings[i]->bufs != NULL)
-      munmap(rings[i]->bufs, rings[i]->n * rings[i]->size);
-    if (rings[i]->br != NULL)
-      munmap(rings[i]->br, rings[i]->n * sizeof(struct io_uring_buf));
-  }
-  if (u->sqes != NULL)
-    munmap(u->sqes, u->sqes_sz);
-  if (u->sq_ring != NULL)
-    munmap(u->sq_ring, u->sq_ring_sz);
-  if (u->wake_fd >= 0)
-    close(u->wake_fd);
-}
-
-/* Why init failed, for the log: the reactor falls back to epoll. */
-static int braid__ur_fail(braid__uring *u, const char *what, int err) {
-  braid_reactor_log(u->r, BRAID_LOG_INFO, "uring", "%s: %s", what,
-                    err ? strerror(err) : "not supported by this kernel");
-  return err ? braid__translate_sys_error(err) : BRAID_ENOTSUP;
-}
-
-/* The opcodes braid issues; all exist since Linux 5.6. */
-static const uint8_t braid__ur_opcodes[] = {
-    IORING_OP_RECV,     IORING_OP_SEND,        IORING_OP_READ,
-    IORING_OP_WRITEV,   IORING_OP_SENDMSG,     IORING_OP_RECVMSG,
-    IORING_OP_ACCEPT,   IORING_OP_CONNECT,     IORING_OP_CLOSE,
-    IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL};
-
-static int braid__ur_probe(braid__uring *u) {
-  size_t sz =
-      sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
-  struct io_uring_probe *p = braid_calloc(1, sz);
-  if (p == NULL)
-    return BRAID_ENOMEM;
-  int rc = 0;
-  if (braid__ur_register(u->fd, IORING_REGISTER_PROBE, p, 256) < 0) {
-    rc = braid__ur_fail(u, "IORING_REGISTER_PROBE", errno);
-  } else {
-    for (size_t i = 0; i < sizeof braid__ur_opcodes; i++) {
-      unsigned op = braid__ur_opcodes[i];
-      if (op > p->last_op || op >= p->ops_len ||
-          !(p->ops[op].flags & IO_URING_OP_SUPPORTED)) {
-        braid_reactor_log(u->r, BRAID_LOG_INFO, "uring",
-                          "opcode %u not supported", op);
-        rc = BRAID_ENOTSUP;
-        break;
-      }
-    }
-  }
-  braid_free(p);
-  return rc;
-}
-
-static int braid__ur_map(braid__uring *u, const struct io_uring_params *p) {
-  size_t sq = p->sq_off.array + p->sq_entries * sizeof(unsigned);
-  size_t cq = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
-  u->sq_ring_sz = sq > cq ? sq : cq;
-  void *ring = mmap(NULL, u->sq_ring_sz, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQ_RING);
-  if (ring == MAP_FAILED)
-    return braid__ur_fail(u, "mmap(SQ/CQ ring)", errno);
-  u->sq_ring = ring;
-  u->sqes_sz = p->sq_entries * sizeof(struct io_uring_sqe);
-  void *sqes = mmap(NULL, u->sqes_sz, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_POPULATE, u->fd, IORING_OFF_SQES);
-  if (sqes == MAP_FAILED)
-    return braid__ur_fail(u, "mmap(SQEs)", errno);
-  u->sqes = sqes;
-  char *b = ring;
-  u->sq_head = (braid__aidx *)(void *)(b + p->sq_off.head);
-  u->sq_tail = (braid__aidx *)(void *)(b + p->sq_off.tail);
-  u->sq_flags = (braid__aidx *)(void *)(b + p->sq_off.flags);
-  u->sq_mask = *(unsigned *)(void *)(b + p->sq_off.ring_mask);
-  u->sq_entries = *(unsigned *)(void *)(b + p->sq_off.ring_entries);
-  u->sq_local = atomic_load_explicit(u->sq_tail, memory_order_relaxed);
-  /* The SQ array maps ring slots to SQEs; identity, set once. */
-  unsigned *array = (unsigned *)(void *)(b + p->sq_off.array);
-  for (unsigned i = 0; i < u->sq_entries; i++)
-    array[i] = i;
-  u->cq_head = (braid__aidx *)(void *)(b + p->cq_off.head);
-  u->cq_tail = (braid__aidx *)(void *)(b + p->cq_off.tail);
-  u->cq_mask = *(unsigned *)(void *)(b + p->cq_off.ring_mask);
-  u->cqes = (struct io_uring_cqe *)(void *)(b + p->cq_off.cqes);
-  return 0;
-}
-
-static int braid__ur_ring_init(braid__uring *u, braid__ubr *r, unsigned n,
-                               size_t size, uint16_t bgid) {
-  r->n = n; /* a power of two */
-  r->size = size;
-  r->bgid = bgid;
-  size_t rsz = n * sizeof(struct io_uring_buf);
-  void *br = mmap(NULL, rsz, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (br == MAP_FAILED)
-    return BRAID_ENOMEM;
-  r->br = br;
-  void *bufs = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (bufs == MAP_FAILED)
-    return BRAID_ENOMEM;
-  r->bufs = bufs;
-  struct io_uring_buf_reg reg;
-  memset(&reg, 0, sizeof reg);
-  reg.ring_addr = (uint64_t)(uintptr_t)br;
-  reg.ring_entries = n;
-  reg.bgid = bgid;
-  if (braid__ur_register(u->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
-    return braid__ur_fail(u, "IORING_REGISTER_PBUF_RING (Linux 5.19)", errno);
-  r->tail =
-      (_Atomic uint16_t *)(void *)((char *)br +
-                                   offsetof(struct io_uring_buf_ring, tail));
-  r->local = 0;
-  for (unsigned i = 0; i < n; i++)
-    braid__ur_buf_put(r, i);
-  return 0;
-}
-
-static int braid__ur_bufs(braid__uring *u) {
-  /* The rings must be page-aligned; mmap gives that. The buffers are
-   * mapped too, so pages never written stay uncommitted. The kernel takes
-   * buffers in ring order, so a busy reactor touches all of them: 64 x 16
-   * KiB = 1 MiB resident at most for streams (64 x 64 KiB made a 10 MB
-   * echo leave 4 MiB resident, against 64 KiB for the readiness engine's
-   * one buffer), and 8 x 64 KiB = 512 KiB for datagrams, only once UDP is
-   * used. Idle sockets hold none. */
-  int rc = braid__ur_ring_init(u, &u->sbr, BRAID__URING_NBUF,
-                               BRAID__URING_BUFSZ, BRAID__URING_BGID);
-  if (rc == 0)
-    rc = braid__ur_ring_init(u, &u->dbr, BRAID__URING_DNBUF,
-                             BRAID__URING_DBUFSZ, BRAID__URING_DBGID);
-  return rc;
-}
 
 static int braid__uring_init(braid_reactor_t *r, const char *name) {
   BRAID__UNUSED(name);
@@ -993,36 +665,8 @@ static int braid__uring_init(braid_reactor_t *r, const char *name) {
   u->r = r;
   u->fd = -1;
   u->wake_fd = -1;
-  u->sig_slot = -1;
-  struct io_uring_params p;
-  memset(&p, 0, sizeof p);
-  /* CQSIZE: room for a burst of completions. SUBMIT_ALL (5.18): one bad
-   * SQE does not hold back the rest. COOP_TASKRUN + TASKRUN_FLAG (5.19):
-   * no interrupts to run completion work while we are busy; the kernel
-   * sets IORING_SQ_TASKRUN instead and we enter when we next look. */
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
-            IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-  p.cq_entries = BRAID__URING_CQ;
-  int rc;
-  u->fd = braid__ur_setup(BRAID__URING_SQ, &p);
-  if (u->fd < 0) {
-    /* ENOSYS: no io_uring; EPERM: io_uring_disabled or seccomp; EINVAL:
-     * a kernel older than 5.19 refusing the flags. */
-    rc = braid__ur_fail(u, "io_uring_setup", errno);
-    if (rc == BRAID_EINVAL)
-      rc = BRAID_ENOTSUP;
-    goto fail;
-  }
-  u->features = p.features;
-  const unsigned need = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP |
-                        IORING_FEAT_SUBMIT_STABLE | IORING_FEAT_FAST_POLL |
-                        IORING_FEAT_EXT_ARG;
-  if ((p.features & need) != need) {
-    rc = braid__ur_fail(u, "features EXT_ARG/FAST_POLL/NODROP", 0);
-    goto fail;
-  }
-  if ((rc = braid__ur_map(u, &p)) < 0 || (rc = braid__ur_probe(u)) < 0 ||
-      (rc = braid__ur_bufs(u)) < 0)
+  int rc = braid__ur_open(u);
+  if (rc < 0)
     goto fail;
   u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (u->wake_fd < 0) {
@@ -1035,7 +679,9 @@ static int braid__uring_init(braid_reactor_t *r, const char *name) {
   return 0;
 fail:
   r->io_state = NULL;
-  braid__ur_unmap(u);
+  braid__ur_close(u);
+  if (u->wake_fd >= 0)
+    close(u->wake_fd);
   braid_free(u);
   return rc;
 }
@@ -1046,7 +692,8 @@ static void braid__uring_destroy(braid_reactor_t *r) {
    * no handler writes to wake_fd any more. */
   /* Closing the ring cancels the wakeup poll; the buffers are unmapped
    * after it, once the kernel no longer references them. */
-  braid__ur_unmap(u);
+  braid__ur_close(u);
+  close(u->wake_fd);
   while (u->parked != NULL) { /* none: their listeners were closed */
     braid__parked *k = u->parked;
     u->parked = k->next;
@@ -1077,15 +724,8 @@ static int braid__uring_backend_fd(const braid_reactor_t *r) {
  * (IORING_SQ_TASKRUN). */
 static int braid__uring_pending(const braid_reactor_t *r) {
   braid__uring *u = r->io_state;
-  if (u->closing != NULL || u->close_wait != NULL || u->cancelled != NULL)
-    return 1;
-  if (u->sq_local != atomic_load_explicit(u->sq_head, memory_order_acquire))
-    return 1;
-  if (atomic_load_explicit(u->sq_flags, memory_order_relaxed) &
-      IORING_SQ_TASKRUN)
-    return 1;
-  return atomic_load_explicit(u->cq_tail, memory_order_acquire) !=
-         atomic_load_explicit(u->cq_head, memory_order_relaxed);
+  return braid__io_busy(r) || u->close_wait != NULL ||
+         braid__ur_ring_pending(u);
 }
 
 /* ------------------------------------------------------------------------
@@ -1099,46 +739,14 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
   /* Closes that found the SQ full. */
   while (u->close_wait != NULL && braid__ur_space(u) >= BRAID__U_CLOSE_SQES) {
     braid__sock *s = u->close_wait;
-    u->close_wait = s->next_closing_;
+    u->close_wait = braid__us(s)->close_next;
     braid__ur_close_queue(u, s);
   }
-  unsigned cq_ready = atomic_load_explicit(u->cq_tail, memory_order_acquire) -
-                      atomic_load_explicit(u->cq_head, memory_order_relaxed);
-  if (u->closing != NULL || cq_ready > 0 || u->close_wait != NULL ||
-      u->cancelled != NULL)
+  unsigned cq_ready = braid__ur_cq_ready(u);
+  timeout_ns = braid__io_wait_begin(r, timeout_ns);
+  if (cq_ready > 0 || u->close_wait != NULL)
     timeout_ns = 0;
-  atomic_store_explicit(u->sq_tail, u->sq_local, memory_order_release);
-  unsigned to_submit =
-      u->sq_local - atomic_load_explicit(u->sq_head, memory_order_acquire);
-  unsigned flags = 0, min_complete = 0;
-  struct __kernel_timespec ts;
-  struct io_uring_getevents_arg arg;
-  const void *argp = NULL;
-  size_t argsz = 0;
-  if (timeout_ns != 0) {
-    flags |= IORING_ENTER_GETEVENTS;
-    min_complete = 1;
-    if (timeout_ns > 0) {
-      ts.tv_sec = timeout_ns / 1000000000;
-      ts.tv_nsec = timeout_ns % 1000000000;
-      memset(&arg, 0, sizeof arg);
-      arg.ts = (uint64_t)(uintptr_t)&ts;
-      flags |= IORING_ENTER_EXT_ARG;
-      argp = &arg;
-      argsz = sizeof arg;
-    }
-  } else if (atomic_load_explicit(u->sq_flags, memory_order_relaxed) &
-             (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) {
-    /* Completions waiting as task work or in the overflow list. */
-    flags |= IORING_ENTER_GETEVENTS;
-  }
-  if (to_submit > 0 || flags != 0) {
-    int rc =
-        braid__ur_enter(u->fd, to_submit, min_complete, flags, argp, argsz);
-    if (rc < 0 && errno != ETIME && errno != EINTR && errno != EBUSY &&
-        errno != EAGAIN)
-      return braid__translate_sys_error(errno);
-  }
+  int err = braid__ur_submit_wait(u, timeout_ns);
   /* Callbacks (and the timers they start) see the time after the wait,
    * not the time before it. */
   braid_reactor_update_time(u->r);
@@ -1158,27 +766,9 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
     atomic_store_explicit(u->cq_head, head, memory_order_release);
     braid__ur_cqe(u, ud, res, cf);
   }
-  /* Held ops that were cancelled. */
-  while (u->cancelled != NULL) {
-    braid__op *op = u->cancelled;
-    u->cancelled = op->next_;
-    op->next_ = NULL;
-    braid__ur_local_done(u, op->sock, op, BRAID_ECANCELED);
-  }
-  /* Close callbacks, after every completion of their sockets. */
-  while (u->closing != NULL) {
-    braid__sock *s = u->closing;
-    u->closing = s->next_closing_;
-    if (u->closing == NULL)
-      u->closing_tail = NULL;
-    r->active_io--;
-    if (s->close_cb != NULL) {
-      r->depth++;
-      s->close_cb(s);
-      r->depth--;
-    }
-  }
-  return 0;
+  /* Deferred ops, cancelled ops and close callbacks (core/io.c). */
+  braid__io_wait_end(r);
+  return err;
 }
 
 /* ------------------------------------------------------------------------
@@ -1194,24 +784,8 @@ static int braid__uring_wait(braid_reactor_t *r, int64_t timeout_ns) {
  * tries only with nothing of its own queued or in flight, so this cannot
  * overtake an earlier datagram. */
 static intptr_t braid__ur_try_sendto(braid__sock *s, braid__op *op) {
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  mh.msg_iov = (struct iovec *)(void *)op->u.write.bufs;
-  mh.msg_iovlen = op->u.write.nbufs;
-  if (op->addr != NULL && op->addrlen > 0) {
-    mh.msg_name = op->addr;
-    mh.msg_namelen = (socklen_t)op->addrlen;
-  }
-  for (;;) {
-    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w >= 0)
-      return w;
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return 0;
-    return braid__translate_sys_error(errno);
-  }
+  intptr_t st = braid__posix_sendto(s->fd, op);
+  return st == BRAID_EAGAIN ? 0 : st;
 }
 
 /* CONNECT on a datagram socket only sets the default peer and its filter:
@@ -1226,56 +800,47 @@ static intptr_t braid__ur_dgram_connect(braid__sock *s, braid__op *op) {
   return rc == 0 ? 0 : braid__translate_sys_error(errno);
 }
 
-static intptr_t braid__uring_submit(braid__sock *s, braid__op *op) {
+static intptr_t braid__uring_start(braid__sock *s, braid__op *op) {
   braid__uring *u = braid__ur(s->reactor);
-  op->sock = s;
-  op->next_ = NULL;
-  if (s->flags_ & BRAID__U_CLOSING)
-    return BRAID_ECLOSED;
+  braid__uop *uo = braid__uo(op);
+  uo->msg = NULL;
+  uo->poll = 0;
   if (op->type == BRAID__OP_WRITE) {
     /* No synchronous writes here (no BRAID__CAP_TRY_WRITE). */
     if (op->flags & BRAID__OPF_TRY)
       return 0;
-    if (braid__write_trim(op) == 0)
+    if (braid__io_advance(op, 0) == 0)
       return (intptr_t)op->u.write.done;
   }
   if (op->type == BRAID__OP_SENDTO && op->u.write.nbufs > BRAID__URING_IOV_MAX)
     return BRAID_EMSGSIZE;
   if (op->type == BRAID__OP_SENDTO && (op->flags & BRAID__OPF_TRY))
     return braid__ur_try_sendto(s, op);
-  if (op->type == BRAID__OP_CONNECT && (s->flags_ & BRAID__U_DGRAM))
+  if (op->type == BRAID__OP_CONNECT && (braid__us(s)->flags & BRAID__U_DGRAM))
     return braid__ur_dgram_connect(s, op);
-  op->flags &= (uint8_t) ~(BRAID__U_OP_INFLIGHT | BRAID__U_OP_CANCEL |
-                           BRAID__U_OP_POLL | BRAID__OPF_TRUNCATED);
+  /* BRAID__OPF_DEFER needs nothing: an SQE queued now is submitted by the
+   * next wait(), and its completion handled by the one after. */
+  op->flags &= (uint8_t)~BRAID__OPF_TRUNCATED;
   if (op->type == BRAID__OP_ACCEPT && !u->no_mshot)
     return braid__ur_accept_submit(u, s, op);
   int rc = braid__ur_prep(u, s, op);
   if (rc < 0)
     return rc == BRAID_EAGAIN ? BRAID_ENOMEM : rc;
-  op->flags |= BRAID__U_OP_INFLIGHT;
   braid__ur_track(s, op);
-  s->pidx_++;
-  s->reactor->active_io++;
   return BRAID__PENDING;
 }
 
-static int braid__uring_cancel(braid__sock *s, braid__op *op) {
+static int braid__uring_abort(braid__sock *s, braid__op *op) {
   braid__uring *u = braid__ur(s->reactor);
-  if (!(op->flags & BRAID__U_OP_INFLIGHT) || op->sock != s)
-    return BRAID_EINVAL;
-  if (op->flags & BRAID__U_OP_CANCEL)
-    return 0;
-  if (s->rq_ == op) { /* a held accept: complete it from wait() */
-    s->rq_ = NULL;
-    op->flags |= BRAID__U_OP_CANCEL;
-    op->next_ = u->cancelled;
-    u->cancelled = op;
+  braid__usock *us = braid__us(s);
+  if (us->accept == op) { /* a held accept: complete it from wait() */
+    us->accept = NULL;
+    braid__io_cancelled(op);
     braid__ur_mshot_stop(u, s);
     return 0;
   }
   if (!braid__ur_reserve(u, 1))
     return BRAID_ENOMEM;
-  op->flags |= BRAID__U_OP_CANCEL;
   /* Matched by user_data: whatever SQE carries the op now (the op, or the
    * poll before a retry) is cancelled. */
   struct io_uring_sqe *sqe = braid__ur_sqe(u);
@@ -1290,37 +855,37 @@ static int braid__uring_cancel(braid__sock *s, braid__op *op) {
  * the descriptor number stays ours until every request on it is
  * cancelled, so a cancel cannot hit a socket that reused the number.
  * HARDLINK, since a cancel that found nothing (-ENOENT) must not sever the
- * chain. Each request is cancelled by its user_data (see wq_ above);
- * only a socket with untracked requests is cancelled by descriptor. */
+ * chain. Each request is cancelled by its user_data (see
+ * braid__usock.rop); only a socket with untracked requests is cancelled by
+ * descriptor. */
 static void braid__ur_close_queue(braid__uring *u, braid__sock *s) {
-  s->flags_ &= ~BRAID__U_CLOSE_WAIT;
-  if (s->pidx_ > 1) { /* ops in flight besides the CLOSE itself */
-    uint64_t ud[3];
-    unsigned n = 0;
-    if (!(s->flags_ & BRAID__U_UNTRACKED)) {
-      if (s->wq_ != NULL)
-        ud[n++] = (uint64_t)(uintptr_t)s->wq_;
-      if (s->wq_tail_ != NULL)
-        ud[n++] = (uint64_t)(uintptr_t)s->wq_tail_;
-      if (s->flags_ & BRAID__U_MSHOT)
-        ud[n++] = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
-    }
-    for (unsigned i = 0; i < n; i++) {
-      struct io_uring_sqe *sqe = braid__ur_sqe(u);
-      sqe->opcode = IORING_OP_ASYNC_CANCEL;
-      sqe->fd = -1;
-      sqe->addr = ud[i];
-      sqe->flags = IOSQE_IO_HARDLINK;
-      sqe->user_data = BRAID__U_UD_IGNORE;
-    }
-    if (s->flags_ & BRAID__U_UNTRACKED) {
-      struct io_uring_sqe *sqe = braid__ur_sqe(u);
-      sqe->opcode = IORING_OP_ASYNC_CANCEL;
-      sqe->fd = s->fd;
-      sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-      sqe->flags = IOSQE_IO_HARDLINK;
-      sqe->user_data = BRAID__U_UD_IGNORE;
-    }
+  braid__usock *us = braid__us(s);
+  us->flags &= ~BRAID__U_CLOSE_WAIT;
+  uint64_t ud[3];
+  unsigned n = 0;
+  if (!(us->flags & BRAID__U_UNTRACKED)) {
+    if (us->rop != NULL)
+      ud[n++] = (uint64_t)(uintptr_t)us->rop;
+    if (us->wop != NULL)
+      ud[n++] = (uint64_t)(uintptr_t)us->wop;
+    if (us->flags & BRAID__U_MSHOT)
+      ud[n++] = (uint64_t)(uintptr_t)s | BRAID__U_UD_ACCEPT;
+  }
+  for (unsigned i = 0; i < n; i++) {
+    struct io_uring_sqe *sqe = braid__ur_sqe(u);
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = ud[i];
+    sqe->flags = IOSQE_IO_HARDLINK;
+    sqe->user_data = BRAID__U_UD_IGNORE;
+  }
+  if (us->flags & BRAID__U_UNTRACKED) {
+    struct io_uring_sqe *sqe = braid__ur_sqe(u);
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = s->fd;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+    sqe->flags = IOSQE_IO_HARDLINK;
+    sqe->user_data = BRAID__U_UD_IGNORE;
   }
   struct io_uring_sqe *sqe = braid__ur_sqe(u);
   sqe->opcode = IORING_OP_CLOSE;
@@ -1329,18 +894,13 @@ static void braid__ur_close_queue(braid__uring *u, braid__sock *s) {
   s->fd = -1;
 }
 
-static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
+static void braid__uring_shut(braid__sock *s) {
   braid__uring *u = braid__ur(s->reactor);
-  if (s->flags_ & BRAID__U_CLOSING)
-    return;
-  s->flags_ |= BRAID__U_CLOSING;
-  s->close_cb = cb;
-  s->reactor->active_io++;
-  s->pidx_++;           /* the CLOSE */
-  if (s->rq_ != NULL) { /* a held accept */
-    s->rq_->next_ = u->cancelled;
-    u->cancelled = s->rq_;
-    s->rq_ = NULL;
+  braid__usock *us = braid__us(s);
+  braid__io_ref(s);         /* the CLOSE */
+  if (us->accept != NULL) { /* a held accept */
+    braid__io_cancelled(us->accept);
+    us->accept = NULL;
   }
   int fd;
   while ((fd = braid__ur_unpark(u, s)) >= 0)
@@ -1352,13 +912,13 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
    * instead of being refused, as it is after close(2) on the readiness
    * engine. shutdown(SHUT_RD) stops listening at once (Linux: the
    * listener leaves LISTEN, its backlog is reset, the ACCEPT fails). */
-  if (s->flags_ & BRAID__U_LISTEN)
+  if (us->flags & BRAID__U_LISTEN)
     (void)shutdown(s->fd, SHUT_RD);
   if (braid__ur_reserve(u, BRAID__U_CLOSE_SQES)) {
     braid__ur_close_queue(u, s);
   } else {
-    s->flags_ |= BRAID__U_CLOSE_WAIT;
-    s->next_closing_ = u->close_wait;
+    us->flags |= BRAID__U_CLOSE_WAIT;
+    us->close_next = u->close_wait;
     u->close_wait = s;
   }
 }
@@ -1369,15 +929,13 @@ static void braid__uring_close(braid__sock *s, braid__close_cb cb) {
 
 static int braid__uring_sock_adopt(braid_reactor_t *r, braid__sock *s,
                                    braid__fd fd) {
-  memset(s, 0, sizeof *s);
-  s->fd = fd;
-  s->reactor = r;
+  braid__io_sock_init(r, s, fd);
   int type = 0;
   socklen_t len = sizeof type;
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
-    s->flags_ |= BRAID__U_SOCKET;
+    braid__us(s)->flags |= BRAID__U_SOCKET;
     if (type == SOCK_DGRAM)
-      s->flags_ |= BRAID__U_DGRAM;
+      braid__us(s)->flags |= BRAID__U_DGRAM;
   }
   return 0;
 }
@@ -1385,7 +943,7 @@ static int braid__uring_sock_adopt(braid_reactor_t *r, braid__sock *s,
 static int braid__uring_sock_listen(braid__sock *s, int backlog) {
   int rc = braid__posix_sock_listen(s, backlog);
   if (rc == 0)
-    s->flags_ |= BRAID__U_LISTEN; /* see braid__uring_close */
+    braid__us(s)->flags |= BRAID__U_LISTEN; /* see braid__uring_shut */
   return rc;
 }
 
@@ -1398,13 +956,7 @@ static int braid__uring_sock_open(braid_reactor_t *r, braid__sock *s,
 }
 
 static int braid__uring_signal_watch(braid_reactor_t *r, int signo, int on) {
-  braid__uring *u = braid__ur(r);
-  return braid__sig_watch_fd(u->wake_fd, &u->sig_slot, &u->sig_refs, signo, on);
-}
-
-static unsigned braid__uring_signal_count(braid_reactor_t *r, int signo) {
-  BRAID__UNUSED(r);
-  return braid__sig_count(signo);
+  return braid__sig_watch(r, braid__ur(r)->wake_fd, signo, on);
 }
 
 const braid__io_ops braid__uring_io = {
@@ -1417,7 +969,7 @@ const braid__io_ops braid__uring_io = {
     .wait = braid__uring_wait,
     .wakeup = braid__uring_wakeup,
     .signal_watch = braid__uring_signal_watch,
-    .signal_count = braid__uring_signal_count,
+    .signal_count = braid__io_signal_count,
     .sock_open = braid__uring_sock_open,
     .sock_adopt = braid__uring_sock_adopt,
     .fd_close = braid__posix_fd_close,
@@ -1428,9 +980,12 @@ const braid__io_ops braid__uring_io = {
     .sock_getopt = braid__posix_sock_getopt,
     .sock_mcast = braid__posix_sock_mcast,
     .sock_shutdown = braid__posix_sock_shutdown,
-    .submit = braid__uring_submit,
-    .cancel = braid__uring_cancel,
-    .close = braid__uring_close,
+    .submit = braid__io_submit,
+    .cancel = braid__io_cancel,
+    .close = braid__io_close,
+    .start = braid__uring_start,
+    .abort = braid__uring_abort,
+    .shut = braid__uring_shut,
     .backend_fd = braid__uring_backend_fd,
     .pending = braid__uring_pending,
 };

@@ -9,8 +9,10 @@
  *     and completed through their callbacks;
  *   - close is deferred: the descriptor is closed at once, but pending ops
  *     are completed with BRAID_ECANCELED and the close callback runs at the
- *     end of the current wait(), so memory named in a batch of events stays
- *     valid until the batch is done. */
+ *     end of the current wait() (core/io.c), so memory named in a batch of
+ *     events stays valid until the batch is done.
+ * Per-socket state is braid__psock (engine.h), per-op state one queue link
+ * (braid__pop), both in the private storage of core/io.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,6 +23,9 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "platform/posix/engine.h"
@@ -42,7 +47,19 @@
 
 #define BRAID__IOV_MAX 64
 
-static braid__engine *braid__eng(braid_reactor_t *r) { return r->io_state; }
+/* An op's record in the engine: its link in the socket's queue. */
+typedef struct braid__pop {
+  braid__op *next;
+} braid__pop;
+BRAID__PRIV_FITS(braid__pop, braid__op);
+
+static braid__pop *braid__po(braid__op *op) {
+  return BRAID__PRIV(braid__pop, op);
+}
+
+static braid__engine *braid__eng(braid_reactor_t *r) {
+  return r->io_state;
+}
 
 static const braid__poller *const braid__pollers[] = {
 #if BRAID_HAVE_EPOLL
@@ -87,10 +104,11 @@ static int braid__wake_open(braid__engine *e) {
   e->wake.fd = p[0];
   e->wake_wfd = p[1];
 #endif
-  e->wake.reactor = e->r;
-  e->wake.flags_ = BRAID__F_WAKE;
-  e->wake.events_ = BRAID__S_WANT_READ;
-  e->wake.pidx_ = -1;
+  int rfd = e->wake.fd;
+  braid__io_sock_init(e->r, &e->wake, rfd);
+  braid__ps(&e->wake)->flags = BRAID__F_WAKE;
+  braid__ps(&e->wake)->events = BRAID__S_WANT_READ;
+  braid__ps(&e->wake)->slot = -1;
   return 0;
 }
 
@@ -105,17 +123,10 @@ static void braid__wake_close(braid__engine *e) {
 
 static void braid__posix_wakeup(braid_reactor_t *r) {
   braid__engine *e = braid__eng(r);
-  if (e->poller_wakes) {
+  if (e->poller_wakes)
     e->poller->wake(e);
-    return;
-  }
-  uint64_t one = 1;
-  /* EAGAIN means the counter or pipe is already non-empty: the loop will
-   * wake anyway. */
-  ssize_t n;
-  do
-    n = write(e->wake_wfd, &one, sizeof one);
-  while (n < 0 && errno == EINTR);
+  else
+    braid__posix_wake(e->wake_wfd);
 }
 
 static void braid__wake_drain(braid__engine *e) {
@@ -168,7 +179,6 @@ static int braid__posix_init(braid_reactor_t *r, const char *name) {
     braid_free(e);
     return BRAID_ENOMEM;
   }
-  e->sig_slot = -1;
   e->wake.fd = -1;
   e->wake_wfd = -1;
   r->io_state = e;
@@ -218,13 +228,14 @@ static int braid__posix_backend_fd(const braid_reactor_t *r) {
 /* A socket error the poller reported (braid__engine_sock_error), taken
  * once like SO_ERROR: the kernel's copy may already be gone. */
 static intptr_t braid__take_sock_error(braid__sock *s) {
-  int err = s->err_;
-  s->err_ = 0;
+  int err = braid__ps(s)->err;
+  braid__ps(s)->err = 0;
   return braid__translate_sys_error(err);
 }
 
 static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   braid__engine *e = s->reactor->io_state;
+  braid__psock *ps = braid__ps(s);
   int shared = op->u.read.base == NULL || op->u.read.base == e->rbuf;
   void *base = shared ? e->rbuf : op->u.read.base;
   size_t len = shared ? e->rbuf_len : op->u.read.len;
@@ -232,7 +243,7 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
     ssize_t n = read(s->fd, base, len);
     /* The end of input of a connection the poller saw fail: where the
      * poller consumed SO_ERROR (libkqueue), read() says only 0. */
-    if (n == 0 && s->err_ != 0)
+    if (n == 0 && ps->err != 0)
       return braid__take_sock_error(s);
     if (n >= 0) {
       if (shared) {
@@ -243,9 +254,9 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
        * next read would only say EAGAIN, so skip it. New data raises a new
        * edge (or a level event). Not after a hang-up: then the next read
        * returns the end of input, and no further edge will announce it. */
-      if ((size_t)n < len && n > 0 && (s->flags_ & BRAID__F_STREAM) &&
-          !(s->events_ & BRAID__S_HUP))
-        s->events_ &= ~BRAID__S_READABLE;
+      if ((size_t)n < len && n > 0 && (ps->flags & BRAID__F_STREAM) &&
+          !(ps->events & BRAID__S_HUP))
+        ps->events &= ~BRAID__S_READABLE;
       return n;
     }
     if (errno == EINTR)
@@ -256,35 +267,53 @@ static intptr_t braid__try_read(braid__sock *s, braid__op *op) {
   }
 }
 
+/* writev(2) has no MSG_NOSIGNAL: writing to a pipe whose reader is gone
+ * (a child that closed its stdin or died) raises SIGPIPE, which kills an
+ * application that did not ignore it. Block it around the call and
+ * swallow the one the call raised, as for sendfile below; the write then
+ * fails with EPIPE like a socket's. */
+static ssize_t braid__writev_nosigpipe(int fd, const struct iovec *iov,
+                                       int n) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t w = writev(fd, iov, n);
+  int err = errno;
+  if (w < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+    sigset_t pending;
+    struct timespec zero = {0, 0};
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+      sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = err;
+  return w;
+}
+
 /* Write as much of op's buffers as the kernel takes. The buffers are
- * advanced in place, so a partial write resumes where it stopped. */
+ * advanced in place (braid__io_advance), so a partial write resumes where
+ * it stopped. */
 static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
-  for (;;) {
+  braid__psock *ps = braid__ps(s);
+  size_t nb = braid__io_advance(op, 0); /* skip empty buffers */
+  while (nb > 0) {
     struct iovec iov[BRAID__IOV_MAX];
-    size_t n = 0;
-    braid__buf *b = op->u.write.bufs;
-    size_t nb = op->u.write.nbufs;
-    while (nb > 0 && b->len == 0) {
-      b++;
-      nb--;
-    }
-    op->u.write.bufs = b;
-    op->u.write.nbufs = nb;
-    if (nb == 0)
-      return (intptr_t)op->u.write.done;
+    size_t n = 0, asked = 0;
     for (; n < nb && n < BRAID__IOV_MAX; n++) {
-      iov[n].iov_base = b[n].base;
-      iov[n].iov_len = b[n].len;
+      iov[n].iov_base = op->u.write.bufs[n].base;
+      iov[n].iov_len = op->u.write.bufs[n].len;
+      asked += iov[n].iov_len;
     }
     ssize_t w;
-    if (s->flags_ & BRAID__F_SOCKET) {
+    if (ps->flags & BRAID__F_SOCKET) {
       struct msghdr mh;
       memset(&mh, 0, sizeof mh);
       mh.msg_iov = iov;
       mh.msg_iovlen = n;
       w = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
     } else {
-      w = writev(s->fd, iov, (int)n);
+      w = braid__writev_nosigpipe(s->fd, iov, (int)n);
     }
     if (w < 0) {
       if (errno == EINTR)
@@ -293,29 +322,14 @@ static intptr_t braid__try_write(braid__sock *s, braid__op *op) {
         return BRAID_EAGAIN;
       return braid__translate_sys_error(errno);
     }
-    op->u.write.done += (size_t)w;
-    size_t asked = 0;
-    for (size_t i = 0; i < n; i++)
-      asked += iov[i].iov_len;
-    size_t left = (size_t)w;
-    while (left > 0) {
-      size_t take = left < b->len ? left : b->len;
-      b->base = (char *)b->base + take;
-      b->len -= take;
-      left -= take;
-      if (b->len == 0) {
-        b++;
-        nb--;
-      }
-    }
-    op->u.write.bufs = b;
-    op->u.write.nbufs = nb;
+    nb = braid__io_advance(op, (size_t)w);
     /* A short write to a byte stream means its send buffer is full. */
-    if ((size_t)w < asked && (s->flags_ & BRAID__F_STREAM)) {
-      s->events_ &= ~BRAID__S_WRITABLE;
+    if ((size_t)w < asked && (ps->flags & BRAID__F_STREAM)) {
+      ps->events &= ~BRAID__S_WRITABLE;
       return nb == 0 ? (intptr_t)op->u.write.done : BRAID_EAGAIN;
     }
   }
+  return (intptr_t)op->u.write.done;
 }
 
 static intptr_t braid__try_accept(braid__sock *s, braid__op *op) {
@@ -350,12 +364,12 @@ static intptr_t braid__finish_connect(braid__sock *s) {
   socklen_t len = sizeof err;
   if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
     err = errno;
-  s->flags_ &= ~BRAID__F_CONNECTING;
+  braid__ps(s)->flags &= ~BRAID__F_CONNECTING;
   /* libkqueue reads SO_ERROR itself to fill in fflags, which clears it;
    * the poller passed it on (braid__engine_sock_error). */
-  if (err == 0 && s->err_ != 0)
+  if (err == 0 && braid__ps(s)->err != 0)
     return braid__take_sock_error(s);
-  s->err_ = 0;
+  braid__ps(s)->err = 0;
   return err == 0 ? 0 : braid__translate_sys_error(err);
 }
 
@@ -392,37 +406,8 @@ static intptr_t braid__try_recvfrom(braid__sock *s, braid__op *op) {
     /* An ICMP error on a connected datagram socket (ECONNREFUSED) that
      * the poller consumed with SO_ERROR: report it once, as the kernel
      * would have, and keep the socket. */
-    if ((errno == EAGAIN || errno == EWOULDBLOCK) && s->err_ != 0)
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && braid__ps(s)->err != 0)
       return braid__take_sock_error(s);
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return BRAID_EAGAIN;
-    return braid__translate_sys_error(errno);
-  }
-}
-
-static intptr_t braid__try_sendto(braid__sock *s, braid__op *op) {
-  struct iovec iov[BRAID__IOV_MAX];
-  size_t n = op->u.write.nbufs;
-  if (n > BRAID__IOV_MAX)
-    return BRAID_EMSGSIZE;
-  for (size_t i = 0; i < n; i++) {
-    iov[i].iov_base = op->u.write.bufs[i].base;
-    iov[i].iov_len = op->u.write.bufs[i].len;
-  }
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  mh.msg_iov = iov;
-  mh.msg_iovlen = n;
-  if (op->addr != NULL && op->addrlen > 0) {
-    mh.msg_name = op->addr;
-    mh.msg_namelen = (socklen_t)op->addrlen;
-  }
-  for (;;) {
-    ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-    if (w >= 0)
-      return w;
-    if (errno == EINTR)
-      continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return BRAID_EAGAIN;
     return braid__translate_sys_error(errno);
@@ -445,7 +430,7 @@ static intptr_t braid__try_sendfile_(braid__sock *s, braid__op *op) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        s->events_ &= ~BRAID__S_WRITABLE;
+        braid__ps(s)->events &= ~BRAID__S_WRITABLE;
         return BRAID_EAGAIN;
       }
       return braid__translate_sys_error(errno);
@@ -494,7 +479,7 @@ static intptr_t braid__try(braid__sock *s, braid__op *op) {
   case BRAID__OP_RECVFROM:
     return braid__try_recvfrom(s, op);
   case BRAID__OP_SENDTO:
-    return braid__try_sendto(s, op);
+    return braid__posix_sendto(s->fd, op);
 #if BRAID_HAVE_SENDFILE
   case BRAID__OP_SENDFILE:
     return braid__try_sendfile(s, op);
@@ -515,58 +500,39 @@ static int braid__is_read_op(const braid__op *op) {
 static void braid__interest(braid__engine *e, braid__sock *s) {
   if (e->poller->caps & BRAID__POLL_EDGE)
     return;
-  unsigned want = (s->rq_ ? BRAID__S_WANT_READ : 0) |
-                  (s->wq_ ? BRAID__S_WANT_WRITE : 0);
-  unsigned have = s->events_ & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
+  braid__psock *ps = braid__ps(s);
+  unsigned want =
+      (ps->rq ? BRAID__S_WANT_READ : 0) | (ps->wq ? BRAID__S_WANT_WRITE : 0);
+  unsigned have = ps->events & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
   if (want != have) {
-    s->events_ = (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) |
-                 want;
+    ps->events =
+        (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
     e->poller->update(e, s);
   }
 }
 
 static void braid__enqueue(braid__sock *s, braid__op *op) {
-  op->next_ = NULL;
+  braid__psock *ps = braid__ps(s);
+  braid__po(op)->next = NULL;
   if (braid__is_read_op(op)) {
-    braid__op **p = &s->rq_;
+    braid__op **p = &ps->rq;
     while (*p != NULL)
-      p = &(*p)->next_;
+      p = &braid__po(*p)->next;
     *p = op;
   } else {
-    if (s->wq_ == NULL)
-      s->wq_ = op;
+    if (ps->wq == NULL)
+      ps->wq = op;
     else
-      s->wq_tail_->next_ = op;
-    s->wq_tail_ = op;
+      braid__po(ps->wq_tail)->next = op;
+    ps->wq_tail = op;
   }
-  s->reactor->active_io++;
 }
 
-/* The ready list: push at the head, leave from anywhere in O(1). */
-static void braid__ready_push(braid__sock **head, braid__sock *s) {
-  s->next_closing_ = *head;
-  if (*head != NULL)
-    (*head)->pprev_ = &s->next_closing_;
-  *head = s;
-  s->pprev_ = head;
-}
-
-static void braid__ready_unlink(braid__sock *s) {
-  *s->pprev_ = s->next_closing_;
-  if (s->next_closing_ != NULL)
-    s->next_closing_->pprev_ = s->pprev_;
-  s->next_closing_ = NULL;
-  s->pprev_ = NULL;
-}
-
-static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
+static intptr_t braid__posix_start(braid__sock *s, braid__op *op) {
   braid__engine *e = braid__eng(s->reactor);
-  op->sock = s;
-  if (s->flags_ & BRAID__F_CLOSING)
-    return BRAID_ECLOSED;
-  intptr_t st;
+  braid__psock *ps = braid__ps(s);
   if (op->type == BRAID__OP_CONNECT) {
-    if (s->flags_ & BRAID__F_CONNECTING)
+    if (ps->flags & BRAID__F_CONNECTING)
       return BRAID_EALREADY;
     int rc;
     do
@@ -576,44 +542,28 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
       return 0;
     if (errno != EINPROGRESS)
       return braid__translate_sys_error(errno);
-    s->flags_ |= BRAID__F_CONNECTING;
-    s->events_ &= ~BRAID__S_WRITABLE;
+    ps->flags |= BRAID__F_CONNECTING;
+    ps->events &= ~BRAID__S_WRITABLE;
     braid__enqueue(s, op);
     braid__interest(e, s);
     return BRAID__PENDING;
   }
-  if (op->flags & BRAID__OPF_DEFER) {
-    braid__enqueue(s, op);
-    unsigned bit = braid__is_read_op(op) ? BRAID__S_READABLE
-                                         : BRAID__S_WRITABLE;
-    if ((s->events_ & bit) && !(s->flags_ & BRAID__F_ON_READY)) {
-      /* Ready now, and an edge poller will not say so again: retry it
-       * from the next wait(). */
-      s->flags_ |= BRAID__F_ON_READY;
-      braid__ready_push(&e->ready, s);
-    }
-    braid__interest(e, s);
-    return BRAID__PENDING;
-  }
-  if (braid__is_read_op(op)) {
-    if (s->rq_ == NULL && (s->events_ & BRAID__S_READABLE)) {
-      st = braid__try(s, op);
-      if (st != BRAID_EAGAIN)
-        return st;
-      s->events_ &= ~BRAID__S_READABLE;
-    }
-  } else {
-    if (s->wq_ == NULL && (s->events_ & BRAID__S_WRITABLE)) {
-      st = braid__try(s, op);
-      if (st == BRAID_EAGAIN)
-        s->events_ &= ~BRAID__S_WRITABLE;
-      if (op->flags & BRAID__OPF_TRY)
-        return st == BRAID_EAGAIN ? (intptr_t)op->u.write.done : st;
-      if (st != BRAID_EAGAIN)
-        return st;
-    } else if (op->flags & BRAID__OPF_TRY) {
-      return 0;
-    }
+  int reads = braid__is_read_op(op);
+  unsigned bit = reads ? BRAID__S_READABLE : BRAID__S_WRITABLE;
+  if ((reads ? ps->rq : ps->wq) == NULL && (ps->events & bit)) {
+    /* Ready now, and an edge poller will not say so again: core retries
+     * it from the next wait(). */
+    if (op->flags & BRAID__OPF_DEFER)
+      return BRAID__LATER;
+    intptr_t st = braid__try(s, op);
+    if (st == BRAID_EAGAIN)
+      ps->events &= ~bit;
+    if (op->flags & BRAID__OPF_TRY)
+      return st == BRAID_EAGAIN ? (intptr_t)op->u.write.done : st;
+    if (st != BRAID_EAGAIN)
+      return st;
+  } else if (op->flags & BRAID__OPF_TRY) {
+    return 0;
   }
   braid__enqueue(s, op);
   braid__interest(e, s);
@@ -622,13 +572,13 @@ static intptr_t braid__posix_submit(braid__sock *s, braid__op *op) {
 
 static int braid__unlink(braid__op **head, braid__op **tail, braid__op *op) {
   braid__op *prev = NULL;
-  for (braid__op *p = *head; p != NULL; prev = p, p = p->next_) {
+  for (braid__op *p = *head; p != NULL; prev = p, p = braid__po(p)->next) {
     if (p != op)
       continue;
     if (prev == NULL)
-      *head = p->next_;
+      *head = braid__po(p)->next;
     else
-      prev->next_ = p->next_;
+      braid__po(prev)->next = braid__po(p)->next;
     if (tail != NULL && *tail == op)
       *tail = prev;
     return 1;
@@ -636,50 +586,42 @@ static int braid__unlink(braid__op **head, braid__op **tail, braid__op *op) {
   return 0;
 }
 
-static int braid__posix_cancel(braid__sock *s, braid__op *op) {
-  braid__engine *e = braid__eng(s->reactor);
-  if (!braid__unlink(&s->rq_, NULL, op) &&
-      !braid__unlink(&s->wq_, &s->wq_tail_, op))
+static int braid__posix_abort(braid__sock *s, braid__op *op) {
+  braid__psock *ps = braid__ps(s);
+  if (!braid__unlink(&ps->rq, NULL, op) &&
+      !braid__unlink(&ps->wq, &ps->wq_tail, op))
     return BRAID_EINVAL;
   if (op->type == BRAID__OP_CONNECT)
-    s->flags_ &= ~BRAID__F_CONNECTING;
-  /* The op stays counted in active_io until its completion runs. */
-  op->next_ = e->cancelled;
-  e->cancelled = op;
-  braid__interest(e, s);
+    ps->flags &= ~BRAID__F_CONNECTING;
+  braid__io_cancelled(op);
+  braid__interest(braid__eng(s->reactor), s);
   return 0;
 }
 
 /* Retry the queued ops of one direction while the socket stays ready. A
- * callback may close s: the CLOSING flag stops the loop. */
+ * callback may close s: closing_ stops the loop. */
 static void braid__run_queue(braid__sock *s, int reads) {
+  braid__psock *ps = braid__ps(s);
   unsigned bit = reads ? BRAID__S_READABLE : BRAID__S_WRITABLE;
-  while (!(s->flags_ & BRAID__F_CLOSING) && (s->events_ & bit)) {
-    braid__op *op = reads ? s->rq_ : s->wq_;
+  while (!s->closing_ && (ps->events & bit)) {
+    braid__op *op = reads ? ps->rq : ps->wq;
     if (op == NULL)
-      break;
-    /* Deferred by a callback of this pass: the ready list runs it, so the
-     * pass ends here and other sockets get their turn. */
-    if ((op->flags & BRAID__OPF_DEFER) && (s->flags_ & BRAID__F_ON_READY))
       break;
     intptr_t st = braid__try(s, op);
     if (st == BRAID_EAGAIN) {
-      s->events_ &= ~bit;
+      ps->events &= ~bit;
       break;
     }
     if (reads)
-      s->rq_ = op->next_;
-    else if ((s->wq_ = op->next_) == NULL)
-      s->wq_tail_ = NULL;
-    s->reactor->active_io--;
-    s->reactor->depth++;
-    op->cb(op, st);
-    s->reactor->depth--;
+      ps->rq = braid__po(op)->next;
+    else if ((ps->wq = braid__po(op)->next) == NULL)
+      ps->wq_tail = NULL;
+    braid__io_complete(op, st);
   }
 }
 
 void braid__engine_sock_error(braid__sock *s, int syserr) {
-  s->err_ = syserr; /* the latest, as SO_ERROR would hold */
+  braid__ps(s)->err = syserr; /* the latest, as SO_ERROR would hold */
 }
 
 void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
@@ -690,13 +632,14 @@ void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
     braid_reactor_update_time(e->r);
     e->time_fresh = 1;
   }
-  if (s->flags_ & BRAID__F_CLOSING)
+  braid__psock *ps = braid__ps(s);
+  if (s->closing_)
     return; /* closed by an earlier callback in this batch */
-  if (s->flags_ & BRAID__F_WAKE) {
+  if (ps->flags & BRAID__F_WAKE) {
     braid__wake_drain(e);
     return;
   }
-  if (s->flags_ & BRAID__F_WATCH) {
+  if (ps->flags & BRAID__F_WATCH) {
     braid__posix_watch *w = braid__container_of(s, braid__posix_watch, sock_);
     unsigned got = 0;
     if (ev & BRAID__EV_READ)
@@ -713,71 +656,27 @@ void braid__engine_ready(braid__engine *e, braid__sock *s, unsigned ev) {
     return;
   }
   if (ev & (BRAID__EV_READ | BRAID__EV_ERROR | BRAID__EV_HUP))
-    s->events_ |= BRAID__S_READABLE;
+    ps->events |= BRAID__S_READABLE;
   if (ev & (BRAID__EV_HUP | BRAID__EV_ERROR))
-    s->events_ |= BRAID__S_HUP;
+    ps->events |= BRAID__S_HUP;
   if (ev & (BRAID__EV_WRITE | BRAID__EV_ERROR))
-    s->events_ |= BRAID__S_WRITABLE;
+    ps->events |= BRAID__S_WRITABLE;
   braid__run_queue(s, 0);
   braid__run_queue(s, 1);
-  if (!(s->flags_ & BRAID__F_CLOSING))
+  if (!s->closing_)
     braid__interest(e, s);
-}
-
-/* Complete cancelled ops and closed sockets, after a batch of events. */
-static void braid__engine_finish(braid__engine *e) {
-  braid_reactor_t *r = e->r;
-  while (e->cancelled != NULL || e->closing != NULL) {
-    while (e->cancelled != NULL) {
-      braid__op *op = e->cancelled;
-      e->cancelled = op->next_;
-      r->active_io--;
-      r->depth++;
-      op->cb(op, BRAID_ECANCELED);
-      r->depth--;
-    }
-    if (e->closing != NULL) {
-      braid__sock *s = e->closing;
-      e->closing = s->next_closing_;
-      if (e->closing == NULL)
-        e->closing_tail = NULL;
-      r->active_io--;
-      if (s->close_cb != NULL) {
-        r->depth++;
-        s->close_cb(s);
-        r->depth--;
-      }
-    }
-  }
 }
 
 static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
   braid__engine *e = braid__eng(r);
-  if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
-    timeout_ns = 0;
-  e->time_fresh = 0;
-  /* Deferred ops on sockets already known to be ready, taken as a batch
-   * before polling: ops deferred by the callbacks of this wait(), the
-   * events' as well as the batch's own, wait for the next one, so that a
-   * stream that used up its read budget (core/stream.c) lets the timers
+  /* Ops deferred before this wait() (core/io.c) run after the events; ops
+   * deferred by the callbacks of this wait() wait for the next one, so that
+   * a stream that used up its read budget (core/stream.c) lets the timers
    * and the other sockets have their turn first. */
-  e->ready_run = e->ready;
-  if (e->ready_run != NULL)
-    e->ready_run->pprev_ = &e->ready_run;
-  e->ready = NULL;
+  timeout_ns = braid__io_wait_begin(r, timeout_ns);
+  e->time_fresh = 0;
   int rc = e->poller->wait(e, timeout_ns);
-  while (e->ready_run != NULL) {
-    braid__sock *s = e->ready_run;
-    braid__ready_unlink(s);
-    s->flags_ &= ~BRAID__F_ON_READY;
-    if (s->flags_ & BRAID__F_CLOSING)
-      continue;
-    braid__run_queue(s, 0);
-    braid__run_queue(s, 1);
-    if (!(s->flags_ & BRAID__F_CLOSING))
-      braid__interest(e, s);
-  }
-  braid__engine_finish(e);
+  braid__io_wait_end(r);
   return rc;
 }
 
@@ -786,22 +685,27 @@ static int braid__posix_wait(braid_reactor_t *r, int64_t timeout_ns) {
  * ------------------------------------------------------------------------ */
 
 static void braid__sock_prepare(braid_reactor_t *r, braid__sock *s, int fd) {
-  memset(s, 0, sizeof *s);
-  s->fd = fd;
-  s->reactor = r;
-  s->pidx_ = -1;
+  braid__io_sock_init(r, s, fd);
+  braid__psock *ps = braid__ps(s);
+  ps->slot = -1;
   /* Unknown readiness counts as ready: the first op tries the syscall. */
-  s->events_ = BRAID__S_READABLE | BRAID__S_WRITABLE;
+  ps->events = BRAID__S_READABLE | BRAID__S_WRITABLE;
   int type = 0;
   socklen_t len = sizeof type;
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
-    s->flags_ |= BRAID__F_SOCKET;
+    ps->flags |= BRAID__F_SOCKET;
     if (type == SOCK_STREAM)
-      s->flags_ |= BRAID__F_STREAM;
+      ps->flags |= BRAID__F_STREAM;
 #ifdef SO_NOSIGPIPE
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
+  } else {
+    /* A pipe is a byte stream too: a short read or write means empty or
+     * full. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+      ps->flags |= BRAID__F_STREAM;
   }
 }
 
@@ -826,53 +730,25 @@ static int braid__posix_sock_open(braid_reactor_t *r, braid__sock *s,
   return rc;
 }
 
-static void braid__posix_close(braid__sock *s, braid__close_cb cb) {
+static void braid__posix_shut(braid__sock *s) {
   braid__engine *e = braid__eng(s->reactor);
-  if (s->flags_ & BRAID__F_CLOSING)
-    return;
-  /* The ready list and the close list share the next_closing_ link. A
-   * socket still queued as ready must leave that list before it joins the
-   * close list: it may be on e->ready, or on e->ready_run when a callback
-   * run from the ready list closes another socket queued behind it.
-   * Relinking it in place would make wait() skip the sockets queued after
-   * it (their deferred reads would never run on an edge poller) and cut
-   * the close list short (their close callbacks would never run). pprev_
-   * makes leaving O(1) wherever it is: a walk to find it made closing N
-   * ready sockets cost O(N^2). */
-  if (s->flags_ & BRAID__F_ON_READY) {
-    braid__ready_unlink(s);
-    s->flags_ &= ~BRAID__F_ON_READY;
-  }
-  s->flags_ |= BRAID__F_CLOSING;
-  s->close_cb = cb;
+  braid__psock *ps = braid__ps(s);
   e->poller->del(e, s);
-  if (!(s->flags_ & BRAID__F_WATCH)) /* a watch's descriptor is borrowed */
+  if (!(ps->flags & BRAID__F_WATCH)) /* a watch's descriptor is borrowed */
     close(s->fd);
   s->fd = -1;
-  /* Pending ops complete with BRAID_ECANCELED before the close callback;
-   * they keep their active_io count until then. */
-  braid__op *tail = NULL;
-  for (braid__op *op = s->rq_; op != NULL; op = op->next_)
-    tail = op;
-  if (tail != NULL) {
-    tail->next_ = s->wq_;
-    s->wq_ = s->rq_;
+  /* Pending ops complete with BRAID_ECANCELED before the close callback
+   * (core/io.c). */
+  for (braid__op *op = ps->rq, *next; op != NULL; op = next) {
+    next = braid__po(op)->next;
+    braid__io_cancelled(op);
   }
-  for (braid__op *op = s->wq_; op != NULL;) {
-    braid__op *next = op->next_;
-    op->next_ = e->cancelled;
-    e->cancelled = op;
-    op = next;
+  for (braid__op *op = ps->wq, *next; op != NULL; op = next) {
+    next = braid__po(op)->next;
+    braid__io_cancelled(op);
   }
-  s->rq_ = s->wq_ = s->wq_tail_ = NULL;
-  s->next_closing_ = NULL;
-  /* Append, so close callbacks run in the order closes were asked. */
-  if (e->closing_tail != NULL)
-    e->closing_tail->next_closing_ = s;
-  else
-    e->closing = s;
-  e->closing_tail = s;
-  s->reactor->active_io++;
+  ps->rq = ps->wq = ps->wq_tail = NULL;
+  ps->flags &= ~BRAID__F_CONNECTING;
 }
 
 static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
@@ -886,17 +762,12 @@ static int braid__posix_signal_watch(braid_reactor_t *r, int signo, int on) {
     if (rc < 0)
       return rc;
   }
-  return braid__sig_watch(e, signo, on);
-}
-
-static unsigned braid__posix_signal_count(braid_reactor_t *r, int signo) {
-  BRAID__UNUSED(r);
-  return braid__sig_count(signo);
+  return braid__sig_watch(r, e->wake_wfd, signo, on);
 }
 
 static int braid__posix_pending(const braid_reactor_t *r) {
   const braid__engine *e = r->io_state;
-  if (e->cancelled != NULL || e->closing != NULL || e->ready != NULL)
+  if (braid__io_busy(r))
     return 1;
   return e->poller->pending != NULL && e->poller->pending(e);
 }
@@ -922,15 +793,14 @@ int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
     return BRAID_ENOTSUP;
   braid__engine *e = braid__eng(r);
   braid__sock *s = &w->sock_;
-  memset(s, 0, sizeof *s);
-  s->fd = fd;
-  s->reactor = r;
-  s->pidx_ = -1;
+  braid__io_sock_init(r, s, fd);
+  braid__psock *ps = braid__ps(s);
+  ps->slot = -1;
   /* Level-triggered for the interest set: the owner (GLib) may leave the
    * descriptor ready across iterations and expects to hear so again, and
    * the engine may not probe a descriptor it does not own to find out. */
-  s->flags_ = BRAID__F_WATCH | BRAID__F_LEVEL;
-  s->events_ = braid__watch_want(events);
+  ps->flags = BRAID__F_WATCH | BRAID__F_LEVEL;
+  ps->events = braid__watch_want(events);
   w->cb_ = cb;
   w->stopped_ = NULL;
   struct stat st;
@@ -946,14 +816,15 @@ int braid__posix_watch_start(braid_reactor_t *r, braid__posix_watch *w, int fd,
 
 void braid__posix_watch_set(braid__posix_watch *w, unsigned events) {
   braid__sock *s = &w->sock_;
-  if (s->flags_ & BRAID__F_CLOSING)
+  braid__psock *ps = braid__ps(s);
+  if (s->closing_)
     return;
   unsigned want = braid__watch_want(events);
-  unsigned have = s->events_ & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
+  unsigned have = ps->events & (BRAID__S_WANT_READ | BRAID__S_WANT_WRITE);
   if (want == have)
     return;
-  s->events_ =
-      (s->events_ & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
+  ps->events =
+      (ps->events & ~(BRAID__S_WANT_READ | BRAID__S_WANT_WRITE)) | want;
   braid__engine *e = braid__eng(s->reactor);
   e->poller->update(e, s);
 }
@@ -966,7 +837,7 @@ static void braid__watch_closed(braid__sock *s) {
 
 void braid__posix_watch_stop(braid__posix_watch *w,
                              braid__posix_watch_stopped_cb stopped) {
-  if (w->sock_.flags_ & BRAID__F_CLOSING)
+  if (w->sock_.closing_)
     return;
   w->stopped_ = stopped;
   /* The owner closed the descriptor already and the number now names
@@ -980,13 +851,13 @@ void braid__posix_watch_stop(braid__posix_watch *w,
     w->sock_.fd = -1;
   /* The socket close path, which skips close(2) for a watch: the record
    * stays valid until the end of the wait that may still name it. */
-  braid__posix_close(&w->sock_, braid__watch_closed);
+  braid__io_close(&w->sock_, braid__watch_closed);
 }
 
 const braid__io_ops braid__posix_io = {
     .name = "posix",
     .caps = BRAID__CAP_SIGNALS | BRAID__CAP_UNIX | BRAID__CAP_EMBED_FD |
-            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE |
+            BRAID__CAP_TRY_WRITE | BRAID__POSIX_CAP_SENDFILE | BRAID__CAP_PIPE |
             BRAID__CAP_TRY_SENDTO,
     .init = braid__posix_init,
     .destroy = braid__posix_destroy,
@@ -994,7 +865,7 @@ const braid__io_ops braid__posix_io = {
     .wait = braid__posix_wait,
     .wakeup = braid__posix_wakeup,
     .signal_watch = braid__posix_signal_watch,
-    .signal_count = braid__posix_signal_count,
+    .signal_count = braid__io_signal_count,
     .sock_open = braid__posix_sock_open,
     .sock_adopt = braid__posix_sock_adopt,
     .fd_close = braid__posix_fd_close,
@@ -1005,9 +876,12 @@ const braid__io_ops braid__posix_io = {
     .sock_getopt = braid__posix_sock_getopt,
     .sock_mcast = braid__posix_sock_mcast,
     .sock_shutdown = braid__posix_sock_shutdown,
-    .submit = braid__posix_submit,
-    .cancel = braid__posix_cancel,
-    .close = braid__posix_close,
+    .submit = braid__io_submit,
+    .cancel = braid__io_cancel,
+    .close = braid__io_close,
+    .start = braid__posix_start,
+    .abort = braid__posix_abort,
+    .shut = braid__posix_shut,
     .backend_fd = braid__posix_backend_fd,
     .pending = braid__posix_pending,
 };

@@ -1,8 +1,9 @@
 /* The POSIX readiness engine: turns readiness (epoll, kqueue, poll) into the
  * completion-shaped I/O layer of core/io.h. A readiness poller is one small
  * file implementing braid__poller; everything else (trying syscalls first,
- * queues of pending operations, wakeups, signals, deferred closes) is here
- * once. */
+ * queues of pending operations, wakeups) is here once, and what every
+ * platform shares (deferred ops and closes, signals) in core/io.c and
+ * core/io_signal.c. */
 #ifndef BRAID_POSIX_ENGINE_H
 #define BRAID_POSIX_ENGINE_H
 
@@ -14,25 +15,23 @@
 #define BRAID__EV_ERROR 0x4u /* error or hang-up: wake both directions */
 #define BRAID__EV_HUP 0x8u   /* the peer shut down (EPOLLRDHUP, EV_EOF) */
 
-/* braid__sock.events_: what the engine believes and what it asked for. */
+/* braid__psock.events: what the engine believes and what it asked for. */
 #define BRAID__S_READABLE 0x01u   /* a read would not block (or unknown) */
 #define BRAID__S_WRITABLE 0x02u   /* a write would not block (or unknown) */
 #define BRAID__S_WANT_READ 0x04u  /* interest registered with a level poller */
 #define BRAID__S_WANT_WRITE 0x08u
 #define BRAID__S_HUP 0x10u        /* the poller saw the peer hang up */
 
-/* braid__sock.flags_ */
-#define BRAID__F_CLOSING 0x01u
+/* braid__psock.flags */
 #define BRAID__F_SOCKET 0x02u     /* a socket (sendmsg with MSG_NOSIGNAL) */
 #define BRAID__F_CONNECTING 0x04u
 #define BRAID__F_WAKE 0x08u       /* the engine's own wakeup descriptor */
-#define BRAID__F_ON_READY 0x20u   /* queued on the engine's ready list */
 #define BRAID__F_STREAM 0x10u     /* a byte stream: a short read or write
                                      means the kernel buffer is drained or
                                      full, so readiness is cleared without
                                      an extra EAGAIN syscall */
 
-/* braid__sock.flags_ of a braid__posix_watch (watch.h): a borrowed
+/* braid__psock.flags of a braid__posix_watch (watch.h): a borrowed
  * descriptor, reported to its callback, never closed by the engine; and
  * watched with level-triggered interest (WANT_* bits), even on edge
  * pollers. */
@@ -43,6 +42,26 @@
 #define BRAID__POLL_EDGE 0x1u /* interest is registered once; edges report
                                  every new readiness (epoll EPOLLET, kqueue
                                  EV_CLEAR); update() is never called */
+
+/* The engine's record of a socket, in braid__sock's private storage. */
+typedef struct braid__psock {
+  unsigned flags;               /* BRAID__F_* */
+  unsigned events;              /* BRAID__S_* */
+  braid__op *rq;                /* pending reads and accepts */
+  braid__op *wq, *wq_tail;      /* pending writes and connects */
+  int slot;                     /* the poller's index for it (poll's pollfd
+                                   slot), or -1 */
+  int err;                      /* the socket error a poller reported with a
+                                   hang-up (kqueue's fflags on EV_EOF) */
+} braid__psock;
+BRAID__PRIV_FITS(braid__psock, braid__sock);
+
+static inline braid__psock *braid__ps(braid__sock *s) {
+  return BRAID__PRIV(braid__psock, s);
+}
+static inline const braid__psock *braid__cps(const braid__sock *s) {
+  return BRAID__PRIV(const braid__psock, s);
+}
 
 typedef struct braid__engine braid__engine;
 
@@ -57,7 +76,7 @@ typedef struct braid__poller {
   /* Close the kernel object and free e->pstate. */
   void (*destroy)(braid__engine *e);
   /* Start watching s->fd. Edge pollers watch both directions; level
-   * pollers watch what s->events_ WANT_* bits say. A socket flagged
+   * pollers watch what the WANT_* bits of braid__ps(s)->events say. A socket flagged
    * BRAID__F_LEVEL is watched level-triggered for its WANT_* bits on
    * every poller, and update() is called for it on edge pollers too. */
   int (*add)(braid__engine *e, braid__sock *s);
@@ -91,21 +110,6 @@ struct braid__engine {
   braid__sock wake;   /* read end of the wakeup eventfd / pipe; with
                          poller_wakes, opened only for signal delivery */
   int wake_wfd;       /* write end (same fd for an eventfd), or -1 */
-  int sig_slot;       /* slot in the process signal table, or -1 */
-  unsigned sig_refs;  /* signal watchers on this reactor */
-  /* Sockets whose close callback is due, in the order close() was asked,
-   * appended at the tail: closing N sockets in one go costs O(N), not
-   * O(N^2) (a server dropping 100,000 connections at once). */
-  braid__sock *closing, *closing_tail;
-  braid__op *cancelled;   /* ops to complete with BRAID_ECANCELED */
-  /* Sockets with deferred ops to retry (BRAID__OPF_DEFER on a socket that
-   * is ready now), linked through next_closing_ and pprev_ so that close()
-   * unlinks one in O(1). `ready_run` is the batch the current wait() works
-   * through, taken before it polls: ops deferred while it runs callbacks
-   * wait for the next wait(), after the timers have had their turn. It is
-   * here, not in a local, so that close() can unlink from it. */
-  braid__sock *ready;
-  braid__sock *ready_run;
   char *rbuf;             /* shared read buffer for READ with base NULL */
   int time_fresh;         /* the clock was refreshed in this wait() */
   size_t rbuf_len;
@@ -132,9 +136,5 @@ int braid__timeout_ms(int64_t timeout_ns);
 extern const braid__poller braid__poller_epoll;
 extern const braid__poller braid__poller_kqueue;
 extern const braid__poller braid__poller_poll;
-
-/* platform/posix/signal.c */
-int braid__sig_watch(braid__engine *e, int signo, int on);
-unsigned braid__sig_count(int signo);
 
 #endif

@@ -36,9 +36,9 @@ static void braid__poll_destroy(braid__engine *e) {
 
 static short braid__poll_events(const braid__sock *s) {
   short ev = 0;
-  if (s->events_ & BRAID__S_WANT_READ)
+  if (braid__cps(s)->events & BRAID__S_WANT_READ)
     ev |= POLLIN;
-  if (s->events_ & BRAID__S_WANT_WRITE)
+  if (braid__cps(s)->events & BRAID__S_WANT_WRITE)
     ev |= POLLOUT;
   return ev;
 }
@@ -71,25 +71,27 @@ static int braid__poll_add(braid__engine *e, braid__sock *s) {
   braid__poll_set(&ps->fds[i], s);
   ps->fds[i].revents = 0;
   ps->socks[i] = s;
-  s->pidx_ = (int)i;
+  braid__ps(s)->slot = (int)i;
   return 0;
 }
 
 static void braid__poll_update(braid__engine *e, braid__sock *s) {
   braid__pollset *ps = e->pstate;
-  if (s->pidx_ >= 0)
-    braid__poll_set(&ps->fds[s->pidx_], s);
+  int i = braid__ps(s)->slot;
+  if (i >= 0)
+    braid__poll_set(&ps->fds[i], s);
 }
 
 static void braid__poll_del(braid__engine *e, braid__sock *s) {
   braid__pollset *ps = e->pstate;
-  if (s->pidx_ < 0)
+  int i = braid__ps(s)->slot;
+  if (i < 0)
     return;
-  ps->fds[s->pidx_].fd = -1;
-  ps->fds[s->pidx_].events = 0;
-  ps->fds[s->pidx_].revents = 0;
-  ps->socks[s->pidx_] = NULL;
-  s->pidx_ = -1;
+  ps->fds[i].fd = -1;
+  ps->fds[i].events = 0;
+  ps->fds[i].revents = 0;
+  ps->socks[i] = NULL;
+  braid__ps(s)->slot = -1;
   ps->dead++;
 }
 
@@ -100,7 +102,7 @@ static void braid__poll_compact(braid__pollset *ps) {
       continue;
     ps->fds[j] = ps->fds[i];
     ps->socks[j] = ps->socks[i];
-    ps->socks[j]->pidx_ = (int)j;
+    braid__ps(ps->socks[j])->slot = (int)j;
     j++;
   }
   ps->len = j;

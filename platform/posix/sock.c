@@ -4,9 +4,12 @@
  * listen, names, options, shutdown, closing an unregistered descriptor). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <string.h>
@@ -43,6 +46,51 @@ int braid__sock_socket(int family, int type) {
   }
 #endif
   return fd;
+}
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on each socket */
+#endif
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* Linux's UIO_MAXIOV */
+#endif
+
+/* braid__buf is handed to the kernel as struct iovec: same layout. */
+_Static_assert(sizeof(braid__buf) == sizeof(struct iovec) &&
+                   offsetof(braid__buf, base) ==
+                       offsetof(struct iovec, iov_base) &&
+                   offsetof(braid__buf, len) == offsetof(struct iovec, iov_len),
+               "braid__buf must match struct iovec");
+
+void braid__posix_wake(int fd) {
+  uint64_t one = 1;
+  ssize_t n;
+  do
+    n = write(fd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+}
+
+intptr_t braid__posix_sendto(int fd, const braid__op *op) {
+  if (op->u.write.nbufs > IOV_MAX)
+    return BRAID_EMSGSIZE;
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = (struct iovec *)(void *)op->u.write.bufs;
+  mh.msg_iovlen = op->u.write.nbufs;
+  if (op->addr != NULL && op->addrlen > 0) {
+    mh.msg_name = op->addr;
+    mh.msg_namelen = (socklen_t)op->addrlen;
+  }
+  for (;;) {
+    ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return BRAID_EAGAIN;
+    return braid__translate_sys_error(errno);
+  }
 }
 
 void braid__posix_fd_close(braid__fd fd) {
@@ -205,9 +253,8 @@ int braid__posix_sock_getopt(braid__sock *s, int opt, int *value) {
 /* ip_mreq (interface by address) for IPv4, which every system has;
  * ipv6_mreq (interface by index) for IPv6. */
 int braid__posix_sock_mcast(braid__sock *s, int op, int family,
-                                   const struct sockaddr *group,
-                                   const struct sockaddr *iface4,
-                                   unsigned ifindex) {
+                            const struct sockaddr *group,
+                            const struct sockaddr *iface4, unsigned ifindex) {
   int rc;
   if (family == AF_INET) {
     struct in_addr ifa;
@@ -236,8 +283,7 @@ int braid__posix_sock_mcast(braid__sock *s, int op, int family,
       mr.ipv6mr_multiaddr = ((const struct sockaddr_in6 *)group)->sin6_addr;
       mr.ipv6mr_interface = ifindex;
       rc = setsockopt(s->fd, IPPROTO_IPV6,
-                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP
-                                           : IPV6_LEAVE_GROUP,
+                      op == BRAID__MC_JOIN ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP,
                       &mr, sizeof mr);
     }
   } else {
@@ -250,4 +296,8 @@ int braid__posix_sock_shutdown(braid__sock *s) {
   if (shutdown(s->fd, SHUT_WR) < 0)
     return braid__translate_sys_error(errno);
   return 0;
+}
+
+int braid__fd_prepare(int fd) {
+  return braid__set_nonblock_cloexec(fd);
 }

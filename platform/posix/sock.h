@@ -10,6 +10,16 @@ int braid__set_nonblock_cloexec(int fd);
 /* A new non-blocking, close-on-exec socket: the descriptor, or BRAID_E*. */
 int braid__sock_socket(int family, int type);
 
+/* Wake a loop through its eventfd or the write end of its pipe: an 8-byte
+ * 1 (EAGAIN means it is non-empty already: the loop wakes anyway).
+ * Async-signal-safe. */
+void braid__posix_wake(int fd);
+
+/* One datagram from op's buffers to op->addr (or the connected peer),
+ * without waiting: its size, BRAID_EAGAIN when the send buffer is full, or
+ * the kernel's verdict (EMSGSIZE, ENETUNREACH, ECONNREFUSED...). */
+intptr_t braid__posix_sendto(int fd, const braid__op *op);
+
 /* Ops-table slots that are plain syscalls (core/io.h). */
 void braid__posix_fd_close(braid__fd fd);
 int braid__posix_sock_bind(braid__sock *s, const struct sockaddr *a, int len);

@@ -4,7 +4,12 @@
 #include <net/if.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 
@@ -127,6 +132,43 @@ int braid__translate_sys_error(int e) {
   default:
     return BRAID_EUNKNOWN;
   }
+}
+
+void braid__unix_file_note(braid__unix_file *f, const struct sockaddr *sa,
+                           int len) {
+  const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+  size_t off = offsetof(struct sockaddr_un, sun_path);
+  f->path = NULL;
+  if (sa->sa_family != AF_UNIX || len <= (int)off || un->sun_path[0] == '\0')
+    return; /* unnamed, or Linux's abstract namespace: no file */
+  size_t n = strnlen(un->sun_path, (size_t)len - off);
+  struct stat st;
+  char *path = braid_malloc(n + 1);
+  if (path == NULL)
+    return;
+  memcpy(path, un->sun_path, n);
+  path[n] = '\0';
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    braid_free(path);
+    return;
+  }
+  f->path = path;
+  f->dev = (uint64_t)st.st_dev;
+  f->ino = (uint64_t)st.st_ino;
+}
+
+void braid__unix_file_remove(braid__unix_file *f) {
+  if (f->path == NULL)
+    return;
+  /* Between this check and the unlink another process could replace the
+   * file; POSIX has no unlink-if-same, and a program that rebinds a path
+   * it is still closing is racing itself anyway. */
+  struct stat st;
+  if (lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino)
+    unlink(f->path);
+  braid_free(f->path);
+  f->path = NULL;
 }
 
 int braid__if_index(const char *name, unsigned *index) {

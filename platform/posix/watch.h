@@ -4,9 +4,10 @@
  * This exists for adapters that host another event loop inside braid (the
  * GLib host, adapters/glib): such a loop hands out descriptors and asks
  * "tell me when this is readable", which the completion-shaped I/O layer of
- * core/io.h cannot express. It is not part of the public API, is never used
- * by transports or protocols (they see only braid_transport), and exists
- * only where the readiness engine does (not on IOCP or io_uring).
+ * core/io.h cannot express. Its public face is braid/watch.h (core/watch.c,
+ * the only user of this header); it is never used by transports or
+ * protocols (they see only braid_transport), and exists only where the
+ * readiness engine does (not on IOCP or io_uring).
  *
  * Semantics, chosen to match poll(2) and GLib's GPollFD:
  *   - level-style: while the descriptor is ready for an event in the

@@ -244,6 +244,20 @@ int braid__translate_sys_error(int e) {
   }
 }
 
+/* Windows' AF_UNIX sockets are files too, but their identity (the file
+ * index) needs the reparse point opened by handle; until that is written,
+ * nothing is removed, as before. */
+void braid__unix_file_note(braid__unix_file *f, const struct sockaddr *sa,
+                           int len) {
+  (void)sa;
+  (void)len;
+  f->path = NULL;
+}
+
+void braid__unix_file_remove(braid__unix_file *f) {
+  f->path = NULL;
+}
+
 /* Interface names for IPv6 multicast. Windows names interfaces by GUID;
  * braid accepts the numeric index there ("12"), which is what
  * if_nametoindex would give, without pulling in iphlpapi. */

@@ -26,8 +26,8 @@
 #include "braid/endpoint.h"
 #include "braid/error.h"
 #include "braid/http_client.h"
+#include "braid/braid.h"
 #include "braid/version.h"
-#include "core/internal.h"
 
 #define HC_SEC UINT64_C(1000000000)
 
@@ -101,7 +101,7 @@ struct braid_http_client {
   braid_reactor_t *r;
   braid_http_client_options o;
   char ua[64];
-  braid__handle h;
+  braid_teardown_t h;
   bool have_handle;
   hc_pool *pools;
   size_t nconns;
@@ -677,7 +677,7 @@ static void hc_body(hc_conn *k, const char *data, size_t n) {
 }
 
 static void hc_data(braid_protocol_t *pr, const void *data, size_t n) {
-  hc_conn *k = braid__container_of(pr, hc_conn, proto);
+  hc_conn *k = BRAID_CONTAINER_OF(pr, hc_conn, proto);
   if (k->aborting)
     return;
   if (k->call == NULL) {
@@ -749,7 +749,7 @@ static void hc_data(braid_protocol_t *pr, const void *data, size_t n) {
 }
 
 static void hc_made(braid_protocol_t *pr, braid_transport_t *t) {
-  hc_conn *k = braid__container_of(pr, hc_conn, proto);
+  hc_conn *k = BRAID_CONTAINER_OF(pr, hc_conn, proto);
   k->t = t;
   k->connected = true;
   if (k->doomed || k->call == NULL || k->c->closing) {
@@ -761,7 +761,7 @@ static void hc_made(braid_protocol_t *pr, braid_transport_t *t) {
 }
 
 static void hc_lost(braid_protocol_t *pr, int reason) {
-  hc_conn *k = braid__container_of(pr, hc_conn, proto);
+  hc_conn *k = BRAID_CONTAINER_OF(pr, hc_conn, proto);
   braid_http_client_t *c = k->c;
   hc_pool *p = k->pool;
   if (braid_timer_active(&k->timer))
@@ -823,11 +823,11 @@ static void hc_flow(hc_conn *k, bool paused) {
 }
 
 static void hc_pause_writing(braid_protocol_t *pr) {
-  hc_flow(braid__container_of(pr, hc_conn, proto), true);
+  hc_flow(BRAID_CONTAINER_OF(pr, hc_conn, proto), true);
 }
 
 static void hc_resume_writing(braid_protocol_t *pr) {
-  hc_flow(braid__container_of(pr, hc_conn, proto), false);
+  hc_flow(BRAID_CONTAINER_OF(pr, hc_conn, proto), false);
 }
 
 static const braid_protocol_ops hc_conn_ops = {
@@ -952,8 +952,8 @@ static void hc_fail_queued(braid_http_client_t *c) {
 /* Reactor teardown: connections are handles of their own and are aborted
  * after this one (their connection_lost fails their calls); attempts still
  * resolving end when teardown cancels the resolver's deferred. */
-static void hc_client_abort_h(braid__handle *h) {
-  braid_http_client_t *c = braid__container_of(h, braid_http_client_t, h);
+static void hc_client_abort_h(braid_teardown_t *h) {
+  braid_http_client_t *c = BRAID_CONTAINER_OF(h, braid_http_client_t, h);
   c->have_handle = false;
   c->closing = true;
   hc_fail_queued(c);
@@ -999,7 +999,7 @@ int braid_http_client_create(braid_reactor_t *r,
     snprintf(c->ua, sizeof c->ua, "%s", o->user_agent);
   }
   o->user_agent = c->ua;
-  braid__handle_add(r, &c->h, hc_client_abort_h);
+  braid_teardown_add(r, &c->h, hc_client_abort_h);
   c->have_handle = true;
   *out = c;
   return 0;
@@ -1009,7 +1009,7 @@ void braid_http_client_destroy(braid_http_client_t *c) {
   if (c == NULL || c->closing)
     return;
   if (c->have_handle)
-    braid__handle_remove(&c->h);
+    braid_teardown_remove(&c->h);
   c->have_handle = false;
   c->closing = true;
   hc_fail_queued(c);

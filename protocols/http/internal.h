@@ -31,4 +31,34 @@ void braid__http_server_set_parse_probe(braid_http_server_t *srv,
                                         braid__http_parse_probe_cb cb,
                                         void *arg);
 
+/* The server connection's states (the diagram is at the top of
+ * protocols/http/server_conn.c). Here for the test hook below. */
+typedef enum braid__http_conn_state {
+  BRAID__HTTP_CS_NEW,     /* built, connection_made not yet called */
+  BRAID__HTTP_CS_HEAD,    /* reading a request head */
+  BRAID__HTTP_CS_IDLE,    /* keep-alive: waiting for the next request */
+  BRAID__HTTP_CS_HANDLER, /* dispatched: waiting for the handler */
+  BRAID__HTTP_CS_BODY,    /* reading a body the handler asked for */
+  BRAID__HTTP_CS_DISCARD, /* skipping a body nobody read */
+  BRAID__HTTP_CS_WRITING, /* waiting for the peer to take a file piece */
+  BRAID__HTTP_CS_STALLED, /* waiting for the peer to read (write-stalled) */
+  BRAID__HTTP_CS_CLOSING, /* flushing, then closing */
+  BRAID__HTTP_CS_LINGER,  /* lingering close: reading until the peer's EOF */
+  BRAID__HTTP_CS_ABORTED, /* aborted: connection_lost is on its way */
+  BRAID__HTTP_CS_CLOSED,  /* connection_lost ran */
+} braid__http_conn_state;
+
+/* "head", "idle", ... */
+const char *braid__http_conn_state_name(braid__http_conn_state st);
+
+/* Test hook: the server calls `cb` on every state change of every
+ * connection (`conn` tells connections apart). NULL: none. */
+typedef void (*braid__http_state_probe_cb)(const void *conn,
+                                           braid__http_conn_state from,
+                                           braid__http_conn_state to,
+                                           void *arg);
+void braid__http_server_set_state_probe(braid_http_server_t *srv,
+                                        braid__http_state_probe_cb cb,
+                                        void *arg);
+
 #endif

@@ -1,9 +1,10 @@
 /* The TLS API in a build without OpenSSL (-Dtls=disabled, or auto without
  * OpenSSL 3): everything that can fail says so with BRAID_ENOTSUP and one
  * log line naming the cause, so a program learns why instead of guessing. */
+#include "braid/endpoint.h"
+#include "braid/error.h"
+#include "braid/log.h"
 #include "braid/tls.h"
-#include "core/endpoint_internal.h"
-#include "core/transport.h"
 
 #include <stdio.h>
 
@@ -88,6 +89,15 @@ uint64_t braid_tls_context_handshake_timeout(const braid_tls_context_t *ctx) {
   (void)ctx;
   return 0;
 }
+int braid_tls_context_set_close_timeout(braid_tls_context_t *ctx,
+                                        uint64_t ns) {
+  (void)ctx, (void)ns;
+  return braid__tls_none(NULL);
+}
+uint64_t braid_tls_context_close_timeout(const braid_tls_context_t *ctx) {
+  (void)ctx;
+  return 0;
+}
 int braid_tls_context_set_ciphers(braid_tls_context_t *ctx, const char *list) {
   (void)ctx, (void)list;
   return braid__tls_none(NULL);
@@ -132,7 +142,7 @@ int braid_tls_start(braid_transport_t *lower, braid_tls_context_t *ctx,
   (void)ctx, (void)server_name, (void)p;
   if (out != NULL)
     *out = NULL;
-  return braid__tls_none(lower != NULL ? lower->reactor : NULL);
+  return braid__tls_none(braid_transport_reactor(lower));
 }
 int braid_tls_feed(braid_transport_t *tls, const void *data, size_t len) {
   (void)tls, (void)data, (void)len;
@@ -187,20 +197,31 @@ void *braid_tls_native(const braid_transport_t *t) {
   return NULL;
 }
 
-int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
-                               braid_factory_t *f, braid_listener_t **out,
-                               char *err, size_t errlen) {
-  (void)f;
+static int braid__tls_endpoint_listen(braid_reactor_t *r, const char *desc,
+                                      braid_factory_t *f,
+                                      braid_listener_t **out, char *err,
+                                      size_t errlen, void *arg) {
+  (void)f, (void)arg;
   if (out != NULL)
     *out = NULL;
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "cannot listen on '%s': %s", desc, BRAID__TLS_NONE);
   return braid__tls_none(r);
 }
-int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
-                                braid_protocol_t *p, char *err, size_t errlen) {
-  (void)p;
+static int braid__tls_endpoint_connect(braid_reactor_t *r, const char *desc,
+                                       braid_protocol_t *p, char *err,
+                                       size_t errlen, void *arg) {
+  (void)p, (void)arg;
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "cannot connect to '%s': %s", desc, BRAID__TLS_NONE);
   return braid__tls_none(r);
+}
+
+static const braid_endpoint_scheme braid__tls_scheme = {
+    .listen = braid__tls_endpoint_listen,
+    .connect = braid__tls_endpoint_connect,
+};
+
+const braid_endpoint_scheme *braid_tls_endpoint_scheme(void) {
+  return &braid__tls_scheme;
 }
