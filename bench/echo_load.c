@@ -5,8 +5,13 @@
  *   echo_load count PORT CONNS MSGSIZE ROUNDTRIPS   a fixed amount of work
  *   echo_load stream PORT BLOCK SECONDS             one connection, MB/s
  *   echo_load idle PORT CONNS HOLD_SECONDS          open CONNS and hold them
+ *   echo_load http PORT CONNS PATH REQUESTS         keep-alive GETs, one in
+ *                                                   flight per connection
  *
- * Prints one line of key=value pairs. Every echoed byte is checked. */
+ * Prints one line of key=value pairs. Every echoed byte is checked; every
+ * HTTP response must be a 200 with a Content-Length, and is read whole.
+ * The http mode makes a fixed amount of work for bench/callgrind.sh, where
+ * wrk (which runs for a time, not a count) cannot. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -187,6 +193,114 @@ static int idle(int port, int nconns, double hold) {
   return 0;
 }
 
+/* The length of a response head ending in CRLF CRLF within buf[0..n), or 0
+ * while incomplete; *clen gets its Content-Length (-1 if none). */
+static size_t http_head(const char *buf, size_t n, long *clen) {
+  const char *end = NULL;
+  for (size_t i = 3; i < n; i++)
+    if (memcmp(buf + i - 3, "\r\n\r\n", 4) == 0) {
+      end = buf + i + 1;
+      break;
+    }
+  if (end == NULL)
+    return 0;
+  *clen = -1;
+  for (const char *p = buf; p < end; p++) {
+    if (*p == '\n' && end - p > 16 &&
+        strncasecmp(p + 1, "content-length:", 15) == 0) {
+      *clen = strtol(p + 16, NULL, 10);
+      break;
+    }
+  }
+  return (size_t)(end - buf);
+}
+
+typedef struct hconn {
+  int fd;
+  size_t got;
+  char buf[16384];
+} hconn;
+
+static int http(int port, int nconns, const char *path, uint64_t limit) {
+  char req[512];
+  int reqlen =
+      snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+               path, port);
+  if (reqlen <= 0 || (size_t)reqlen >= sizeof req) {
+    fprintf(stderr, "echo_load: path too long\n");
+    return 2;
+  }
+  hconn *cs = calloc((size_t)nconns, sizeof *cs);
+  int ep = epoll_create1(0);
+  for (int i = 0; i < nconns; i++) {
+    cs[i].fd = dial(port, 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
+    epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+  }
+  uint64_t done = 0, started = 0, body_bytes = 0;
+  double t0 = now_s();
+  for (int i = 0; i < nconns && started < limit; i++) {
+    send_all(cs[i].fd, req, (size_t)reqlen);
+    started++;
+  }
+  struct epoll_event evs[256];
+  while (done < started) {
+    /* Bounded: a server that stops answering for 60 s fails the run. */
+    int n = epoll_wait(ep, evs, 256, 60000);
+    if (n <= 0) {
+      fprintf(stderr, "echo_load: no answer for 60 s\n");
+      return 1;
+    }
+    for (int k = 0; k < n; k++) {
+      hconn *c = evs[k].data.ptr;
+      ssize_t r = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got, 0);
+      if (r <= 0) {
+        fprintf(stderr, "echo_load: server closed or failed\n");
+        return 1;
+      }
+      c->got += (size_t)r;
+      long clen;
+      size_t head = http_head(c->buf, c->got, &clen);
+      if (head == 0) {
+        if (c->got == sizeof c->buf) {
+          fprintf(stderr, "echo_load: response head too long\n");
+          return 1;
+        }
+        continue;
+      }
+      if (strncmp(c->buf, "HTTP/1.1 200 ", 13) != 0 || clen < 0 ||
+          head + (size_t)clen > sizeof c->buf) {
+        fprintf(stderr,
+                "echo_load: not a 200 with a small Content-Length: "
+                "%.40s\n",
+                c->buf);
+        return 1;
+      }
+      if (c->got < head + (size_t)clen)
+        continue;
+      if (c->got > head + (size_t)clen) {
+        fprintf(stderr, "echo_load: bytes after the response\n");
+        return 1;
+      }
+      body_bytes += (uint64_t)clen;
+      c->got = 0;
+      done++;
+      if (started < limit) {
+        send_all(c->fd, req, (size_t)reqlen);
+        started++;
+      }
+    }
+  }
+  double dt = now_s() - t0;
+  printf("mode=http conns=%d requests=%llu body_bytes=%llu seconds=%.3f "
+         "req_per_s=%.0f\n",
+         nconns, (unsigned long long)done, (unsigned long long)body_bytes, dt,
+         done / dt);
+  for (int i = 0; i < nconns; i++)
+    close(cs[i].fd);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 6 && strcmp(argv[1], "pingpong") == 0)
     return pingpong(atoi(argv[2]), atoi(argv[3]), (size_t)atoi(argv[4]),
@@ -196,6 +310,9 @@ int main(int argc, char **argv) {
                     strtoull(argv[5], NULL, 10));
   if (argc >= 5 && strcmp(argv[1], "stream") == 0)
     return stream(atoi(argv[2]), (size_t)atoi(argv[3]), atof(argv[4]));
+  if (argc >= 6 && strcmp(argv[1], "http") == 0)
+    return http(atoi(argv[2]), atoi(argv[3]), argv[4],
+                strtoull(argv[5], NULL, 10));
   if (argc >= 5 && strcmp(argv[1], "idle") == 0)
     return idle(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
   fprintf(stderr, "usage: see the top of bench/echo_load.c\n");

@@ -2,12 +2,23 @@
 """braid's benchmark driver: every workload against every reactor found.
 
     python3 bench/run.py [--runs N] [--seconds S] [--only WORKLOAD,...]
-                         [--callgrind] [--out DIR]
+                         [--callgrind] [--braid-echo bench|bin] [--out DIR]
 
 Workloads: echo1 and echo50 (TCP ping-pong, 1 and 50 connections, 64-byte
 messages), stream (one connection, MB/s), idle (memory per idle connection
 at 10,000), timers (1,000,000 scheduled, half cancelled or none), deferred
-(deferred / promise throughput), http (wrk hello with keep-alive).
+(deferred / promise throughput), hello (wrk, 13 bytes from memory with
+keep-alive), static (wrk, a 13-byte file), https (wrk, the same file over
+TLS); "http" means hello,static,https. callgrind (also --callgrind, and
+bench/callgrind.sh): user-space instructions and syscalls per operation,
+the repeatable figures (see callgrind_all).
+
+Peers are written as fast as their own APIs allow (see the comment at the
+top of each bench/echo_*.c). braid's echo rows run bench/echo_braid.c,
+`braid echo` plus TCP_NODELAY as every peer sets it; --braid-echo bin runs
+`braid echo` itself. nginx runs as one process (master_process off) with
+sendfile, open_file_cache and access_log off, and with TLS for https on the
+same certificate as braid.
 
 Method: servers pinned to CPU 0, load generators (bench/echo_load, plain
 epoll C; wrk for HTTP) to CPU 1; a warm-up run; RUNS runs interleaved
@@ -37,6 +48,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 SYS_PY = "/usr/bin/python3"
 PIN0 = ["taskset", "-c", "0"] if shutil.which("taskset") else []
 PIN1 = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+OUT = os.path.join(ROOT, "bench", "out")
+BRAID_ECHO = "bench"  # --braid-echo
 
 
 def sh(cmd, **kw):
@@ -105,10 +118,10 @@ class Server:
                                      stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc, 30 if wrapper else 10)
 
-    def stop(self):
+    def stop(self, timeout=10):
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -117,8 +130,10 @@ class Server:
 def echo_peers():
     """(name, command, env) for every echo server found."""
     peers = []
-    braid = exe("bin", "braid")
-    cmd = [braid, "echo", "--quiet", "--listen", "tcp:port=PORT:interface=127.0.0.1"]
+    if BRAID_ECHO == "bin" or not exe("bench", "echo_braid"):
+        cmd = [exe("bin", "braid"), "echo", "--quiet", "--listen", "tcp:port=PORT:interface=127.0.0.1"]
+    else:
+        cmd = [exe("bench", "echo_braid"), "PORT"]
     built = open(os.path.join(BUILD, "core", "config.h")).read()
     m = re.search(r'BRAID_POLLERS_BUILT "([^"]*)"', built)
     for poller in (m.group(1).split() if m else ["epoll"]):
@@ -225,87 +240,286 @@ def bench_deferred():
     return rows
 
 
-def bench_http(secs):
-    """wrk -t1 -c50 on a 13-byte body with keep-alive: braid web and nginx
-    (one worker) and Twisted web serve a 13-byte file; evhttp answers the
-    same 13 bytes from memory."""
+WWW = os.path.join(OUT, "www")
+BODY = "Hello, world!"  # the 13-byte static file
+
+
+def web_setup():
+    """The served folder (one 13-byte file) and a throw-away certificate,
+    shared by braid and nginx. Returns (www, cert, key)."""
+    os.makedirs(WWW, exist_ok=True)
+    open(os.path.join(WWW, "hello.txt"), "w").write(BODY)
+    tls = os.path.join(OUT, "tls")
+    os.makedirs(tls, exist_ok=True)
+    cert, key = os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem")
+    if not os.path.exists(cert) and shutil.which("openssl"):
+        sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+    return WWW, cert, key
+
+
+def nginx_bin():
+    for p in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def nginx_conf(port, tls):
+    """nginx as fast as it is configured for small static files: one process
+    (master_process off, so the process measured is the one serving),
+    sendfile on, open_file_cache (no open/fstat per request), access_log
+    off (braid runs with --no-log), keep-alive never closed by a request
+    count. /hello answers the same 13 bytes as `braid web --hello` from
+    memory. With tls, the same certificate as braid."""
+    www, cert, key = web_setup()
+    pre = os.path.join(OUT, "nginx")
+    os.makedirs(pre, exist_ok=True)
+    ssl = " ssl" if tls else ""
+    # The same protocol and suite as braid negotiates with wrk: TLS 1.3
+    # (nginx 1.22 leaves it off by default) with the server's order of
+    # suites, AES-128-GCM first, as braid's defaults (protocols/tls/tls.c).
+    certs = ("ssl_certificate %s; ssl_certificate_key %s;\n"
+             "    ssl_protocols TLSv1.2 TLSv1.3; ssl_prefer_server_ciphers on;\n"
+             "    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384;\n"
+             "    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
+             % (cert, key)) if tls else ""
+    path = os.path.join(pre, "nginx-%d.conf" % port)
+    open(path, "w").write("""daemon off; master_process off; worker_processes 1;
+pid %(pre)s/nginx-%(port)d.pid; error_log %(pre)s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  open_file_cache max=1000 inactive=60s;
+  open_file_cache_valid 60s;
+  keepalive_requests 100000000;
+  types { text/plain txt; }
+  default_type application/octet-stream;
+  client_body_temp_path %(pre)s/t1; proxy_temp_path %(pre)s/t2;
+  fastcgi_temp_path %(pre)s/t3; uwsgi_temp_path %(pre)s/t4; scgi_temp_path %(pre)s/t5;
+  server {
+    listen 127.0.0.1:%(port)d%(ssl)s;
+    %(certs)s
+    root %(www)s;
+    location = /hello { default_type text/plain; return 200 "hello, world\\n"; }
+  }
+}
+""" % {"pre": pre, "port": port, "ssl": ssl, "certs": certs, "www": www})
+    return [nginx_bin(), "-c", path, "-e", os.path.join(pre, "error.log")]
+
+
+def web_peers(kind):
+    """(name, command, url path) of the HTTP servers for one workload:
+    hello (13 bytes from memory), static (a 13-byte file) or https (the
+    same file over TLS). PORT in a command is replaced by the port."""
+    braid = exe("bin", "braid")
+    if not braid or subprocess.run([braid, "web", "--help"], capture_output=True).returncode != 0:
+        print("skipping %s: this braid has no 'web' command" % kind)
+        return []
+    www, cert, key = web_setup()
+    listen = ["--listen", "tcp:port=PORT:interface=127.0.0.1"]
+    base = [braid, "web", "--no-log", "--quiet", "--path", www] + listen
+    peers = []
+    if kind == "hello":
+        peers.append(("braid", base + ["--hello"], "/hello"))
+    elif kind == "static":
+        peers.append(("braid", base, "/hello.txt"))
+    elif kind == "https":
+        peers.append(("braid", base + ["--tls-cert", cert, "--tls-key", key], "/hello.txt"))
+    if nginx_bin():
+        peers.append(("nginx", ["NGINX", "https" if kind == "https" else "http"],
+                      "/hello" if kind == "hello" else "/hello.txt"))
+    else:
+        print("skipping nginx: not installed (apt-get install nginx-light)")
+    if kind == "hello":
+        evhttp = exe("bench", "http_evhttp")
+        if evhttp:
+            peers.append(("evhttp", [evhttp, "PORT"], "/hello"))
+        else:
+            print("skipping evhttp: not built (libevent-dev)")
+    if kind == "static":
+        if os.path.exists(SYS_PY) and subprocess.run(
+                [SYS_PY, "-c", "import twisted"], capture_output=True).returncode == 0:
+            peers.append(("twisted-web", [SYS_PY, "-m", "twisted", "web", "--path", www,
+                                          "--listen", "tcp:PORT:interface=127.0.0.1"], "/hello.txt"))
+        else:
+            print("skipping twisted web: python3-twisted not installed")
+    return peers
+
+
+def start_web(cmd, wrapper=()):
+    if cmd[0] == "NGINX":
+        port = free_port()
+        return Server(nginx_conf(port, cmd[1] == "https"), port=port, wrapper=wrapper)
+    return Server(cmd, wrapper=wrapper)
+
+
+def bench_web(kind, secs):
+    """wrk -t1 -c50 with keep-alive against each server of web_peers(kind):
+    a 1 s warm-up, then SECS measured; server CPU from /proc."""
     rows = {}
     if not shutil.which("wrk"):
-        print("skipping http: wrk not installed")
+        print("skipping %s: wrk not installed" % kind)
         return rows
-    braid = exe("bin", "braid")
-    if subprocess.run([braid, "web", "--help"], capture_output=True).returncode != 0:
-        print("skipping http: this braid has no 'web' command yet")
-        return rows
-    tmp = os.path.join(ROOT, "bench", "out", "www")
-    os.makedirs(tmp, exist_ok=True)
-    open(os.path.join(tmp, "hello.txt"), "w").write("Hello, world!")  # 13 bytes
-    peers = [("braid", [braid, "web", "--no-log", "--path", tmp, "--listen", "tcp:port=PORT:interface=127.0.0.1"])]
-    if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
-        conf = os.path.join(tmp, "..", "nginx.conf")
-        pre = os.path.abspath(os.path.join(tmp, ".."))
-        open(conf, "w").write(
-            "daemon off; master_process off; worker_processes 1; pid %s/nginx.pid; error_log %s/nginx.err;\n"
-            "events { worker_connections 1024; }\n"
-            "http { access_log off; client_body_temp_path %s/t1; proxy_temp_path %s/t2;\n"
-            " fastcgi_temp_path %s/t3; uwsgi_temp_path %s/t4; scgi_temp_path %s/t5;\n"
-            " server { listen 127.0.0.1:PORT; root %s; } }\n" % ((pre,) * 7 + (tmp,)))
-        peers.append(("nginx", ["/usr/sbin/nginx", "-c", os.path.abspath(conf), "-e", pre + "/nginx.err"]))
-    evhttp = exe("bench", "http_evhttp")
-    if evhttp:
-        peers.append(("evhttp", [evhttp, "PORT"]))
-    else:
-        print("skipping evhttp: not built (libevent-dev)")
-    if os.path.exists(SYS_PY) and subprocess.run(
-            [SYS_PY, "-c", "import twisted"], capture_output=True).returncode == 0:
-        peers.append(("twisted-web", [SYS_PY, "-m", "twisted", "web", "--path", tmp,
-                                      "--listen", "tcp:PORT:interface=127.0.0.1"]))
-    else:
-        print("skipping twisted web: python3-twisted not installed")
-    for name, cmd in peers:
-        port = None
-        if name == "nginx":
-            port = free_port()
-            text = open(cmd[2]).read().replace("PORT", str(port))
-            cfg = cmd[2] + ".%d" % port
-            open(cfg, "w").write(text)
-            cmd = [cmd[0], "-c", cfg, "-e", cmd[4]]
-        s = Server(cmd, port=port)
+    scheme = "https" if kind == "https" else "http"
+    for name, cmd, path in web_peers(kind):
+        s = start_web(cmd)
+        url = "%s://127.0.0.1:%d%s" % (scheme, s.port, path)
         try:
+            sh(list(PIN1) + ["wrk", "-t1", "-c50", "-d1s", url])
             c0 = proc_cpu(s.proc.pid)
-            out = sh(list(PIN1) + ["wrk", "-t1", "-c50", "-d%ds" % secs, "--latency",
-                                   "http://127.0.0.1:%d/hello.txt" % s.port])
+            out = sh(list(PIN1) + ["wrk", "-t1", "-c50", "-d%ds" % secs, "--latency", url])
             c1 = proc_cpu(s.proc.pid)
+            rss = rss_kb(s.proc.pid)
         finally:
             s.stop()
         reqs = int(re.search(r"(\d+) requests in", out).group(1))
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        rows[name] = {"rate": rate, "cpu_us": (c1 - c0) * 1e6 / max(reqs, 1), "busy_us": 0.0,
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+        if bad:
+            print("%s %s: %s" % (kind, name, bad.group(0)))
+        rows[name] = {"rate": rate, "cpu_us": (c1 - c0) * 1e6 / max(reqs, 1), "busy_us": float(rss),
                       "client_bound": False}
     return rows
 
 
-def callgrind_echo(peers):
-    """Instructions per round trip (1 connection), difference of two counts
-    so that start-up cancels out. Repeatable on a noisy machine."""
-    res = {}
-    for peer in peers:
-        name, cmd, env = peer
-        if not (name.startswith("braid-epoll") or name == "libuv"):
+# --- callgrind: the repeatable figures ------------------------------------
+
+def cg_count(name, cmd, env, load_args, start=None):
+    """Run one server under callgrind through a fixed load; return (total
+    user-space instructions, callgrind output file)."""
+    os.makedirs(os.path.join(OUT, "cg"), exist_ok=True)
+    out = os.path.join(OUT, "cg", "%s.%s" % (name, ".".join(str(x).strip("/") for x in load_args)))
+    wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+    for attempt in range(3):
+        s = start(cmd, wrapper) if start else Server(cmd, env, wrapper=wrapper)
+        try:
+            load([load_args[0], s.port] + list(load_args[1:]))
+        finally:
+            # callgrind writes its counts as the server exits: give it time.
+            s.stop(60)
+        for line in open(out):
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1]), out
+        print("callgrind: no totals in %s (exit status %s), again" % (out, s.proc.returncode), flush=True)
+    raise RuntimeError("no totals in " + out)
+
+
+def strace_count(name, cmd, env, load_args, start=None):
+    """Syscalls made by the server (strace -c -f) through a fixed load."""
+    os.makedirs(os.path.join(OUT, "cg"), exist_ok=True)
+    out = os.path.join(OUT, "cg", "%s.%s.strace" % (name, ".".join(str(x).strip("/") for x in load_args)))
+    wrapper = ["strace", "-f", "-c", "-o", out]
+    s = start(cmd, wrapper) if start else Server(cmd, env, wrapper=wrapper)
+    try:
+        load([load_args[0], s.port] + list(load_args[1:]))
+    finally:
+        # Stop the traced server, not strace, so that strace sees it exit
+        # and writes its summary.
+        kids = open("/proc/%d/task/%d/children" % (s.proc.pid, s.proc.pid)).read().split()
+        for k in kids:
+            os.kill(int(k), 15)
+        try:
+            s.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            s.stop()
+    calls = {}
+    for line in open(out):
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            calls[f[-1]] = int(f[3])
+    return calls
+
+
+def cg_functions(path):
+    """Self instructions per function from a callgrind output file."""
+    out = sh(["callgrind_annotate", "--threshold=100", "--inclusive=no", "--auto=no", path])
+    fns = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$", line)
+        if m and ":" in m.group(2) and not m.group(2).startswith("PROGRAM"):
+            fn = m.group(2).split(" [")[0]
+            fns[fn] = fns.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return fns
+
+
+def per_op(name, cmd, env, short, long_, start=None, repeat=2, top=None):
+    """Instructions per operation: the difference of a long and a short run
+    of the same load, divided by the difference in operations, so that
+    start-up and shut-down cancel out. Repeated `repeat` times."""
+    vals = []
+    for _ in range(repeat):
+        i0, f0 = cg_count(name, cmd, env, short, start)
+        i1, f1 = cg_count(name, cmd, env, long_, start)
+        vals.append((i1 - i0) / float(long_[-1] - short[-1]))
+    if top:
+        a, b = cg_functions(f0), cg_functions(f1)
+        d = sorted(((b.get(k, 0) - a.get(k, 0)) / float(long_[-1] - short[-1]), k) for k in b)
+        with open(os.path.join(OUT, "cg", top), "w") as fh:
+            fh.write("# %s: self instructions per operation, by function (callgrind, long - short run)\n" % name)
+            for v, k in reversed(d[-25:]):
+                fh.write("%8.1f  %s\n" % (v, k))
+    sc = None
+    if shutil.which("strace"):
+        c0 = strace_count(name, cmd, env, short, start)
+        c1 = strace_count(name, cmd, env, long_, start)
+        n = float(long_[-1] - short[-1])
+        sc = {k: (c1.get(k, 0) - c0.get(k, 0)) / n for k in c1}
+    return vals, sc
+
+
+def callgrind_all(peers, repeat=2):
+    """User-space instructions per operation under callgrind, with the
+    syscalls per operation from strace beside them: echo round trips (8
+    connections, one 64-byte message in flight each; and 1 connection)
+    for braid-epoll and the C peers; HTTP hello and a 13-byte static file
+    (8 keep-alive connections) for braid web and nginx (one process)."""
+    if not shutil.which("valgrind"):
+        print("skipping callgrind: valgrind not installed")
+        return []
+    rows = []
+    for name, cmd, env in peers:
+        if name not in ("braid-epoll", "libuv", "libevent", "libev"):
             continue
-        irs = []
-        for n in (5000, 15000):
-            out = os.path.join(ROOT, "bench", "out", "cg.%s.%d" % (name, n))
-            s = Server(cmd, env, wrapper=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
-            try:
-                load(["count", s.port, 1, 64, n])
-            finally:
-                s.stop()
-            summary = [l for l in open(out) if l.startswith("summary:")][0]
-            irs.append(int(summary.split()[1]))
-            os.unlink(out)
-        res[name] = (irs[1] - irs[0]) / 10000.0
-    return res
+        for conns in (8, 1):
+            v, sc = per_op(name, cmd, env, ["count", conns, 64, 10000], ["count", conns, 64, 50000],
+                           repeat=repeat, top="top.echo%d.%s.txt" % (conns, name) if name.startswith("braid") else None)
+            rows.append(("echo, %d conn%s x 64 B" % (conns, "s" if conns > 1 else ""), name, v, sc))
+            print("callgrind echo%d %-12s %s Ir/rt, %s syscalls/rt" % (
+                conns, name, " ".join("%.0f" % x for x in v), "%.2f" % sum(sc.values()) if sc else "-"), flush=True)
+    for kind in ("hello", "static"):
+        for name, cmd, path in web_peers(kind):
+            if name not in ("braid", "nginx"):
+                continue
+            v, sc = per_op(name, cmd, None, ["http", 8, path, 4000], ["http", 8, path, 20000],
+                           start=start_web, repeat=repeat,
+                           top="top.%s.%s.txt" % (kind, name))
+            rows.append(("http %s, 8 conns" % kind, name, v, sc))
+            print("callgrind %-6s %-12s %s Ir/req, %s syscalls/req" % (
+                kind, name, " ".join("%.0f" % x for x in v), "%.2f" % sum(sc.values()) if sc else "-"), flush=True)
+    return rows
+
+
+def callgrind_table(rows):
+    t = ["## callgrind: user-space instructions per operation (the repeatable figure)", "",
+         "Each figure: (instructions of a long run - those of a short run) / (operations of the long - the short),",
+         "server under `valgrind --tool=callgrind`, load from bench/echo_load (echo: 10,000 and 50,000 round trips;",
+         "http: 4,000 and 20,000 keep-alive GETs). Syscalls per operation from `strace -f -c` the same way.", "",
+         "| workload | server | Ir/op (runs) | x braid | syscalls/op | syscalls |", "|---|---|---:|---:|---:|---|"]
+    base = {}
+    for w, n, v, sc in rows:
+        if n.startswith("braid"):
+            base[w] = statistics.mean(v)
+    for w, n, v, sc in rows:
+        m = statistics.mean(v)
+        b = base.get(w)
+        top = ", ".join("%s %.2f" % (k, c) for c, k in sorted(((c, k) for k, c in (sc or {}).items() if c >= 0.05), reverse=True))
+        t.append("| %s | %s | %.0f (%s) | %s | %s | %s |" % (
+            w, n, m, " / ".join("%.0f" % x for x in v), "%.2f" % (m / b) if b else "-",
+            "%.2f" % sum(sc.values()) if sc else "-", top))
+    return "\n".join(t)
 
 
 def median_row(samples):
@@ -339,14 +553,23 @@ def svg_chart(path, series):
 
 
 def main():
+    global BRAID_ECHO, OUT, WWW
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--only", default="echo1,echo50,stream,idle,timers,deferred,http")
-    ap.add_argument("--callgrind", action="store_true")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--only", default="echo1,echo50,stream,idle,timers,deferred,hello,static,https")
+    ap.add_argument("--callgrind", action="store_true", help="also the callgrind figures (--only callgrind: just them)")
+    ap.add_argument("--cg-repeat", type=int, default=2, help="callgrind measurements per figure")
+    ap.add_argument("--braid-echo", choices=("bench", "bin"), default="bench",
+                    help="braid's echo rows: bench/echo_braid (TCP_NODELAY, as the peers) or `braid echo`")
+    ap.add_argument("--out", default=OUT)
     a = ap.parse_args()
+    BRAID_ECHO = a.braid_echo
+    OUT = os.path.abspath(a.out)
+    WWW = os.path.join(OUT, "www")
     only = set(a.only.split(","))
+    if "http" in only:
+        only |= {"hello", "static", "https"}
     os.makedirs(a.out, exist_ok=True)
     build()
     try:
@@ -430,26 +653,37 @@ def main():
                 if n != "braid":
                     chart.append(("deferred %s" % n, v / med["braid"]))
             tables.append("\n".join(t))
-    if "http" in only:
-        runs = [bench_http(a.seconds) for _ in range(a.runs)]
-        if runs and runs[0]:
-            t = ["## http: wrk -t1 -c50, 13-byte file, keep-alive", "", "| peer | req/s | x braid | server CPU us/req | x braid |", "|---|---:|---:|---:|---:|"]
-            med = {n: median_row([r[n] for r in runs]) for n in runs[0]}
-            b = med["braid"]
-            for n, r in med.items():
-                t.append("| %s | %.0f | %.2f | %.2f | %.2f |" % (n, r["rate"], r["rate"] / b["rate"], r["cpu_us"], r["cpu_us"] / b["cpu_us"]))
-                csvrows.append(["http", n, r["rate"], r["min"], r["max"], r["cpu_us"], "", False])
-                if n != "braid":
-                    chart.append(("http %s CPU/req" % n, r["cpu_us"] / b["cpu_us"]))
-            tables.append("\n".join(t))
-    if a.callgrind:
-        cg = callgrind_echo(peers)
-        t = ["## callgrind: instructions per echo round trip (1 connection)", "", "| peer | Ir/rt | x braid |", "|---|---:|---:|"]
-        b = cg.get("braid-epoll")
-        for n, v in cg.items():
-            t.append("| %s | %.0f | %s |" % (n, v, "%.2f" % (v / b) if b else "-"))
-            csvrows.append(["callgrind", n, v, "", "", "", "", False])
+    titles = {"hello": "hello: wrk -t1 -c50, 13 bytes from memory, keep-alive",
+              "static": "static: wrk -t1 -c50, a 13-byte file, keep-alive",
+              "https": "https: wrk -t1 -c50, the 13-byte file over TLS, keep-alive"}
+    for kind in ("hello", "static", "https"):
+        if kind not in only:
+            continue
+        runs = [bench_web(kind, a.seconds) for _ in range(a.runs)]
+        if not runs or not runs[0]:
+            continue
+        t = ["## %s" % titles[kind], "",
+             "| peer | req/s (min-max) | x braid | server CPU us/req | x braid | RSS KiB |", "|---|---:|---:|---:|---:|---:|"]
+        med = {n: median_row([r[n] for r in runs if n in r]) for n in runs[0]}
+        b = med["braid"]
+        for n, r in med.items():
+            t.append("| %s | %.0f (%.0f-%.0f) | %.2f | %.2f | %.2f | %.0f |" % (
+                n, r["rate"], r["min"], r["max"], r["rate"] / b["rate"], r["cpu_us"], r["cpu_us"] / b["cpu_us"], r["busy_us"]))
+            csvrows.append([kind, n, r["rate"], r["min"], r["max"], r["cpu_us"], r["busy_us"], False])
+            if n != "braid":
+                chart.append(("%s %s CPU/req" % (kind, n), r["cpu_us"] / b["cpu_us"]))
         tables.append("\n".join(t))
+    if a.callgrind or "callgrind" in only:
+        cg = callgrind_all(peers, a.cg_repeat)
+        if cg:
+            tables.append(callgrind_table(cg))
+            for w, n, v, sc in cg:
+                csvrows.append(["callgrind " + w, n, statistics.mean(v), min(v), max(v), "",
+                                sum(sc.values()) if sc else "", False])
+            base = {w: statistics.mean(v) for w, n, v, sc in cg if n.startswith("braid")}
+            for w, n, v, sc in cg:
+                if not n.startswith("braid") and base.get(w) and "1 conn " not in w:
+                    chart.append(("Ir %s %s" % (w.split(",")[0], n), statistics.mean(v) / base[w]))
     md = "\n".join(header) + "\n" + "\n\n".join(tables) + "\n\n![ratios](ratios.svg)\n"
     open(os.path.join(a.out, "results.md"), "w").write(md)
     with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
