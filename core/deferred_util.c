@@ -3,6 +3,8 @@
  * Twisted function of the same name (twisted/internet/defer.py, task.py).
  * All time comes from the reactor clock, so the manual test clock drives
  * them deterministically. */
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/deferred_internal.h"
@@ -33,6 +35,39 @@ static void braid__timeout_fire(braid_timer_t *t, void *arg) {
   braid__deferred_cancel(to->d);
 }
 
+/* Write `ns` as a person reads a duration ("1.5 s", "250 ms", "20 us",
+ * "7 ns"): the largest unit it reaches, up to three decimals, trailing zeros
+ * dropped. Timeouts are given in nanoseconds, but a message that says
+ * "1500000000 ns" makes the reader count digits. */
+static void braid__fmt_duration(char *buf, size_t size, uint64_t ns) {
+  static const struct {
+    uint64_t scale;
+    const char *unit;
+  } units[] = {{1000000000u, "s"}, {1000000u, "ms"}, {1000u, "us"}};
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (ns < units[i].scale)
+      continue;
+    /* Rounded to thousandths of the unit, in integers: exact for any
+     * uint64_t, where a double would lose the low digits. */
+    uint64_t sub = units[i].scale / 1000u;
+    uint64_t milli = ns / sub + (ns % sub >= (sub + 1u) / 2u);
+    unsigned frac = (unsigned)(milli % 1000u);
+    int digits = 3;
+    while (digits > 0 && frac % 10u == 0) {
+      frac /= 10u;
+      digits--;
+    }
+    if (digits == 0)
+      snprintf(buf, size, "%llu %s", (unsigned long long)(milli / 1000u),
+               units[i].unit);
+    else
+      snprintf(buf, size, "%llu.%0*u %s", (unsigned long long)(milli / 1000u),
+               digits, frac, units[i].unit);
+    return;
+  }
+  snprintf(buf, size, "%llu ns", (unsigned long long)ns);
+}
+
 /* Twisted's convertCancelled + cancelTimeout, as one step (nothing can run
  * between the two there either). */
 static void braid__timeout_step(braid_deferred_t d, braid_result_t *res,
@@ -44,10 +79,11 @@ static void braid__timeout_step(braid_deferred_t d, braid_result_t *res,
       to->on_timeout(d, res, to->arg);
     } else if (braid_result_trap(res, BRAID_FAILURE_DOMAIN, BRAID_ECANCELED)) {
       braid_failure_t *cancel = braid_failure_ref(braid_result_failure(res));
+      char after[32];
+      braid__fmt_duration(after, sizeof after, to->timeout);
       braid_result_set_failure(
           res, braid_failure_new(r, BRAID_FAILURE_DOMAIN, BRAID_ETIMEDOUT,
-                                 cancel, "deferred timed out after %llu ns",
-                                 (unsigned long long)to->timeout));
+                                 cancel, "deferred timed out after %s", after));
     }
   }
   if (braid_timer_active(&to->hdr.timer))

@@ -1,6 +1,9 @@
 /* http_get URL: fetch a URL with braid's HTTP client and print the status
  * line and headers (on stderr) and the body (on stdout, as it arrives:
  * the streaming form of the client, so a large body is never held whole).
+ * https:// URLs run over braid's TLS layer and verify the server's
+ * certificate; a build without TLS (-Dtls=disabled, or no OpenSSL found)
+ * fails them with BRAID_ENOTSUP.
  * Exit status 0 for a complete response, 1 otherwise. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +51,12 @@ static void on_error(braid_deferred_t d, braid_result_t *res, void *arg) {
   state *s = arg;
   char msg[256];
   braid_failure_format(braid_result_failure(res), msg, sizeof msg);
-  fprintf(stderr, "request failed: %s\n", msg);
+  /* Only a build without TLS refuses https with BRAID_ENOTSUP: say how to
+   * get one rather than leave the user with "not supported". */
+  fprintf(stderr, "request failed: %s%s\n", msg,
+          braid_failure_code(braid_result_failure(res)) == BRAID_ENOTSUP
+              ? " (https needs braid built with TLS: -Dtls=enabled)"
+              : "");
   braid_result_set(res, NULL, NULL); /* handled */
   s->status = 1;
   braid_reactor_stop(s->r);
@@ -56,7 +64,7 @@ static void on_error(braid_deferred_t d, braid_result_t *res, void *arg) {
 
 int main(int argc, char **argv) {
   if (argc != 2) {
-    fprintf(stderr, "usage: %s http://host[:port]/path\n", argv[0]);
+    fprintf(stderr, "usage: %s http[s]://host[:port]/path\n", argv[0]);
     return 2;
   }
   state s = {0};
@@ -71,9 +79,7 @@ int main(int argc, char **argv) {
   braid_deferred_t d;
   int rc = braid_http_request_ex(s.c, &o, &d, NULL);
   if (rc < 0) {
-    fprintf(stderr, "%s: %s%s\n", argv[1], braid_strerror(rc),
-            rc == BRAID_ENOTSUP ? " (https needs TLS, which braid lacks yet)"
-                                : "");
+    fprintf(stderr, "%s: %s\n", argv[1], braid_strerror(rc));
     s.status = 2;
   } else {
     braid_deferred_add_callbacks(d, on_head, &s, on_error, &s);

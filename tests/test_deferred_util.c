@@ -122,6 +122,42 @@ static void t_timeout(void **st) {
   done(r);
 }
 
+/* The timeout's message gives the duration in the unit a person reads,
+ * not a count of nanoseconds. */
+static void t_timeout_message(void **st) {
+  (void)st;
+  static const struct {
+    uint64_t ns;
+    const char *text;
+  } cases[] = {
+      {BRAID_MSEC(1500), "deferred timed out after 1.5 s"},
+      {BRAID_SEC(30), "deferred timed out after 30 s"},
+      {BRAID_MSEC(250), "deferred timed out after 250 ms"},
+      {1234567, "deferred timed out after 1.235 ms"},
+      {BRAID_USEC(20), "deferred timed out after 20 us"},
+      {1001, "deferred timed out after 1.001 us"},
+      {7, "deferred timed out after 7 ns"},
+  };
+  braid_reactor_t *r = mk();
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    braid_deferred_t d;
+    seen s;
+    braid_deferred_new(r, &d);
+    assert_int_equal(braid_deferred_add_timeout(d, cases[i].ns, NULL, NULL), 0);
+    watch(d, &s);
+    braid_clock_advance(r, cases[i].ns);
+    assert_int_equal(s.code, BRAID_ETIMEDOUT);
+    /* The formatted failure is the message, " [braid -8]", then its cause:
+     * the message must be exactly the text. */
+    char want[64];
+    snprintf(want, sizeof want, "%s [", cases[i].text);
+    if (strncmp(s.msg, want, strlen(want)) != 0)
+      fail_msg("%llu ns: got \"%s\", want \"%s\"",
+               (unsigned long long)cases[i].ns, s.msg, cases[i].text);
+  }
+  done(r);
+}
+
 /* A failure nobody handled is an ERROR line when the reactor is destroyed,
  * even one whose cause chain holds a cancellation: only the cancellations
  * destroy itself makes are expected (DEBUG). */
@@ -625,6 +661,7 @@ static void t_teardown_everything(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_timeout),
+      cmocka_unit_test(t_timeout_message),
       cmocka_unit_test(t_timeout_custom),
       cmocka_unit_test(t_unhandled_at_destroy),
       cmocka_unit_test(t_defer_later),

@@ -62,11 +62,19 @@ typedef struct braid_reactor_options {
 int braid_reactor_create(braid_reactor_t **out,
                          const braid_reactor_options *opts);
 
-/* Destroy a reactor that is not running. Pending timers are dropped (their
- * callbacks never run), queued call-soon and thread calls are discarded,
- * signal watchers are stopped. Caller-owned handles (timers, signal
- * watchers) may be freed by the caller afterwards. Calling it from inside
- * a callback of the same reactor returns BRAID_EBUSY. NULL: BRAID_EINVAL. */
+/* Destroy a reactor that is not running, releasing everything that still
+ * lives on it, in this order: teardown hooks run (see "Teardown hooks"
+ * below); connections still open are aborted and listeners closed, and
+ * the I/O layer runs until those closes complete, so the protocol of
+ * every connection still open gets connection_lost (BRAID_ECONNABORTED)
+ * before this returns; signal watchers are stopped; the
+ * thread pool's workers finish the job in hand and are joined; deferreds
+ * that have not fired are cancelled (their errbacks run, with
+ * BRAID_ECANCELED, so they can free what they own) and then freed; pending
+ * timers are dropped (their callbacks never run) and queued call-soon and
+ * thread calls discarded. Caller-owned handles (timers, signal watchers)
+ * may be freed by the caller afterwards. Calling it from inside a callback
+ * of the same reactor returns BRAID_EBUSY. NULL: BRAID_EINVAL. */
 int braid_reactor_destroy(braid_reactor_t *r);
 
 /* Run until braid_reactor_stop() is called or nothing is left that could

@@ -3,8 +3,10 @@
  *
  * A protocol is a table of callbacks plus your own state; it never sees a
  * file descriptor. A transport is what a protocol writes to and closes: a
- * TCP or Unix connection, a TLS session, a pipe, or the in-memory test
- * transport of braid/testing.h, all behind the same functions below.
+ * TCP or Unix connection, a TLS session, a pipe (braid_pipe_open, or a
+ * child's standard streams from braid_process_spawn: braid/process.h), or
+ * the in-memory test transport of braid/testing.h, all behind the same
+ * functions below.
  *
  * Lifetime of a connection, as seen by its protocol:
  *   connection_made(t)  once, if the connection was established
@@ -16,8 +18,8 @@
  * reason) without connection_made. After connection_lost returns, the
  * transport is gone: the protocol must not use it again. The protocol's
  * own memory belongs to whoever made it (a factory's build function, or
- * the caller of braid_tcp_connect); connection_lost is the place to free
- * it.
+ * the caller of braid_connect, braid_endpoint_connect, braid_pipe_open,
+ * ...); connection_lost is the place to free it.
  */
 #ifndef BRAID_TRANSPORT_H
 #define BRAID_TRANSPORT_H
