@@ -30,16 +30,39 @@ command -v python3 >/dev/null 2>&1 || need="$need python3"
 # TLS (optional in the build; without these its tests are skipped)
 [ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+# The real peers of the interop tests (each is skipped, with a message,
+# when missing) and GLib (its adapter and tests are built when found):
+# installed here so that this one command runs the whole suite.
+command -v curl >/dev/null 2>&1 || need="$need curl ca-certificates"
+command -v wrk >/dev/null 2>&1 || need="$need wrk"
+[ -x /usr/sbin/nginx ] || need="$need nginx-light"
+pkg-config --exists glib-2.0 2>/dev/null || need="$need libglib2.0-dev"
 case $mode in
-  clang|asan|tsan|release) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
+  clang|asan|release) command -v clang >/dev/null 2>&1 || need="$need clang" ;;
+  tsan)
+    command -v clang >/dev/null 2>&1 || need="$need clang"
+    # clang's sanitizer runtimes are a package of their own in Debian 12.
+    dpkg -s libclang-rt-14-dev >/dev/null 2>&1 || need="$need libclang-rt-14-dev"
+    ;;
   valgrind) command -v valgrind >/dev/null 2>&1 || need="$need valgrind" ;;
 esac
 if [ -n "$need" ]; then
   echo "installing:$need"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
+  # Installing nginx must not start it as a service on port 80 (the tests
+  # start it with their own configuration): a policy-rc.d answering 101
+  # tells invoke-rc.d not to, for this install only.
+  rcd=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    rcd=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee $rcd >/dev/null
+    $sudo chmod +x $rcd
+  fi
   $sudo apt-get update -q
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends $need || { [ -z "$rcd" ] || $sudo rm -f $rcd; exit 1; }
+  [ -z "$rcd" ] || $sudo rm -f $rcd
 fi
 
 setup() { # dir, extra meson args...
