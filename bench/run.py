@@ -2,7 +2,7 @@
 """braid's benchmark driver: every workload against every reactor found.
 
     python3 bench/run.py [--runs N] [--seconds S] [--only WORKLOAD,...]
-                         [--callgrind] [--braid-echo bench|bin] [--out DIR]
+                         [--callgrind] [--out DIR]
 
 Workloads: echo1 and echo50 (TCP ping-pong, 1 and 50 connections, 64-byte
 messages), stream (one connection, MB/s), idle (memory per idle connection
@@ -14,9 +14,8 @@ bench/callgrind.sh): user-space instructions and syscalls per operation,
 the repeatable figures (see callgrind_all).
 
 Peers are written as fast as their own APIs allow (see the comment at the
-top of each bench/echo_*.c). braid's echo rows run bench/echo_braid.c,
-`braid echo` plus TCP_NODELAY as every peer sets it; --braid-echo bin runs
-`braid echo` itself. nginx runs as one process (master_process off) with
+top of each bench/echo_*.c). braid's echo rows run `braid echo`, which
+sets TCP_NODELAY as every peer does. nginx runs as one process (master_process off) with
 sendfile, open_file_cache and access_log off, and with TLS for https on the
 same certificate as braid.
 
@@ -49,7 +48,6 @@ SYS_PY = "/usr/bin/python3"
 PIN0 = ["taskset", "-c", "0"] if shutil.which("taskset") else []
 PIN1 = ["taskset", "-c", "1"] if shutil.which("taskset") else []
 OUT = os.path.join(ROOT, "bench", "out")
-BRAID_ECHO = "bench"  # --braid-echo
 
 
 def sh(cmd, **kw):
@@ -130,10 +128,7 @@ class Server:
 def echo_peers():
     """(name, command, env) for every echo server found."""
     peers = []
-    if BRAID_ECHO == "bin" or not exe("bench", "echo_braid"):
-        cmd = [exe("bin", "braid"), "echo", "--quiet", "--listen", "tcp:port=PORT:interface=127.0.0.1"]
-    else:
-        cmd = [exe("bench", "echo_braid"), "PORT"]
+    cmd = [exe("bin", "braid"), "echo", "--quiet", "--listen", "tcp:port=PORT:interface=127.0.0.1"]
     built = open(os.path.join(BUILD, "core", "config.h")).read()
     m = re.search(r'BRAID_POLLERS_BUILT "([^"]*)"', built)
     for poller in (m.group(1).split() if m else ["epoll"]):
@@ -553,18 +548,15 @@ def svg_chart(path, series):
 
 
 def main():
-    global BRAID_ECHO, OUT, WWW
+    global OUT, WWW
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--only", default="echo1,echo50,stream,idle,timers,deferred,hello,static,https")
     ap.add_argument("--callgrind", action="store_true", help="also the callgrind figures (--only callgrind: just them)")
     ap.add_argument("--cg-repeat", type=int, default=2, help="callgrind measurements per figure")
-    ap.add_argument("--braid-echo", choices=("bench", "bin"), default="bench",
-                    help="braid's echo rows: bench/echo_braid (TCP_NODELAY, as the peers) or `braid echo`")
     ap.add_argument("--out", default=OUT)
     a = ap.parse_args()
-    BRAID_ECHO = a.braid_echo
     OUT = os.path.abspath(a.out)
     WWW = os.path.join(OUT, "www")
     only = set(a.only.split(","))
