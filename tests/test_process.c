@@ -213,6 +213,37 @@ static void test_closes_stdout_early(void **state) {
   braid_reactor_destroy(r);
 }
 
+/* process.h: writing to a pipe whose reader is gone fails the transport
+ * with BRAID_EPIPE, never SIGPIPE (whose default action would end this
+ * test's process). The child closes its stdin; the parent writes after
+ * that. */
+static void write_late(braid_timer_t *t, void *arg) {
+  (void)t;
+  pipe_peer *in = arg;
+  in->to_send = 65536;
+  peer_pump(in);
+}
+
+static void test_reader_gone_epipe(void **state) {
+  (void)state;
+  void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+  braid_reactor_t *r = new_reactor();
+  pipe_peer in;
+  peer_init(&in);
+  ended e = {0, -100};
+  char *argv[] = {"sh", "-c", "exec 0<&-; sleep 0.5; exit 0", NULL};
+  spawn(r, argv, &in, NULL, &e);
+  braid_timer_t t = BRAID_TIMER_INIT;
+  assert_int_equal(braid_timer_start(r, &t, BRAID_MSEC(200), write_late, &in), 0);
+  assert_int_equal(braid_reactor_run(r), 0);
+  assert_int_equal(in.lost, 1);
+  assert_int_equal(in.lost_reason, BRAID_EPIPE);
+  assert_int_equal(e.calls, 1);
+  assert_int_equal(e.status, 0);
+  braid_reactor_destroy(r);
+  signal(SIGPIPE, old);
+}
+
 /* A child that never reads while the parent writes: pause_writing fires
  * and the queue stops growing; the child can still be killed. */
 typedef struct stuck {
@@ -409,6 +440,7 @@ int main(void) {
       cmocka_unit_test(test_exit_code),
       cmocka_unit_test(test_killed_by_signal),
       cmocka_unit_test(test_closes_stdout_early),
+      cmocka_unit_test(test_reader_gone_epipe),
       cmocka_unit_test(test_never_reads),
       cmocka_unit_test(test_many_children),
       cmocka_unit_test(test_foreign_child_not_reaped),
