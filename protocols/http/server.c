@@ -23,14 +23,6 @@ const char *braid__hs_date(braid_http_server_t *s) {
   return s->date;
 }
 
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = braid_malloc(n);
-  if (d != NULL)
-    memcpy(d, s, n);
-  return d;
-}
-
 int braid_http_server_create(braid_reactor_t *r,
                              const braid_http_server_options *opts,
                              braid_http_server_t **out) {
@@ -62,7 +54,7 @@ int braid_http_server_create(braid_reactor_t *r,
     o->linger_timeout = BRAID_SEC(2);
   if (o->max_body == 0)
     o->max_body = 16u * 1024u * 1024u;
-  s->server_name = dupstr(o->server_name ? o->server_name : "braid");
+  s->server_name = braid__hs_strdup(o->server_name ? o->server_name : "braid");
   if (s->server_name == NULL || !braid__hs_field_ok(s->server_name) ||
       strlen(s->server_name) > 128) {
     int rc = s->server_name == NULL ? BRAID_ENOMEM : BRAID_EINVAL;

@@ -242,6 +242,8 @@ void braid__hs_routes_free(braid_http_server_t *s);
 
 /* util.c: "Jan".."Dec", for HTTP dates and the access log's. */
 extern const char braid__hs_months[12][4];
+/* util.c: a copy of s from braid_malloc, or NULL without memory. */
+char *braid__hs_strdup(const char *s);
 
 /* server_log.c */
 void braid__hs_access_log(braid_http_server_t *s, hs_conn *c,

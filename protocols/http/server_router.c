@@ -6,14 +6,6 @@
 
 #include "protocols/http/server_internal.h"
 
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = braid_malloc(n);
-  if (d != NULL)
-    memcpy(d, s, n);
-  return d;
-}
-
 int braid_http_route(braid_http_server_t *s, const char *method,
                      const char *prefix, braid_http_handler_cb cb, void *arg) {
   if (s == NULL || prefix == NULL || prefix[0] != '/' || cb == NULL)
@@ -35,8 +27,8 @@ int braid_http_route(braid_http_server_t *s, const char *method,
     s->cap = cap;
   }
   hs_route *rt = &s->routes[s->nroutes];
-  rt->method = method ? dupstr(method) : NULL;
-  rt->prefix = dupstr(prefix);
+  rt->method = method ? braid__hs_strdup(method) : NULL;
+  rt->prefix = braid__hs_strdup(prefix);
   if ((method != NULL && rt->method == NULL) || rt->prefix == NULL) {
     braid_free(rt->method);
     braid_free(rt->prefix);

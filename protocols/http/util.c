@@ -6,6 +6,14 @@
 
 #include "protocols/http/server_internal.h"
 
+char *braid__hs_strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = braid_malloc(n);
+  if (d != NULL)
+    memcpy(d, s, n);
+  return d;
+}
+
 const char *braid_http_reason(int status) {
   switch (status) {
   case 100:
