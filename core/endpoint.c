@@ -98,13 +98,28 @@ static int braid__ep_uint(const char *s, unsigned long max,
   return 0;
 }
 
-static int braid__ep_seconds(const char *s, uint64_t *out) {
+int braid_endpoint_parse_seconds(const char *value, uint64_t *ns) {
+  if (value == NULL || ns == NULL)
+    return BRAID_EINVAL;
+  /* Decimal digits with at most one point: strtod alone would also take
+   * leading blanks, signs, exponents, hex and "inf". */
+  int points = 0, digits = 0;
+  for (const char *c = value; *c != '\0'; c++) {
+    if (*c == '.')
+      points++;
+    else if (*c >= '0' && *c <= '9')
+      digits++;
+    else
+      return BRAID_EINVAL;
+  }
+  if (digits == 0 || points > 1)
+    return BRAID_EINVAL;
   char *end;
   errno = 0;
-  double v = strtod(s, &end);
-  if (errno != 0 || *end != '\0' || end == s || !(v >= 0) || v > 1e9)
-    return -1;
-  *out = (uint64_t)(v * 1e9);
+  double v = strtod(value, &end);
+  if (errno != 0 || *end != '\0' || end == value || !(v >= 0) || v > 1e9)
+    return BRAID_EINVAL;
+  *ns = (uint64_t)(v * 1e9);
   return 0;
 }
 
@@ -186,7 +201,7 @@ int braid_endpoint_parse(braid_endpoint_t *ep, const char *desc, bool server,
                                desc);
       ep->reuse_port = num == 1;
     } else if (!server && strcmp(k, "timeout") == 0) {
-      if (braid__ep_seconds(v, &ep->timeout) < 0)
+      if (braid_endpoint_parse_seconds(v, &ep->timeout) < 0)
         return braid__ep_error(err, errlen, "bad timeout '%s' in '%s'", v,
                                desc);
     } else {

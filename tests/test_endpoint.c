@@ -610,6 +610,26 @@ static void t_schemes(void **st) {
   assert_int_equal(braid_reactor_destroy(r2), 0);
 }
 
+/* endpoint.h: the one parser of duration options, for modules' schemes
+ * too (tls:'s handshake_timeout=). */
+static void t_parse_seconds(void **st) {
+  (void)st;
+  uint64_t ns = 7;
+  assert_int_equal(braid_endpoint_parse_seconds("2", &ns), 0);
+  assert_true(ns == UINT64_C(2000000000));
+  assert_int_equal(braid_endpoint_parse_seconds("0.25", &ns), 0);
+  assert_true(ns == UINT64_C(250000000));
+  assert_int_equal(braid_endpoint_parse_seconds("0", &ns), 0);
+  assert_true(ns == 0);
+  const char *bad[] = {"", "soon", "-1", "1e3", "0x10", "nan", "2s", " 1", "1.2.3", ".", "2000000000"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ns = 7;
+    assert_int_equal(braid_endpoint_parse_seconds(bad[i], &ns), BRAID_EINVAL);
+    assert_true(ns == 7);
+  }
+  assert_int_equal(braid_endpoint_parse_seconds(NULL, &ns), BRAID_EINVAL);
+}
+
 static void t_split(void **st) {
   (void)st;
   char type[BRAID_ENDPOINT_SCHEME_MAX];
@@ -656,6 +676,7 @@ int main(void) {
       cmocka_unit_test(t_bad_strings),
       cmocka_unit_test(t_schemes),
       cmocka_unit_test(t_split),
+      cmocka_unit_test(t_parse_seconds),
       cmocka_unit_test(t_listen_connect_tcp),
       cmocka_unit_test(t_listen_connect_tcp6),
       cmocka_unit_test(t_listen_connect_unix),

@@ -104,6 +104,13 @@ int braid_endpoint_split(const char *desc, char *type, size_t typelen,
                          braid_endpoint_part *parts, int *nparts, char *err,
                          size_t errlen);
 
+/* A duration option as every endpoint takes it ("timeout=2",
+ * "handshake_timeout=0.5"): decimal seconds (digits and at most one
+ * point), at most 10^9, into nanoseconds. BRAID_EINVAL for anything else
+ * ("", "soon", "-1", "1e3", "0x10", " 1", "nan"); *ns is left alone
+ * then. */
+int braid_endpoint_parse_seconds(const char *value, uint64_t *ns);
+
 /* What a scheme does. `desc` is the whole description (with the scheme
  * name); `arg` is what was registered with it; err/errlen as for
  * braid_endpoint_listen (may be NULL/0). Either slot may be NULL: then

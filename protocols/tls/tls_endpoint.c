@@ -47,16 +47,6 @@ typedef struct braid__tls_ep {
   braid_endpoint_part parts[BRAID_ENDPOINT_MAX_PARTS];
 } braid__tls_ep;
 
-/* "2", "0.5": seconds, as the endpoint's own timeout= takes them. */
-static int braid__tls_ep_seconds(const char *v, uint64_t *out) {
-  char *end;
-  double d = strtod(v, &end);
-  if (end == v || *end != '\0' || !(d >= 0) || d > 1e6)
-    return -1;
-  *out = (uint64_t)(d * 1e9);
-  return 0;
-}
-
 /* OpenSSL lists are ':'-separated, which an endpoint string must escape;
  * ',' is accepted too (as in alpn=). Edits the part in place. */
 static char *braid__tls_ep_list(char *v) {
@@ -100,7 +90,7 @@ static int braid__tls_ep_parse(braid__tls_ep *e, const char *desc, bool server,
     else if (strcmp(k, "groups") == 0)
       e->groups = braid__tls_ep_list(e->parts[i].value);
     else if (strcmp(k, "handshake_timeout") == 0) {
-      if (braid__tls_ep_seconds(v, &e->hs_timeout) < 0) {
+      if (braid_endpoint_parse_seconds(v, &e->hs_timeout) < 0) {
         if (err != NULL && errlen > 0)
           snprintf(err, errlen, "bad handshake_timeout '%s' in '%s'", v, desc);
         return BRAID_EINVAL;
